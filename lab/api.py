@@ -1,0 +1,139 @@
+"""The Python API: `Lab`, a running replicated cluster you can inspect and break.
+
+    from lab import Lab
+    with Lab.up(standbys=2, runtime="local") as lab:
+        with lab.connect() as conn:          # the primary
+            conn.execute("CREATE TABLE t (id int)")
+        print(lab.status().node("s1").sync_state)   # 'sync'
+
+The CLI calls these same methods.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import psycopg
+
+from . import bootstrap, state as lab_state, status as lab_status
+from .conninfo import client_dsn, multi_host_dsn
+from .context import Ctx
+from .errors import InvalidInput
+from .topology import Topology, default_topology, load_topology
+from .wait import wait_until
+
+DEFAULT_NAME = "pglab"
+
+
+def default_name() -> str:
+    return os.environ.get("PGLAB_NAME", DEFAULT_NAME)
+
+
+class Lab:
+    def __init__(self, ctx: Ctx):
+        self.ctx = ctx
+
+    # ---- life cycle ------------------------------------------------------------
+    @classmethod
+    def up(cls, topology: Topology | str | None = None, *, name: str | None = None, runtime: str = "auto",
+           standbys: int = 2, sync: str | None = None, say: Callable[[str], None] | None = None) -> "Lab":
+        """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
+        default (p1 primary, s1 synchronous, the rest asynchronous)."""
+        if isinstance(topology, (str, os.PathLike)):
+            topology = load_topology(topology)
+        if topology is None:
+            topology = default_topology(standbys, sync)
+        elif sync is not None:
+            raise InvalidInput("--sync and a topology file both set synchronous_standby_names",
+                               "set it in the file's [replication] section")
+        ctx = bootstrap.up(topology, name or default_name(), runtime, say or (lambda _: None))
+        return cls(ctx)
+
+    @classmethod
+    def open(cls, name: str | None = None) -> "Lab":
+        return cls(Ctx.open(name or default_name()))
+
+    def down(self) -> list[str]:
+        return bootstrap.down(self.name)
+
+    def __enter__(self) -> "Lab":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.down()
+
+    # ---- what it is ------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.ctx.name
+
+    @property
+    def runtime(self) -> str:
+        return self.ctx.state.runtime
+
+    @property
+    def primary(self) -> str:
+        """The node the lab last made primary (`status()` asks the servers)."""
+        return self.ctx.state.primary
+
+    @property
+    def standbys(self) -> list[str]:
+        return self.ctx.standbys
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self.ctx.state.nodes)
+
+    @property
+    def topology(self) -> Topology:
+        return self.ctx.topology
+
+    def node(self, name: str) -> str:
+        if name not in self.ctx.state.nodes:
+            raise InvalidInput(f"no node {name!r} in lab {self.name}", f"nodes are: {', '.join(self.nodes)}")
+        return name
+
+    # ---- connecting ------------------------------------------------------------
+    def dsn(self, node: str | None = None, *, role: str | None = None, dbname: str = "postgres") -> str:
+        """A libpq connection string. With a node: that node. With role='primary' (or 'standby'):
+        every node, and libpq picks whichever is primary (standby) when it connects."""
+        passfile = str(self.ctx.state.pgpass_path)
+        if node and role:
+            raise InvalidInput("give a node or --role, not both", "e.g. `pglab dsn s1` or `pglab dsn --role primary`")
+        if node:
+            a = self.ctx.state.nodes[self.node(node)]
+            return client_dsn(a.host, a.port, passfile, dbname=dbname)
+        role = role or "primary"
+        attrs = {"primary": "read-write", "standby": "standby", "any": "any"}.get(role)
+        if attrs is None:
+            raise InvalidInput(f"unknown role {role!r}", "use primary, standby or any")
+        order = [self.primary, *self.standbys] if role != "standby" else [*self.standbys, self.primary]
+        addrs = [(self.ctx.state.nodes[n].host, self.ctx.state.nodes[n].port) for n in order]
+        return multi_host_dsn(addrs, passfile, attrs, dbname=dbname)
+
+    def connect(self, node: str | None = None, *, role: str | None = None, autocommit: bool = True,
+                **kw: Any) -> psycopg.Connection:
+        dsn = self.dsn(node, role=role) if node else self.dsn(role=role or "primary")
+        return psycopg.connect(dsn, autocommit=autocommit, **kw)
+
+    # ---- looking ---------------------------------------------------------------
+    def status(self) -> lab_status.LabStatus:
+        return lab_status.snapshot(self.ctx)
+
+    def lag(self) -> dict[str, lab_status.NodeStatus]:
+        return {n.name: n for n in self.status().nodes if n.role == lab_status.Role.STANDBY}
+
+    def wait_for(self, condition: Callable[["Lab"], Any], *, timeout: float = 30, what: str = "a condition",
+                 interval: float = 0.1) -> Any:
+        return wait_until(lambda: condition(self), timeout=timeout, what=what, interval=interval)
+
+    def wait_caught_up(self, timeout: float = 30) -> None:
+        """Until every streaming standby has replayed everything the primary has written."""
+        def caught_up(lab: "Lab") -> bool:
+            st = lab.status()
+            return all(n.replay_lag_bytes == 0 for n in st.nodes if n.role == lab_status.Role.STANDBY)
+        self.wait_for(caught_up, timeout=timeout, what="standbys to replay everything")
+
+
+def list_labs() -> list[str]:
+    return lab_state.list_labs()

@@ -1,0 +1,42 @@
+"""The `pglab` command: a thin layer over the `lab` API.
+
+Each command parses its options, calls one API function and renders the result
+(a rich table, or JSON with --json). A LabError becomes one line on stderr and
+exit status 2, here at the edge and nowhere else.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ..errors import LabError
+from .render import err_console
+
+
+class LabGroup(TyperGroup):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except LabError as e:
+            err_console.print(f"[bold red]pglab: error:[/] {e.line()}", highlight=False, soft_wrap=True)
+            if e.details:
+                err_console.print(e.details, style="dim", highlight=False, markup=False)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("pglab: interrupted; what this command had made was removed", highlight=False)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(cls=LabGroup, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False,
+                  help="A PostgreSQL streaming-replication lab: real servers, real faults, measured.")
+
+# command modules register themselves on `app`
+from . import core  # noqa: E402,F401
+
+
+def main() -> None:
+    sys.exit(app())

@@ -1,0 +1,168 @@
+"""Lab life cycle and inspection: up, down, ls, status, lag, dsn, psql."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.live import Live
+
+from ..api import Lab, default_name, list_labs
+from ..errors import InvalidInput, RuntimeUnavailable
+from ..status import LabStatus, Role
+from . import app
+from .render import console, err_console, human_bytes, human_secs, print_json, table
+
+NameOpt = typer.Option(None, "--name", "-n", help="Lab name (default: $PGLAB_NAME or 'pglab').")
+JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def _open(name: Optional[str]) -> Lab:
+    return Lab.open(name or default_name())
+
+
+def status_table(st: LabStatus, title: str | None = None):
+    rows = []
+    for n in st.nodes:
+        lsn = n.current_lsn if n.role == Role.PRIMARY else n.replay_lsn
+        lag = lambda b, s: None if b is None and s is None else f"{human_bytes(b)}/{human_secs(s)}"  # noqa: E731
+        role = n.role.value + (" (paused)" if n.replay_paused else "")
+        rows.append([n.name, role, n.timeline, lsn, n.sync_state, n.upstream, n.slot,
+                     lag(n.write_lag_bytes, n.write_lag_s), lag(n.flush_lag_bytes, n.flush_lag_s),
+                     lag(n.replay_lag_bytes, n.replay_lag_s)])
+    return table(title, ["node", "role", "tl", "lsn", "sync", "from", "slot", "write lag", "flush lag", "replay lag"],
+                 rows, no_wrap=True)
+
+
+@app.command()
+def up(
+    name: Optional[str] = NameOpt,
+    runtime: str = typer.Option("auto", "--runtime", "-r", help="auto (Docker when a daemon answers), docker or local."),
+    standbys: int = typer.Option(2, "--standbys", "-s", help="Number of standbys (default topology)."),
+    sync: Optional[str] = typer.Option(None, "--sync", help="synchronous_standby_names: 'FIRST 1 (s1)', 'ANY 1', 'none'."),
+    topology: Optional[Path] = typer.Option(None, "--topology", "-t", help="A topology file (.toml or .yaml)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Bring up a lab: a primary and streaming standbys (default: p1, s1 sync, s2 async)."""
+    t0 = time.monotonic()
+    lab = Lab.up(str(topology) if topology else None, name=name, runtime=runtime, standbys=standbys, sync=sync,
+                 say=lambda m: err_console.print(m, style="dim"))
+    st = lab.status()
+    if as_json:
+        print_json(st)
+        return
+    console.print(status_table(st, f"lab {lab.name} ({lab.runtime}) up in {time.monotonic() - t0:.1f} s"))
+    console.print(f"connect: psql \"$(pglab dsn --name {lab.name} --role primary)\"   |   pglab down --name {lab.name}")
+
+
+@app.command()
+def down(name: Optional[str] = NameOpt) -> None:
+    """Stop and remove everything of a lab (servers, data, containers, networks). Idempotent."""
+    from ..bootstrap import down as lab_down
+    lab_name = name or default_name()
+    removed = lab_down(lab_name)
+    if removed:
+        console.print(f"lab {lab_name}: removed {len(removed)} item(s): " + ", ".join(removed))
+    else:
+        console.print(f"lab {lab_name}: nothing to remove")
+
+
+@app.command("ls")
+def ls(as_json: bool = JsonOpt) -> None:
+    """List the labs on this machine."""
+    labs = []
+    for n in list_labs():
+        try:
+            lab = Lab.open(n)
+            labs.append({"name": n, "runtime": lab.runtime, "primary": lab.primary, "nodes": lab.nodes})
+        except Exception as e:  # noqa: BLE001 - one broken lab must not hide the others
+            labs.append({"name": n, "runtime": "?", "primary": None, "nodes": [], "error": str(e)})
+    if as_json:
+        print_json(labs)
+        return
+    console.print(table(None, ["lab", "runtime", "primary", "nodes"],
+                        [[lb["name"], lb["runtime"], lb["primary"], ", ".join(lb["nodes"])] for lb in labs]))
+
+
+@app.command()
+def status(name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
+    """One row per node: role, timeline, LSNs, sync state, lag per stage in bytes and seconds, slot."""
+    st = _open(name).status()
+    if as_json:
+        print_json(st)
+    else:
+        console.print(status_table(st, f"lab {st.lab} ({st.runtime})"))
+
+
+def lag_table(st: LabStatus):
+    rows = [[n.name, n.sync_state, n.stream_state, human_bytes(n.write_lag_bytes), human_secs(n.write_lag_s),
+             human_bytes(n.flush_lag_bytes), human_secs(n.flush_lag_s), human_bytes(n.replay_lag_bytes),
+             human_secs(n.replay_lag_s), "yes" if n.replay_paused else ""]
+            for n in st.nodes if n.role == Role.STANDBY]
+    return table(f"lag behind {st.primary} at {time.strftime('%H:%M:%S', time.localtime(st.taken_at))}",
+                 ["standby", "sync", "state", "write B", "write s", "flush B", "flush s", "replay B", "replay s",
+                  "paused"], rows)
+
+
+@app.command()
+def lag(
+    name: Optional[str] = NameOpt,
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C (or --duration)."),
+    interval: float = typer.Option(1.0, "--interval", "-i", min=0.1, help="Seconds between refreshes."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Stop watching after this many seconds."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Replication lag of every standby, in bytes and seconds, per stage (write, flush, replay)."""
+    lab = _open(name)
+    if not watch:
+        st = lab.status()
+        if as_json:
+            print_json([n for n in st.nodes if n.role == Role.STANDBY])
+        else:
+            console.print(lag_table(st))
+        return
+    end = time.monotonic() + duration if duration else None
+    try:
+        with Live(lag_table(lab.status()), console=console, refresh_per_second=max(1, int(1 / interval))) as live:
+            while end is None or time.monotonic() < end:
+                time.sleep(interval)
+                live.update(lag_table(lab.status()))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def dsn(
+    node: Optional[str] = typer.Argument(None, help="A node name; or use --role."),
+    role: Optional[str] = typer.Option(None, "--role", help="primary, standby or any: a multi-host DSN."),
+    name: Optional[str] = NameOpt,
+    dbname: str = typer.Option("postgres", "--dbname", "-d"),
+) -> None:
+    """Print a libpq connection string (the password stays in the lab's passfile)."""
+    print(_open(name).dsn(node, role=role, dbname=dbname) if node else _open(name).dsn(role=role or "primary", dbname=dbname))
+
+
+@app.command()
+def psql(
+    node: Optional[str] = typer.Argument(None, help="A node name (default: the primary)."),
+    name: Optional[str] = NameOpt,
+    command: Optional[str] = typer.Option(None, "--command", "-c", help="Run one command and exit."),
+) -> None:
+    """Open psql on a node."""
+    lab = _open(name)
+    target = lab.dsn(lab.node(node)) if node else lab.dsn(role="primary")
+    bindir = lab.ctx.state.runtime_data.get("bindir") or ""
+    exe = os.path.join(bindir, "psql") if bindir and os.access(os.path.join(bindir, "psql"), os.X_OK) else shutil.which("psql")
+    if not exe:
+        raise RuntimeUnavailable("psql is not installed here", "install the PostgreSQL client (Debian: apt-get install postgresql-client)")
+    args = [exe, target] + (["-c", command] if command else [])
+    os.execv(exe, args)
+
+
+def _check_node(lab: Lab, node: str) -> str:
+    if node not in lab.nodes:
+        raise InvalidInput(f"no node {node!r} in lab {lab.name}", f"nodes are: {', '.join(lab.nodes)}")
+    return node

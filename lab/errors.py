@@ -1,0 +1,52 @@
+"""The lab's exception tree.
+
+Every error a user can cause or meet derives from LabError. The CLI turns a
+LabError into one line (what, why, how to fix) and exit status 2; anything else
+is a bug and keeps its traceback (without local variables: connection strings
+hold passwords).
+"""
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """Base class: a message fit for one line, and an optional hint."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None, details: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        #: extra lines (e.g. a server's last log lines) shown below the one line
+        self.details = details
+
+    def line(self) -> str:
+        return f"{self.message}: {self.hint}" if self.hint else self.message
+
+
+class InvalidInput(LabError):
+    """A name, option, setting or file the user gave is wrong."""
+
+
+class LabExists(LabError):
+    """A lab with this name already exists."""
+
+
+class LabNotFound(LabError):
+    """No lab with this name."""
+
+
+class RuntimeUnavailable(LabError):
+    """The chosen runtime cannot be used here (no binaries, no daemon, no image)."""
+
+
+class Unsupported(LabError):
+    """The runtime or this machine cannot do what was asked (and says why)."""
+
+
+class NodeFailed(LabError):
+    """A server or a command on a node failed; details hold its last log lines."""
+
+
+class WaitTimeout(LabError):
+    """A condition did not hold within its timeout."""

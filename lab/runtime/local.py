@@ -1,0 +1,275 @@
+"""Local runtime: PostgreSQL server processes on this machine.
+
+Nodes listen on 127.0.0.1 on free ports. With netns=True (root only) each node
+gets its own network namespace with a veth on a lab bridge, as
+pg_auto_failover's test harness does, so that a node can be partitioned
+(link down) or throttled (tc tbf) on its own.
+
+PostgreSQL refuses to run as root: when the lab runs as root, every server
+program runs as the `postgres` system user, and node directories belong to it.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from ..errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
+from ..state import NodeAddr
+from ..topology import NodeSpec
+from . import netns, procs
+from .base import CommandResult, NodePaths
+
+SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
+
+
+def find_bindir(version: int | None = None, configured: str | None = None) -> str:
+    """Where the server programs are: configured path, pg_config, PATH, /usr/lib/postgresql/*/bin."""
+    candidates: list[str] = []
+    if configured:
+        candidates.append(configured)
+    elif version:
+        candidates.append(f"/usr/lib/postgresql/{version}/bin")
+    else:
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            try:
+                candidates.append(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                                 timeout=10).stdout.strip())
+            except (OSError, subprocess.SubprocessError):
+                pass
+        initdb = shutil.which("initdb")
+        if initdb:
+            candidates.append(str(Path(initdb).parent))
+        versions = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin")),
+                          key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
+        candidates += [str(p) for p in versions]
+    for c in candidates:
+        if c and all(os.access(os.path.join(c, prog), os.X_OK) for prog in SERVER_PROGRAMS):
+            return c
+    looked = ", ".join(c for c in candidates if c) or "pg_config, PATH, /usr/lib/postgresql/*/bin"
+    raise RuntimeUnavailable(
+        f"PostgreSQL server programs not found (looked in {looked})",
+        "install them (Debian: apt-get install postgresql) or set [postgres] bindir in the topology",
+    )
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise RuntimeUnavailable("running as root but there is no `postgres` system user to run the servers",
+                                 "create one (useradd --system postgres) or run pglab as a normal user") from None
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(taken: set[int]) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken and port_free(port):
+            return port
+    raise RuntimeUnavailable("could not find a free TCP port on 127.0.0.1", "free some ports and retry")
+
+
+class LocalRuntime:
+    kind = "local"
+
+    def __init__(self, lab: str, lab_dir: Path, data: dict | None = None, *,
+                 bindir: str | None = None, netns_mode: bool = False):
+        data = data or {}
+        self.lab = lab
+        self.dir = Path(lab_dir)
+        self.bindir = data.get("bindir") or bindir or find_bindir()
+        self.netns = bool(data.get("netns", netns_mode))
+        self.net: dict = data.get("net", {})
+        self.user = _server_user()
+        if self.netns and os.geteuid() != 0:
+            raise Unsupported("per-node network namespaces need root",
+                              "run as root, or drop netns from the topology (partitions and throttling then are unavailable)")
+
+    # ---- setup -------------------------------------------------------------
+    def prepare(self, nodes: tuple[NodeSpec, ...]) -> dict[str, NodeAddr]:
+        taken: set[int] = set()
+        for n in nodes:
+            if n.port:
+                if not port_free(n.port):
+                    raise InvalidInput(f"port {n.port} (node {n.name}) is in use on 127.0.0.1",
+                                       "choose another port in the topology, or leave it out to let the lab pick")
+                taken.add(n.port)
+        if self.netns:
+            self.net = netns.create_lab_network(self.lab)
+        addrs = {}
+        for n in nodes:
+            addrs[n.name] = self.add_node(n, taken)
+            taken.add(addrs[n.name].port)
+        return addrs
+
+    def add_node(self, node: NodeSpec, taken: set[int] | None = None) -> NodeAddr:
+        home = self.dir / node.name
+        home.mkdir(mode=0o700, exist_ok=True)
+        self._chown(home)
+        if self.netns:
+            ip = netns.add_node(self.net, self.lab, node.name)
+            port = node.port or 5432
+            return NodeAddr(ip, port, ip, port)
+        port = node.port or pick_port(taken or set())
+        return NodeAddr("127.0.0.1", port, "127.0.0.1", port)
+
+    def _chown(self, path: Path) -> None:
+        if self.user:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def paths(self, node: str) -> NodePaths:
+        h = str(self.dir / node)
+        return NodePaths(home=h, data=f"{h}/data", log=f"{h}/server.log", socket_dir=h)
+
+    def listen_address(self, node: str) -> str:
+        return netns.node_ip(self.net, node) if self.netns else "127.0.0.1"
+
+    def hba_networks(self) -> list[str]:
+        return [self.net["subnet"]] if self.netns else ["127.0.0.1/32"]
+
+    def runtime_data(self) -> dict:
+        return {"bindir": self.bindir, "netns": self.netns, "net": self.net}
+
+    # ---- commands and files ------------------------------------------------
+    def _program(self, name: str) -> str:
+        p = os.path.join(self.bindir, name)
+        return p if os.access(p, os.X_OK) else (shutil.which(name) or name)
+
+    def run(self, node: str, argv: list[str], *, env: dict[str, str] | None = None,
+            timeout: float = 120, check: bool = True) -> CommandResult:
+        home = self.paths(node).home
+        full_env = {"PATH": f"{self.bindir}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home, "LC_ALL": "C.UTF-8",
+                    "PGHOST": self.paths(node).socket_dir, **(env or {})}
+        cmd = [self._program(argv[0]), *argv[1:]]
+        kwargs: dict = {}
+        if self.netns:
+            # `ip netns exec` needs root, so drop to the server user after entering the namespace
+            prefix = ["ip", "netns", "exec", netns.ns_name(self.lab, node)]
+            if self.user:
+                prefix += ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}", "--clear-groups"]
+            cmd = prefix + cmd
+        elif self.user:
+            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+        try:
+            p = subprocess.run(cmd, env=full_env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, text=True, timeout=timeout, **kwargs)
+        except subprocess.TimeoutExpired as e:
+            raise NodeFailed(f"{argv[0]} on {node} did not finish within {timeout:.0f}s",
+                             details=(e.stdout or "") if isinstance(e.stdout, str) else None) from None
+        res = CommandResult(p.returncode, p.stdout)
+        if check and p.returncode != 0:
+            raise NodeFailed(f"{argv[0]} failed on {node} (exit {p.returncode})", details=p.stdout[-2000:])
+        return res
+
+    def write_file(self, node: str, path: str, text: str, mode: int = 0o600) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        self._chown(Path(path))
+
+    def read_file(self, node: str, path: str) -> str | None:
+        try:
+            return Path(path).read_text(errors="replace")
+        except OSError:
+            return None
+
+    def remove_path(self, node: str, path: str) -> None:
+        p = Path(path)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+
+    # ---- faults ------------------------------------------------------------
+    def _postmaster_pid(self, node: str) -> int | None:
+        text = self.read_file(node, f"{self.paths(node).data}/postmaster.pid")
+        if not text:
+            return None
+        try:
+            return int(text.split("\n", 1)[0])
+        except ValueError:
+            return None
+
+    def postmaster_running(self, node: str) -> bool:
+        pid = self._postmaster_pid(node)
+        return bool(pid and procs.alive(pid))
+
+    def kill(self, node: str) -> None:
+        pid = self._postmaster_pid(node)
+        if pid and procs.alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            # the postmaster's children notice its death by themselves; wait briefly so that
+            # "killed" means the port is closed when we return
+            deadline = time.monotonic() + 5
+            while procs.alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    def pause(self, node: str) -> None:
+        pid = self._postmaster_pid(node)
+        if not pid or not procs.alive(pid):
+            raise NodeFailed(f"node {node} is not running", "start it first")
+        procs.signal_tree(pid, signal.SIGSTOP)
+
+    def resume(self, node: str) -> None:
+        pid = self._postmaster_pid(node)
+        if pid:
+            procs.signal_tree(pid, signal.SIGCONT)
+
+    def _need_netns(self, what: str) -> None:
+        if not self.netns:
+            raise Unsupported(f"{what} on the local runtime needs per-node network namespaces",
+                              "bring the lab up with --netns (as root), or use --runtime docker")
+
+    def partition(self, node: str) -> None:
+        self._need_netns("a partition")
+        netns.link(self.net, node, up=False)
+
+    def heal_partition(self, node: str) -> None:
+        self._need_netns("a partition")
+        netns.link(self.net, node, up=True)
+
+    def throttle(self, node: str, rate: str) -> None:
+        self._need_netns("a bandwidth throttle")
+        netns.throttle(self.lab, node, rate)
+
+    def unthrottle(self, node: str) -> None:
+        self._need_netns("a bandwidth throttle")
+        netns.unthrottle(self.lab, node)
+
+    # ---- teardown ----------------------------------------------------------
+    def destroy(self) -> list[str]:
+        removed = []
+        for d in sorted(p for p in self.dir.iterdir() if p.is_dir()) if self.dir.exists() else []:
+            pid = self._postmaster_pid(d.name)
+            if pid and procs.alive(pid):
+                procs.signal_tree(pid, signal.SIGCONT)
+                procs.signal_tree(pid, signal.SIGKILL)
+                removed.append(f"server {d.name} (pid {pid})")
+        # anything else still working in the lab's directory (a clone, a rewind, a child
+        # left by a killed postmaster)
+        stray = procs.kill_matching(str(self.dir) + "/")
+        if stray:
+            removed.append(f"{stray} other process(es)")
+        if self.netns or self.net:
+            removed += netns.destroy_lab_network(self.net, self.lab)
+        return removed

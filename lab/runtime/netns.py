@@ -1,0 +1,109 @@
+"""Per-node network namespaces for the local runtime (root only).
+
+One bridge per lab with a private /24 that the lab picks among unused
+10.213.x.0/24 networks; one namespace per node, joined to the bridge by a veth
+pair. The namespaces have no default route: nothing in them can reach anything
+but the lab's bridge. A partition takes the host side of the node's veth down;
+a throttle puts a tbf qdisc on the node's side.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import subprocess
+
+from ..errors import NodeFailed, Unsupported
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise NodeFailed(f"`ip {' '.join(args)}` failed: {p.stderr.strip()}")
+    return p
+
+
+def _short(lab: str) -> str:
+    return hashlib.sha1(lab.encode()).hexdigest()[:6]
+
+
+def ns_name(lab: str, node: str) -> str:
+    return f"pglab-{lab}-{node}"
+
+
+def _used_subnets() -> set[str]:
+    out = _ip("-o", "-4", "addr", "show", check=False).stdout
+    nets = set()
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            nets.add(str(ipaddress.ip_interface(parts[parts.index("inet") + 1]).network))
+    return nets
+
+
+def create_lab_network(lab: str) -> dict:
+    used = _used_subnets()
+    for x in range(1, 255):
+        subnet = f"10.213.{x}.0/24"
+        if subnet not in used:
+            break
+    else:
+        raise Unsupported("no free 10.213.x.0/24 network for the lab bridge", "remove some labs with `pglab down`")
+    bridge = f"plb{_short(lab)}"
+    gw = subnet.replace(".0/24", ".1")
+    _ip("link", "add", bridge, "type", "bridge")
+    _ip("addr", "add", f"{gw}/24", "dev", bridge)
+    _ip("link", "set", bridge, "up")
+    return {"bridge": bridge, "subnet": subnet, "gateway": gw, "nodes": {}}
+
+
+def node_ip(net: dict, node: str) -> str:
+    return net["nodes"][node]["ip"]
+
+
+def add_node(net: dict, lab: str, node: str) -> str:
+    index = len(net["nodes"]) + 10
+    ip = net["subnet"].replace(".0/24", f".{index}")
+    ns = ns_name(lab, node)
+    host_if = f"plv{_short(lab)}{index}"
+    _ip("netns", "add", ns)
+    _ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    _ip("link", "set", host_if, "master", net["bridge"], "up")
+    _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+    _ip("-n", ns, "link", "set", "eth0", "up")
+    _ip("-n", ns, "link", "set", "lo", "up")
+    net["nodes"][node] = {"ip": ip, "host_if": host_if, "ns": ns}
+    return ip
+
+
+def link(net: dict, node: str, up: bool) -> None:
+    _ip("link", "set", net["nodes"][node]["host_if"], "up" if up else "down")
+
+
+def throttle(lab: str, node: str, rate: str) -> None:
+    # tbf: this kernel has it (netem, for latency and loss, is missing here)
+    p = subprocess.run(["ip", "netns", "exec", ns_name(lab, node), "tc", "qdisc", "replace", "dev", "eth0", "root",
+                        "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise NodeFailed(f"could not throttle {node}: {p.stderr.strip()}", "is the tc program (iproute2) installed?")
+
+
+def unthrottle(lab: str, node: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns_name(lab, node), "tc", "qdisc", "del", "dev", "eth0", "root"],
+                   capture_output=True, text=True)
+
+
+def destroy_lab_network(net: dict, lab: str) -> list[str]:
+    removed = []
+    for node, info in net.get("nodes", {}).items():
+        if _ip("netns", "del", info["ns"], check=False).returncode == 0:
+            removed.append(f"namespace {info['ns']}")
+    # namespaces of this lab that the state did not record (an interrupted `up`)
+    for line in _ip("netns", "list", check=False).stdout.splitlines():
+        ns = line.split()[0] if line.split() else ""
+        if ns.startswith(f"pglab-{lab}-") and ns[len(f"pglab-{lab}-"):].find("-") == -1:
+            if _ip("netns", "del", ns, check=False).returncode == 0:
+                removed.append(f"namespace {ns}")
+    bridge = net.get("bridge") or f"plb{_short(lab)}"
+    if _ip("link", "del", bridge, check=False).returncode == 0:
+        removed.append(f"bridge {bridge}")
+    return removed

@@ -1,0 +1,82 @@
+"""Finding and signalling a node's processes on this machine (local runtime)."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+
+def _ppid_map() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: split after the last ')'
+        fields = stat[stat.rfind(")") + 2:].split()
+        out[int(p.name)] = int(fields[1])
+    return out
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    ppids = _ppid_map()
+    result, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        result.append(p)
+        todo.extend(c for c, pp in ppids.items() if pp == p)
+    return result
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is dead for our purposes
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def signal_tree(pid: int, sig: int) -> None:
+    for p in tree(pid):
+        try:
+            os.kill(p, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def matching(needle: str) -> list[int]:
+    """Processes whose command line or title mentions needle (a lab directory or cluster name)."""
+    me = os.getpid()
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == me:
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmd and alive(int(p.name)):
+            found.append(int(p.name))
+    return found
+
+
+def kill_matching(needle: str) -> int:
+    pids = matching(needle)
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGCONT)
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return len(pids)
