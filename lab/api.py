@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import psycopg
 
-from . import bootstrap, state as lab_state, status as lab_status
+from . import bootstrap, faults, state as lab_state, status as lab_status
 from .conninfo import client_dsn, multi_host_dsn
 from .context import Ctx
 from .errors import InvalidInput
@@ -133,6 +133,16 @@ class Lab:
             st = lab.status()
             return all(n.replay_lag_bytes == 0 for n in st.nodes if n.role == lab_status.Role.STANDBY)
         self.wait_for(caught_up, timeout=timeout, what="standbys to replay everything")
+
+
+    # ---- breaking ----------------------------------------------------------------
+    def fault(self, node: str, kind: str, *, rate: str = "1mbit") -> None:
+        """Inject a fault: stop, kill, pause, partition or throttle (see lab.faults)."""
+        faults.inject(self.ctx, self.node(node), kind, rate=rate)
+
+    def heal(self, node: str, kind: str | None = None) -> list[str]:
+        """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
+        return faults.heal(self.ctx, self.node(node), kind)
 
 
 def list_labs() -> list[str]:

@@ -23,6 +23,9 @@ class LabError(Exception):
     def line(self) -> str:
         return f"{self.message}: {self.hint}" if self.hint else self.message
 
+    def __str__(self) -> str:
+        return self.line()
+
 
 class InvalidInput(LabError):
     """A name, option, setting or file the user gave is wrong."""

@@ -47,6 +47,7 @@ class LabState:
     created: float = 0.0
     runtime_data: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    faults: dict[str, list[str]] = field(default_factory=dict)   # node -> faults in force
 
     @property
     def dir(self) -> Path:

@@ -216,13 +216,23 @@ class LocalRuntime:
 
     def kill(self, node: str) -> None:
         pid = self._postmaster_pid(node)
-        if pid and procs.alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            # the postmaster's children notice its death by themselves; wait briefly so that
-            # "killed" means the port is closed when we return
-            deadline = time.monotonic() + 5
-            while procs.alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
+        if not pid or not procs.alive(pid):
+            return
+        children = procs.tree(pid)
+        os.kill(pid, signal.SIGKILL)
+        # The children notice the postmaster's death by themselves; wait for them so that
+        # "killed" means the port is closed when we return.
+        deadline = time.monotonic() + 5
+        while any(procs.alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if Path(f"/proc/{pid}").exists():
+            # A dead postmaster that its parent has not reaped yet (a zombie) still "exists" for
+            # kill(pid, 0), and a new postmaster would refuse to start over its postmaster.pid.
+            # Every process of the old server is gone, so the lock file is stale: remove it.
+            p = self.paths(node)
+            self.remove_path(node, f"{p.data}/postmaster.pid")
+            for lock in Path(p.socket_dir).glob(".s.PGSQL.*.lock"):
+                lock.unlink(missing_ok=True)
 
     def pause(self, node: str) -> None:
         pid = self._postmaster_pid(node)

@@ -1,0 +1,74 @@
+"""Shared fixtures: labs on each runtime, each checked to leave nothing behind."""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+
+from lab import Lab
+from lab.bootstrap import down
+from lab.leftovers import leftovers
+from lab.runtime import docker_answers
+
+IN_CI = os.environ.get("CI") == "true"
+RUNTIMES = ["local", pytest.param("docker", marks=pytest.mark.docker)]
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:7]}"
+
+
+def require_runtime(kind: str) -> None:
+    if kind != "docker":
+        return
+    if not docker_answers():
+        if IN_CI:
+            pytest.fail("no Docker daemon answers; in CI the Docker tests must run (.ci/run starts dockerd)")
+        pytest.skip("no Docker daemon answers (start dockerd to run the Docker tests)")
+    from lab.images import usable_image
+    if usable_image(15) is None:
+        if IN_CI:
+            pytest.fail("no PostgreSQL image; in CI .ci/run builds it with `pglab image build --pg 15`")
+        pytest.skip("no PostgreSQL image (build one with `pglab image build --pg 15`)")
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    require_runtime(request.param)
+    return request.param
+
+
+def assert_clean(name: str) -> None:
+    left = leftovers(name)
+    assert left == [], f"lab {name} left {left}"
+
+
+@pytest.fixture
+def make_lab(runtime: str) -> Iterator[Callable[..., Lab]]:
+    """Make labs on the test's runtime; after the test, `down` each and check nothing is left."""
+    names: list[str] = []
+
+    def make(topology=None, **kw) -> Lab:
+        name = kw.pop("name", None) or unique()
+        names.append(name)
+        return Lab.up(topology, name=name, runtime=kw.pop("runtime", runtime), **kw)
+
+    yield make
+    for n in names:
+        down(n)
+        assert_clean(n)
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def shared_lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """One default lab per runtime for tests that only look (module scope keeps the suite quick)."""
+    require_runtime(request.param)
+    name = unique("sh")
+    lab = Lab.up(name=name, runtime=request.param)
+    try:
+        yield lab
+    finally:
+        down(name)
+        assert_clean(name)
