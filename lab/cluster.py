@@ -141,3 +141,21 @@ def parallel(fn, items: list[str]) -> None:
         errors = [f.exception() for f in futures if f.exception()]
     if errors:
         raise errors[0]
+
+
+def reclone(ctx: Ctx, node: str) -> None:
+    """Rebuild a standby from the current primary: a fresh base backup through a fresh slot.
+    The way back for a standby that lost the WAL it needs, or an old primary pg_rewind can't fix."""
+    primary = ctx.state.primary
+    if node == primary:
+        raise InvalidInput(f"{node} is the primary; only a standby can be re-cloned",
+                           "switch over first, or re-clone another node")
+    ctx.rt.resume(node)
+    if ctx.rt.postmaster_running(node):
+        server.stop(ctx.rt, node, mode="immediate")
+    sql.query(ctx.state, primary, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                                  "WHERE slot_name = %s", (slot_name(node),))
+    clone(ctx, node, primary)
+    write_config(ctx, node, upstream=primary)
+    server.start(ctx.rt, node)
+    ctx.event("reclone", node)
