@@ -107,6 +107,23 @@ def drop_slot(ctx: Ctx, on: str, node: str) -> None:
                              "WHERE slot_name = %s AND NOT active", (slot_name(node),))
 
 
+def force_drop_slot(ctx: Ctx, on: str, node: str, timeout: float = 10) -> None:
+    """Drop a standby's slot even while a walsender still holds it (the standby is going away)."""
+    def dropped() -> bool:
+        rows = sql.query(ctx.state, on, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                         (slot_name(node),))
+        if not rows:
+            return True
+        if rows[0][0] is not None:
+            sql.query(ctx.state, on, "SELECT pg_terminate_backend(%s)", (rows[0][0],))
+            return False
+        sql.query(ctx.state, on, "SELECT pg_drop_replication_slot(%s)", (slot_name(node),))
+        return True
+    import psycopg
+    wait_until(dropped, timeout=timeout, what=f"the slot of {node} on {on} to be dropped",
+               transient=(psycopg.errors.ObjectInUse, psycopg.OperationalError))
+
+
 def set_sync(ctx: Ctx, primary: str, spec: SyncSpec) -> None:
     write_config(ctx, primary, sync=spec)
     sql.query(ctx.state, primary, "SELECT pg_reload_conf()")
@@ -153,8 +170,7 @@ def reclone(ctx: Ctx, node: str) -> None:
     ctx.rt.resume(node)
     if ctx.rt.postmaster_running(node):
         server.stop(ctx.rt, node, mode="immediate")
-    sql.query(ctx.state, primary, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                                  "WHERE slot_name = %s", (slot_name(node),))
+    force_drop_slot(ctx, primary, node)
     clone(ctx, node, primary)
     write_config(ctx, node, upstream=primary)
     server.start(ctx.rt, node)
