@@ -130,7 +130,11 @@ def snapshot(ctx: Ctx) -> LabStatus:
         p = probes[n]
         if "error" in p:
             role = Role.UNREACHABLE if p["running"] else Role.DOWN
-            nodes.append(NodeStatus(n, role, error=p["error"]))
+            slot_row = slots.get(n.replace("-", "_"))
+            # a standby that is away still holds WAL on the primary through its slot: show how much
+            nodes.append(NodeStatus(n, role, error=p["error"], slot=slot_row[0] if slot_row else None,
+                                    slot_active=slot_row[1] if slot_row else None,
+                                    slot_retained_bytes=int(slot_row[2]) if slot_row and slot_row[2] is not None else None))
             continue
         if not p["recovery"]:
             nodes.append(NodeStatus(n, Role.PRIMARY, timeline=p["timeline"], current_lsn=p["current"]))

@@ -1,0 +1,104 @@
+"""Bring-up of a primary with two streaming standbys: the raw commands vs `pglab up` (local runtime).
+
+Both are timed in the same run, alternately, several times; the script prints medians and the
+ratio (target: pglab up <= 2.0x the floor), plus `pglab status` and `pglab down` times.
+
+    python bench/bench_up.py [--repeat 5]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from lab.runtime.local import find_bindir, pick_port  # noqa: E402
+
+BIN = find_bindir()
+
+
+def as_pg(argv: list[str], **kw) -> subprocess.CompletedProcess:
+    """What a person types as root: the server programs run as the postgres user."""
+    extra = {}
+    if os.geteuid() == 0:
+        u = pwd.getpwnam("postgres")
+        extra = {"user": u.pw_uid, "group": u.pw_gid, "extra_groups": []}
+    return subprocess.run([os.path.join(BIN, argv[0]), *argv[1:]], check=True, capture_output=True, text=True,
+                          cwd="/tmp", **extra, **kw)
+
+
+def floor_once() -> float:
+    base = tempfile.mkdtemp(prefix="pglab-floor-")
+    os.chmod(base, 0o777)
+    ports = [pick_port(set()) for _ in range(3)]
+    dirs = [f"{base}/{n}" for n in ("p1", "s1", "s2")]
+    t0 = time.monotonic()
+    try:
+        as_pg(["initdb", "-D", dirs[0], "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"])
+        with open(f"{dirs[0]}/postgresql.auto.conf", "a") as f:
+            f.write(f"port = {ports[0]}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{base}'\n"
+                    "wal_log_hints = on\n")
+        as_pg(["pg_ctl", "-D", dirs[0], "-l", f"{base}/p1.log", "-w", "start"])
+
+        def clone(i: int) -> None:
+            as_pg(["pg_basebackup", "-D", dirs[i], "-h", "127.0.0.1", "-p", str(ports[0]), "-U", "postgres",
+                   "-X", "stream", "-c", "fast", "-C", "-S", f"s{i}", "-R"])
+            with open(f"{dirs[i]}/postgresql.auto.conf", "a") as f:
+                f.write(f"port = {ports[i]}\nprimary_slot_name = 's{i}'\n")
+            as_pg(["pg_ctl", "-D", dirs[i], "-l", f"{base}/s{i}.log", "-w", "start"])
+
+        with ThreadPoolExecutor(2) as ex:
+            list(ex.map(clone, [1, 2]))
+        while True:
+            out = as_pg(["psql", "-h", "127.0.0.1", "-p", str(ports[0]), "-U", "postgres", "-Atc",
+                         "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"]).stdout
+            if out.strip() == "2":
+                break
+            time.sleep(0.05)
+        return time.monotonic() - t0
+    finally:
+        for d in dirs:
+            if os.path.exists(f"{d}/postmaster.pid"):
+                subprocess.run([os.path.join(BIN, "pg_ctl"), "-D", d, "-m", "immediate", "stop"],
+                               capture_output=True, **({"user": "postgres"} if os.geteuid() == 0 else {}))
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def timed(argv: list[str]) -> float:
+    t0 = time.monotonic()
+    subprocess.run(argv, check=True, capture_output=True)
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    pglab = [sys.executable, "-m", "lab"]
+    floors, ups, statuses, downs = [], [], [], []
+    for i in range(args.repeat):
+        floors.append(floor_once())
+        name = f"bench-up-{os.getpid()}-{i}"
+        ups.append(timed(pglab + ["up", "--name", name, "--runtime", "local"]))
+        statuses.append(timed(pglab + ["status", "--name", name]))
+        downs.append(timed(pglab + ["down", "--name", name]))
+    med = statistics.median
+    print(f"runs: {args.repeat}  (PostgreSQL programs in {BIN})")
+    print(f"floor (initdb, start, 2 parallel pg_basebackup -C -S, start, streaming): median {med(floors):.2f} s  "
+          f"[{min(floors):.2f}-{max(floors):.2f}]")
+    print(f"pglab up --runtime local (same topology, CLI process included):       median {med(ups):.2f} s  "
+          f"[{min(ups):.2f}-{max(ups):.2f}]")
+    print(f"ratio up/floor: {med(ups) / med(floors):.2f}x  (target <= 2.0x)")
+    print(f"pglab status: median {med(statuses):.2f} s (target <= 0.5 s)")
+    print(f"pglab down:   median {med(downs):.2f} s (target <= 1 s)")
+
+
+if __name__ == "__main__":
+    main()
