@@ -35,7 +35,7 @@ app = typer.Typer(cls=LabGroup, no_args_is_help=True, add_completion=False,
                   help="A PostgreSQL streaming-replication lab: real servers, real faults, measured.")
 
 # command modules register themselves on `app`
-from . import core, faults  # noqa: E402,F401
+from . import core, faults, scenario  # noqa: E402,F401
 
 
 def main() -> None:

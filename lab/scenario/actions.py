@@ -1,0 +1,182 @@
+"""What each scenario step does, through the `Lab` API (the same calls the CLI makes)."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..api import Lab
+from ..errors import InvalidInput, LabError, WaitTimeout
+from .conditions import parse_condition, parse_value
+from .spec import Step
+
+DEFAULT_WAIT = 30.0
+
+
+class RunCtx:
+    """What the steps of one run share: the lab, the figures measured so far, running workloads."""
+
+    def __init__(self, lab: Lab, figures: dict[str, Any], timeout_multiplier: float = 1.0):
+        self.lab = lab
+        self.figures = figures
+        self.mult = timeout_multiplier
+        self.workloads: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def timeout(self, step: Step, default: float = DEFAULT_WAIT) -> float:
+        return (step.timeout or default) * self.mult
+
+    def writes_ok(self) -> int:
+        total = 0
+        for w in list(self.workloads.values()):
+            total += getattr(w, "ok_count", lambda: 0)() if callable(getattr(w, "ok_count", None)) else 0
+        return total
+
+    def add_figures(self, obj: Any, prefix: str = "") -> None:
+        """Scalar fields of a result (a dataclass or dict) become figures expectations can use."""
+        d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj or {})
+        with self.lock:
+            for k, v in d.items():
+                if isinstance(v, (int, float, str, bool)) or v is None:
+                    self.figures[k] = v
+                    if prefix:
+                        self.figures[f"{prefix}.{k}"] = v
+
+
+def run_step(run: RunCtx, step: Step) -> str | None:
+    fn = _ACTIONS.get(step.action)
+    if fn is None:  # pragma: no cover - spec validation prevents it
+        raise InvalidInput(f"unknown action {step.action!r}")
+    return fn(run, step)
+
+
+def _node_arg(run: RunCtx, step: Step) -> str:
+    return run.lab.node(str(step.arg))
+
+
+def _fault(run: RunCtx, step: Step) -> str:
+    node = step.options["node"]
+    run.lab.fault(node, str(step.arg), rate=str(step.options.get("rate", "1mbit")))
+    return f"{step.arg} {node}"
+
+
+def _heal(run: RunCtx, step: Step) -> str:
+    done = run.lab.heal(_node_arg(run, step), step.options.get("fault"))
+    return ", ".join(done)
+
+
+def _wait(run: RunCtx, step: Step) -> str:
+    cond = parse_condition(str(step.arg), run.lab.nodes)
+    t0 = time.monotonic()
+    try:
+        run.lab.wait_for(lambda lab: cond.holds(lab.status()), timeout=run.timeout(step), what=cond.text, interval=0.1)
+    except WaitTimeout:
+        raise WaitTimeout(f"'{cond.text}' did not hold within {run.timeout(step):.0f}s") from None
+    return f"held after {time.monotonic() - t0:.2f}s"
+
+
+def _sleep(run: RunCtx, step: Step) -> None:
+    time.sleep(float(step.arg))
+
+
+def _sql(run: RunCtx, step: Step) -> str:
+    node = step.options.get("node")
+    with (run.lab.connect(node) if node else run.lab.connect()) as conn:
+        cur = conn.execute(str(step.arg))
+        rows = cur.fetchall() if cur.description else []
+    got = rows[0][0] if rows and len(rows[0]) == 1 and len(rows) == 1 else rows
+    if "expect" in step.options:
+        want = step.options["expect"]
+        want_v = parse_value(want) if isinstance(want, str) else want
+        if got != want_v and str(got) != str(want):
+            raise AssertionError(f"sql returned {got!r}, expected {want!r}")
+    return repr(got)
+
+
+def _mark(run: RunCtx, step: Step) -> str:
+    run.lab.ctx.event("mark", None, text=str(step.arg))
+    return str(step.arg)
+
+
+def _parallel(run: RunCtx, step: Step) -> str:
+    with ThreadPoolExecutor(max_workers=len(step.children)) as ex:
+        futures = [ex.submit(run_step, run, c) for c in step.children]
+        results = [f.result() for f in futures]  # re-raises the first failure
+    return "; ".join(str(r) for r in results if r)
+
+
+def _api(method: str):
+    """Steps that are one call of a Lab method (promote, switchover, failover, rejoin, …)."""
+    def call(run: RunCtx, step: Step) -> str:
+        fn = getattr(run.lab, method, None)
+        if fn is None:
+            raise LabError(f"this version of pglab has no {method}", "upgrade pglab")
+        if step.action in ("promote", "rejoin", "reclone"):
+            result = fn(_node_arg(run, step))
+        elif step.action == "switchover":
+            result = fn(step.arg or None)
+        elif step.action == "failover":
+            result = fn(**{k: v for k, v in step.options.items()})
+        else:
+            result = fn(step.arg)
+        if result is not None:
+            run.add_figures(result, step.action)
+        return _short(result)
+    return call
+
+
+def _short(result: Any) -> str:
+    if result is None:
+        return ""
+    if dataclasses.is_dataclass(result):
+        d = dataclasses.asdict(result)
+        return ", ".join(f"{k}={v}" for k, v in d.items() if isinstance(v, (int, float, str, bool)))[:300]
+    return str(result)[:300]
+
+
+def _workload(run: RunCtx, step: Step) -> str:
+    from .workloads import start_workload
+    wid = str(step.options.get("id") or step.arg)
+    if wid in run.workloads:
+        raise InvalidInput(f"a workload with id {wid!r} is already running", "give each workload its own id")
+    run.workloads[wid] = start_workload(run, str(step.arg), step.options)
+    return f"{step.arg} started as {wid}"
+
+
+def _stop(run: RunCtx, step: Step) -> str:
+    from .workloads import stop_workload
+    wid = str(step.arg)
+    if wid not in run.workloads:
+        raise InvalidInput(f"no running workload {wid!r}", f"running: {', '.join(run.workloads) or 'none'}")
+    return stop_workload(run, wid)
+
+
+def _check(run: RunCtx, step: Step) -> str:
+    from .workloads import check_workload
+    return check_workload(run, str(step.arg))
+
+
+def _monitor(run: RunCtx, step: Step) -> str:
+    from .workloads import monitor
+    return monitor(run, str(step.arg), step.options)
+
+
+def stop_all_workloads(run: RunCtx) -> None:
+    if not run.workloads:
+        return
+    from .workloads import stop_workload
+    for wid in list(run.workloads):
+        try:
+            stop_workload(run, wid)
+        except Exception:  # noqa: BLE001 - teardown goes on
+            run.workloads.pop(wid, None)
+
+
+_ACTIONS = {
+    "fault": _fault, "heal": _heal, "wait": _wait, "sleep": _sleep, "sql": _sql, "mark": _mark,
+    "parallel": _parallel, "workload": _workload, "stop": _stop, "check": _check, "monitor": _monitor,
+    "promote": _api("promote"), "switchover": _api("switchover"), "failover": _api("failover"),
+    "rejoin": _api("rejoin"), "reclone": _api("reclone"), "set_sync": _api("set_sync"),
+}

@@ -1,0 +1,210 @@
+"""Scenario files: load, validate (errors name file, line and field), and describe.
+
+A scenario is YAML with four sections:
+
+    # What it demonstrates and what you should see (the first comment is the description).
+    topology: {...}            # as a topology file, inline; or a path to one (relative to the scenario)
+    runtime: local             # optional: auto, local, docker
+    steps:                     # run in order; each has one action, an optional name and timeout
+      - workload: ledger       # start a background workload (ledger, reader, pgbench)
+        id: writes
+        clients: 4
+      - fault: kill
+        node: p1
+      - wait: primary is s1
+        timeout: 10
+    expect:                    # checked at the end against the figures the lab measured
+      - lost_writes == 0
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InvalidInput
+from ..topology import Topology, load_topology, topology_from_dict
+from .conditions import Expectation, parse_condition, parse_expectation
+
+COMMON_KEYS = {"name", "timeout"}
+# action -> (allowed extra keys, required extra keys, what it does)
+ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
+    "workload": ({"id", "clients", "duration", "node", "mode", "rate", "scale", "policy", "count"}, set(),
+                 "start a background workload: ledger, reader or pgbench"),
+    "stop": (set(), set(), "stop a workload by id and collect its figures"),
+    "check": (set(), set(), "check a workload's ledger against what survives (lost_writes, unexpected, …)"),
+    "fault": ({"node", "rate"}, {"node"}, "inject a fault: stop, kill, pause, partition, throttle"),
+    "heal": ({"fault"}, set(), "undo the faults on a node (and start a stopped one)"),
+    "wait": (set(), set(), "wait until a condition holds: 'primary is s2', 'standby s1 lag_bytes < 1MB'"),
+    "sleep": (set(), set(), "sleep this many seconds"),
+    "sql": ({"node", "expect"}, set(), "run SQL on a node (default: the primary), optionally checking the result"),
+    "promote": (set(), set(), "promote a standby by hand and reconfigure the others"),
+    "switchover": (set(), set(), "planned change of leader to a node (or the best standby)"),
+    "failover": ({"to", "allow_data_loss", "fence"}, set(), "elect and promote after the primary failed"),
+    "rejoin": (set(), set(), "bring an old primary back as a standby (pg_rewind, else re-clone)"),
+    "reclone": (set(), set(), "rebuild a standby from the primary"),
+    "set_sync": (set(), set(), "change synchronous_standby_names live"),
+    "monitor": ({"interval", "timeout", "fence"}, set(), "start or stop the automatic failover monitor"),
+    "mark": (set(), set(), "put an event on the timeline"),
+    "parallel": (set(), set(), "run a list of steps at the same time"),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    arg: Any
+    options: dict[str, Any]
+    name: str
+    timeout: float | None
+    line: int
+    children: tuple["Step", ...] = ()
+
+    def describe(self) -> str:
+        opts = " ".join(f"{k}={v}" for k, v in self.options.items())
+        arg = "" if self.arg in (None, {}, "") else f" {self.arg}"
+        if self.action == "parallel":
+            return "parallel: " + " | ".join(c.describe() for c in self.children)
+        return f"{self.action}{arg}" + (f" ({opts})" if opts else "")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str
+    name: str
+    description: str
+    topology: Topology
+    runtime: str | None
+    steps: tuple[Step, ...]
+    expect: tuple[Expectation, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Remembers the line of every mapping, so errors can say where."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        mapping = super().construct_mapping(node, deep=deep)
+        mapping["__line__"] = node.start_mark.line + 1
+        return mapping
+
+
+def _strip(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k != "__line__"}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def _description(text: str) -> str:
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            lines.append(line.lstrip("#").strip())
+        elif line.strip():
+            break
+    return " ".join(x for x in lines if x)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInput(f"scenario file {p} does not exist", "give the path of a .yaml scenario")
+    text = p.read_text()
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise InvalidInput(f"{p}:{mark.line + 1 if mark else '?'}: malformed YAML: {getattr(e, 'problem', e)}",
+                           "fix the syntax at that line") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{p}: a scenario is a mapping", "with sections topology, runtime, steps, expect")
+    allowed = {"topology", "runtime", "steps", "expect", "name", "description", "__line__"}
+    for k in data:
+        if k not in allowed:
+            raise InvalidInput(f"{p}: unknown section {k!r}", "allowed: topology, runtime, steps, expect, name, description")
+    topo = data.get("topology")
+    if isinstance(topo, str):
+        topology = load_topology(p.parent / topo)
+    elif isinstance(topo, dict):
+        topology = topology_from_dict(_strip(topo), source=f"{p}:{topo['__line__']} (topology)")
+    else:
+        raise InvalidInput(f"{p}: no topology", "add `topology:` with nodes, or a path to a topology file")
+    runtime = data.get("runtime")
+    if runtime is not None and runtime not in ("auto", "local", "docker"):
+        raise InvalidInput(f"{p}: runtime {runtime!r} is not allowed", "use auto, local or docker")
+    nodes = topology.node_names
+    raw_steps = data.get("steps") or []
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise InvalidInput(f"{p}: `steps` must be a non-empty list", "each step is a mapping with one action")
+    steps = tuple(_step(p, s, nodes, i + 1) for i, s in enumerate(raw_steps))
+    raw_expect = data.get("expect") or []
+    if not isinstance(raw_expect, list):
+        raise InvalidInput(f"{p}: `expect` must be a list", "e.g. - lost_writes == 0")
+    expect = []
+    for e in raw_expect:
+        try:
+            expect.append(parse_expectation(str(e)))
+        except InvalidInput as err:
+            raise InvalidInput(f"{p}: expect: {err.message}", err.hint) from None
+    return Scenario(str(p), str(data.get("name") or p.stem), str(data.get("description") or _description(text)),
+                    topology, runtime, steps, tuple(expect))
+
+
+def _step(p: Path, raw: Any, nodes: list[str], index: int) -> Step:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{p}: step {index} must be a mapping", f"start it with one action: {', '.join(ACTIONS)}")
+    line = raw.get("__line__", 0)
+    where = f"{p}:{line}: step {index}"
+    actions = [k for k in raw if k in ACTIONS]
+    if len(actions) != 1:
+        unknown = [k for k in raw if k not in ACTIONS and k not in COMMON_KEYS and k != "__line__"]
+        what = f"unknown action {unknown[0]!r}" if unknown and not actions else f"{len(actions)} actions"
+        raise InvalidInput(f"{where}: {what}", f"a step has exactly one of: {', '.join(ACTIONS)}")
+    action = actions[0]
+    extra, required, _ = ACTIONS[action]
+    for k in raw:
+        if k not in extra and k not in COMMON_KEYS and k != action and k != "__line__":
+            raise InvalidInput(f"{where}: unknown field {k!r} for {action}",
+                               f"allowed: {', '.join(sorted(extra | COMMON_KEYS)) or 'name, timeout'}")
+    for k in required:
+        if k not in raw:
+            raise InvalidInput(f"{where}: {action} needs {k!r}", f"e.g. {action}: ... with {k}: ...")
+    arg = _strip(raw[action])
+    options = {k: _strip(v) for k, v in raw.items() if k in extra}
+    timeout = raw.get("timeout")
+    if timeout is not None and not isinstance(timeout, (int, float)):
+        raise InvalidInput(f"{where}: timeout must be a number of seconds", "e.g. timeout: 10")
+    node = options.get("node")
+    if node is not None and node not in nodes:
+        raise InvalidInput(f"{where}: node {node!r} is not in the topology", f"nodes are: {', '.join(nodes)}")
+    children: tuple[Step, ...] = ()
+    if action == "wait":
+        try:
+            parse_condition(str(arg), nodes)
+        except InvalidInput as err:
+            raise InvalidInput(f"{where}: {err.message}", err.hint) from None
+    elif action == "fault":
+        from ..faults import parse_fault
+        try:
+            parse_fault(str(arg))
+        except InvalidInput as err:
+            raise InvalidInput(f"{where}: {err.message}", err.hint) from None
+    elif action in ("promote", "rejoin", "reclone", "heal") and arg not in nodes:
+        raise InvalidInput(f"{where}: {action} names {arg!r}, which is not a node", f"nodes are: {', '.join(nodes)}")
+    elif action == "workload" and arg not in ("ledger", "reader", "pgbench"):
+        raise InvalidInput(f"{where}: workload {arg!r} is not known", "use ledger, reader or pgbench")
+    elif action == "monitor" and arg not in ("start", "stop"):
+        raise InvalidInput(f"{where}: monitor {arg!r}", "use monitor: start or monitor: stop")
+    elif action == "sleep" and not isinstance(arg, (int, float)):
+        raise InvalidInput(f"{where}: sleep takes seconds", "e.g. sleep: 1.5")
+    elif action == "parallel":
+        if not isinstance(raw[action], list) or not raw[action]:
+            raise InvalidInput(f"{where}: parallel takes a list of steps", "e.g. parallel: [{sleep: 1}, {fault: kill, node: s1}]")
+        children = tuple(_step(p, c, nodes, index) for c in raw[action])
+        arg = None
+    name = str(raw.get("name") or f"{index}. {action}")
+    return Step(action, arg, options, name, float(timeout) if timeout is not None else None, line, children)
