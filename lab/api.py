@@ -128,12 +128,17 @@ class Lab:
         return wait_until(lambda: condition(self), timeout=timeout, what=what, interval=interval)
 
     def wait_caught_up(self, timeout: float = 30) -> None:
-        """Until every streaming standby has replayed everything the primary has written."""
-        def caught_up(lab: "Lab") -> bool:
-            st = lab.status()
-            return all(n.replay_lag_bytes == 0 for n in st.nodes if n.role == lab_status.Role.STANDBY)
-        self.wait_for(caught_up, timeout=timeout, what="standbys to replay everything")
+        """Until every streaming standby has replayed everything the primary has written.
+        One query on the primary (pg_stat_replication), so a test can afford it between steps."""
+        from . import sql
+        expected = len(self.standbys)
 
+        def caught_up() -> bool:
+            row = sql.query(self.ctx.state, self.primary,
+                            "SELECT count(*), coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), true) "
+                            "FROM pg_stat_replication WHERE state = 'streaming'")[0]
+            return row[0] >= expected and row[1]
+        wait_until(caught_up, timeout=timeout, what="standbys to replay everything", interval=0.01)
 
     # ---- breaking ----------------------------------------------------------------
     def fault(self, node: str, kind: str, *, rate: str = "1mbit") -> None:
@@ -143,6 +148,57 @@ class Lab:
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
         return faults.heal(self.ctx, self.node(node), kind)
+
+    # ---- workloads and lag ----------------------------------------------------------
+    # (issue 4: lab/lagrec.py, lab/workload/{pgbench,reader}.py, lab/commitbench.py, lab/follower.py)
+    def record_lag(self, *, duration: float, interval: float = 0.1, on_sample: Callable | None = None):
+        """Sample every standby's lag for `duration` seconds (blocking): a lagrec.LagRecording."""
+        from . import lagrec
+        return lagrec.record(self.ctx, interval=interval, duration=duration, on_sample=on_sample)
+
+    def lag_recorder(self, *, interval: float = 0.1, duration: float | None = None):
+        """A background lag recorder: `with lab.lag_recorder() as rec: ...; rec.result()`."""
+        from . import lagrec
+        return lagrec.LagRecorder(self.ctx, interval=interval, duration=duration)
+
+    def set_sync(self, spec: str):
+        """Change synchronous_standby_names live (e.g. 'ANY 1 (s1, s2)', 'none'); the lab's saved
+        topology follows, so later reconfigurations keep it. Returns the SyncSpec."""
+        from . import follower
+        return follower.set_sync(self.ctx, spec)
+
+    def reclone(self, node: str) -> None:
+        """Rebuild a standby from the current primary (fresh base backup, fresh slot)."""
+        from . import cluster
+        cluster.reclone(self.ctx, self.node(node))
+
+    def pgbench(self, **kw: Any):
+        """Run the real pgbench against the primary (see lab.workload.pgbench.run)."""
+        from .workload import pgbench
+        return pgbench.run(self.ctx, **kw)
+
+    def read_workload(self, **kw: Any):
+        """Readers on the primary/standbys that record what they saw and how stale it was."""
+        from .workload import reader
+        return reader.run(self.ctx, **kw)
+
+    def bench_commit(self, **kw: Any):
+        """The price of synchronous commit (see lab.commitbench.run)."""
+        from . import commitbench
+        return commitbench.run(self.ctx, **kw)
+
+    def drill_catchup(self, node: str, **kw: Any):
+        from . import follower
+        return follower.catchup(self.ctx, self.node(node), **kw)
+
+    def drill_noslot(self, node: str, **kw: Any):
+        from . import follower
+        return follower.noslot(self.ctx, self.node(node), **kw)
+
+    def drill_sync_failure(self, **kw: Any):
+        from . import follower
+        return follower.sync_failure(self.ctx, **kw)
+    # ---- end of workloads and lag ----------------------------------------------------
 
 
 def list_labs() -> list[str]:

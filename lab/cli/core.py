@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.live import Live
 
 from ..api import Lab, default_name, list_labs
 from ..errors import InvalidInput, RuntimeUnavailable
@@ -107,31 +106,7 @@ def lag_table(st: LabStatus):
                   "paused"], rows)
 
 
-@app.command()
-def lag(
-    name: Optional[str] = NameOpt,
-    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C (or --duration)."),
-    interval: float = typer.Option(1.0, "--interval", "-i", min=0.1, help="Seconds between refreshes."),
-    duration: Optional[float] = typer.Option(None, "--duration", help="Stop watching after this many seconds."),
-    as_json: bool = JsonOpt,
-) -> None:
-    """Replication lag of every standby, in bytes and seconds, per stage (write, flush, replay)."""
-    lab = _open(name)
-    if not watch:
-        st = lab.status()
-        if as_json:
-            print_json([n for n in st.nodes if n.role == Role.STANDBY])
-        else:
-            console.print(lag_table(st))
-        return
-    end = time.monotonic() + duration if duration else None
-    try:
-        with Live(lag_table(lab.status()), console=console, refresh_per_second=max(1, int(1 / interval))) as live:
-            while end is None or time.monotonic() < end:
-                time.sleep(interval)
-                live.update(lag_table(lab.status()))
-    except KeyboardInterrupt:
-        pass
+# `pglab lag` (show, --watch, record, plot) lives in lagcmd.py
 
 
 @app.command()
