@@ -1,0 +1,65 @@
+"""Election rules from a table of candidates (pure logic, no servers)."""
+from __future__ import annotations
+
+from lab.election import Candidate, Verdict, elect
+
+
+def c(name, rcv, rpl=None, tl=1, prio=100, reachable=True, recovery=True):
+    return Candidate(name, reachable, recovery, tl, rcv, rpl or rcv, prio)
+
+
+def test_most_advanced_receive_lsn_wins_even_if_replay_is_behind():
+    d = elect([c("s1", "0/3000100", "0/3000000"), c("s2", "0/3000050")])
+    assert d.winner == "s1" and not d.refused
+    assert d.row("s1").verdict is Verdict.ELECTED and d.row("s2").verdict is Verdict.CANDIDATE
+    assert d.row("s2").lag_bytes == 0xB0 and d.data_loss_bytes == 0
+
+
+def test_timeline_beats_position():
+    d = elect([c("s1", "0/9000000", tl=1), c("s2", "0/3000000", tl=2)])
+    assert d.winner == "s2" and d.row("s1").verdict is Verdict.OLD_TIMELINE
+
+
+def test_tie_broken_by_priority_then_name():
+    assert elect([c("s1", "0/3000000", prio=50), c("s2", "0/3000000", prio=100)]).winner == "s2"
+    assert elect([c("s2", "0/3000000"), c("s1", "0/3000000")]).winner == "s1"
+
+
+def test_unreachable_primary_and_priority_zero_are_not_candidates():
+    d = elect([c("s1", None, reachable=False), c("p1", "0/1", recovery=False), c("s2", "0/3000000", prio=0),
+               c("s3", "0/2000000")])
+    assert d.winner == "s3"
+    assert d.row("s1").verdict is Verdict.UNREACHABLE
+    assert d.row("p1").verdict is Verdict.NOT_STANDBY
+    assert d.row("s2").verdict is Verdict.NO_FAILOVER
+
+
+def test_no_candidate_refuses():
+    d = elect([c("s1", None, reachable=False)])
+    assert d.refused and d.winner is None
+
+
+def test_guard_refuses_a_winner_behind_the_old_primary_unless_allowed():
+    cands = [c("s1", "0/3000000")]
+    d = elect(cands, known_position="0/5000000", max_lag_bytes=1024)
+    assert d.refused and d.winner is None and d.data_loss_bytes == 0x2000000
+    assert d.row("s1").verdict is Verdict.TOO_FAR_BEHIND and "allow_data_loss" in d.reason
+    d = elect(cands, known_position="0/5000000", max_lag_bytes=1024, allow_data_loss=True)
+    assert d.winner == "s1" and d.data_loss_bytes == 0x2000000 and d.notes
+
+
+def test_guard_allows_small_lag():
+    d = elect([c("s1", "0/3000000")], known_position="0/3000400", max_lag_bytes=4096)
+    assert d.winner == "s1" and d.data_loss_bytes == 0x400
+
+
+def test_forced_candidate_is_still_guarded():
+    cands = [c("s1", "0/9000000"), c("s2", "0/3000000")]
+    assert elect(cands, to="s2", max_lag_bytes=1024).refused
+    assert elect(cands, to="s2", max_lag_bytes=1024, allow_data_loss=True).winner == "s2"
+    assert elect(cands, to="s9").refused
+
+
+def test_decision_serialises_its_table():
+    d = elect([c("s1", "0/3000000"), c("s2", None, reachable=False)]).to_dict()
+    assert d["winner"] == "s1" and [r["verdict"] for r in d["table"]] == ["elected", "unreachable"]
