@@ -200,6 +200,27 @@ class Lab:
         return follower.sync_failure(self.ctx, **kw)
     # ---- end of workloads and lag ----------------------------------------------------
 
+    # ---- reading from followers ----------------------------------------------------
+    # (issue 7: lab/routing.py, lab/anomalies.py, lab/consistency.py)
+    def router(self, followers: list[str] | None = None, **kw: Any):
+        """A read router over this lab (leader / any / sticky / token-bounded follower): routing.Router."""
+        from .routing import Router
+        return Router.from_lab(self, followers, **kw)
+
+    def set_apply_delay(self, node: str, delay: str | None) -> None:
+        """recovery_min_apply_delay on a standby, live (None or '0' removes it)."""
+        from . import consistency
+        consistency.set_apply_delay(self, self.node(node), delay)
+
+    def pause_replay(self, node: str) -> None:
+        from . import consistency
+        consistency.pause_replay(self, self.node(node))
+
+    def resume_replay(self, node: str) -> None:
+        from . import consistency
+        consistency.resume_replay(self, self.node(node))
+    # ---- end of reading from followers ----------------------------------------------
+
 
 def list_labs() -> list[str]:
     return lab_state.list_labs()
