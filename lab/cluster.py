@@ -87,15 +87,20 @@ def create_roles(ctx: Ctx, node: str) -> None:
 
 
 def clone(ctx: Ctx, node: str, source: str) -> None:
-    """pg_basebackup from source, creating this standby's own physical slot (-C -S): concurrent
-    clones without slots race for WAL segments."""
+    """pg_basebackup from source through this standby's own physical slot. The slot is made
+    (reserving WAL) before the backup starts: with `-C` pg_basebackup makes it only after the
+    backup's start point, and a concurrent clone's checkpoint can remove WAL in between
+    ("requested WAL segment … has already been removed", seen with parallel Docker clones)."""
     rt, p = ctx.rt, ctx.rt.paths(node)
     src = ctx.state.nodes[source]
     write_pgpass(ctx, node)
+    sql.query(ctx.state, source, "SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+              (slot_name(node), slot_name(node)))
     rt.remove_path(node, p.data)
     res = rt.run(node, ["pg_basebackup", "-D", p.data, "-h", src.peer_host, "-p", str(src.peer_port),
                         "-U", REPLICATION_USER, "-w", "-X", "stream", "-c", "fast",
-                        "-C", "-S", slot_name(node)],
+                        "-S", slot_name(node)],
                  env={"PGPASSFILE": node_pgpass(ctx, node)}, check=False, timeout=600)
     if res.rc != 0:
         raise NodeFailed(f"cloning {node} from {source} with pg_basebackup failed",

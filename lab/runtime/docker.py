@@ -1,0 +1,411 @@
+"""Docker runtime: one container per node on a user-defined bridge network per lab.
+
+Names: network `pglab-<lab>`, container and volume `pglab-<lab>-<node>`; each carries the labels
+pglab.lab=<lab> (and pglab.node=<node>), which is how `down` and `prune` find exactly what is
+ours. A node's home (data directory, log, socket, passfile) lives in its named volume, so
+stopping or killing the server keeps its data and `down` removes it.
+
+Containers run a sleeper as PID 1 under docker-init (which reaps the postmaster that pg_ctl
+leaves behind); initdb, pg_ctl and pg_basebackup run through `exec` as the image's `postgres`
+user. Nothing depends on an image's entrypoint, so the official postgres:<major> images and the
+lab's own (lab.images) both work: only PATH and the postgres user are needed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from ..errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
+from ..state import NodeAddr
+from ..topology import NodeSpec, Topology
+from .base import CommandResult, NodePaths
+
+LABEL = "pglab.lab"
+NODE_LABEL = "pglab.node"
+HOME = "/var/lib/postgresql/pglab"
+PG_PORT = 5432
+#: PID 1's child in every node container; a module constant so a test can make it crash
+SLEEPER = ["sleep", "infinity"]
+RATE_RE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
+
+_clients: dict[str, docker.DockerClient] = {}
+_answers: dict[str, bool] = {}
+
+
+def _unavailable(e: BaseException) -> RuntimeUnavailable:
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    text = str(e)
+    if isinstance(e, PermissionError) or "Permission denied" in text or "PermissionError" in text:
+        return RuntimeUnavailable(f"permission denied on the Docker socket ({where})",
+                                  "run as root, add your user to the `docker` group (then log in again), "
+                                  "or use --runtime local")
+    return RuntimeUnavailable(f"no Docker daemon answers at {where}",
+                              "start it (as root: `setsid dockerd >/var/log/dockerd.log 2>&1 &`, or "
+                              "`systemctl start docker`), or use --runtime local")
+
+
+def client() -> docker.DockerClient:
+    """A client of the daemon ($DOCKER_HOST or the default socket), or RuntimeUnavailable."""
+    key = os.environ.get("DOCKER_HOST", "")
+    if key not in _clients:
+        try:
+            # long timeout: an exec's HTTP call lasts as long as its command (pg_basebackup);
+            # commands are bounded by `timeout` inside the container instead
+            c = docker.from_env(version="auto", timeout=900)
+        except docker.errors.DockerException as e:
+            raise _unavailable(e) from None
+        _clients[key] = c
+    return _clients[key]
+
+
+def daemon_answers() -> bool:
+    """A quick ping with a short timeout; never raises. Cached per process and DOCKER_HOST."""
+    key = os.environ.get("DOCKER_HOST", "")
+    if key not in _answers:
+        try:
+            docker.from_env(version="auto", timeout=3).ping()
+            _answers[key] = True
+        except Exception:  # noqa: BLE001 - any failure means "no"
+            _answers[key] = False
+    return _answers[key]
+
+
+def _filters(name: str) -> dict:
+    return {"label": f"{LABEL}={name}"}
+
+
+def labelled(name: str) -> list[str]:
+    """Everything that still carries the label of lab `name` (containers, networks, volumes)."""
+    c = client()
+    found = [f"container {x.name}" for x in c.containers.list(all=True, filters=_filters(name))]
+    found += [f"network {x.name}" for x in c.networks.list(filters=_filters(name))]
+    found += [f"volume {x.name}" for x in c.volumes.list(filters=_filters(name))]
+    return found
+
+
+def labs_with_resources() -> set[str]:
+    """Lab names that own a container, network or volume here (for `pglab prune`)."""
+    c = client()
+    items = [*c.containers.list(all=True, filters={"label": LABEL}), *c.networks.list(filters={"label": LABEL}),
+             *c.volumes.list(filters={"label": LABEL})]
+    return {(x.attrs.get("Labels") or x.attrs.get("Config", {}).get("Labels") or {}).get(LABEL, "")
+            for x in items} - {""}
+
+
+def remove_labelled(name: str) -> list[str]:
+    """Remove every container, volume and network of lab `name` (found by label); idempotent."""
+    c = client()
+    removed: list[str] = []
+
+    def rm_container(x) -> str | None:
+        try:
+            x.remove(force=True)   # SIGKILL: the lab is going away, a clean shutdown buys nothing
+            return f"container {x.name}"
+        except docker.errors.NotFound:
+            return None
+
+    def rm_volume(x) -> str | None:
+        try:
+            x.remove(force=True)
+            return f"volume {x.name}"
+        except docker.errors.NotFound:
+            return None
+
+    for kind, items, fn in (("containers", lambda: c.containers.list(all=True, filters=_filters(name)), rm_container),
+                            ("volumes", lambda: c.volumes.list(filters=_filters(name)), rm_volume)):
+        todo = items()
+        if todo:
+            with ThreadPoolExecutor(max_workers=len(todo)) as ex:
+                removed += [r for r in ex.map(fn, todo) if r]
+    for net in c.networks.list(filters=_filters(name)):
+        try:
+            net.remove()
+            removed.append(f"network {net.name}")
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def choose_image(topology: Topology | None) -> str:
+    from ..images import build_hint, image_name, official_name
+    major = (topology.pg_version if topology else None) or 15
+    c = client()
+    if topology and topology.image:
+        try:
+            c.images.get(topology.image)
+            return topology.image
+        except docker.errors.ImageNotFound:
+            raise RuntimeUnavailable(f"image {topology.image!r} (set in the topology) is not here",
+                                     f"pull or build it, or remove `image` from [postgres]; {build_hint(major)}") from None
+    for name in (image_name(major), official_name(major)):
+        try:
+            c.images.get(name)
+            return name
+        except docker.errors.ImageNotFound:
+            continue
+    raise RuntimeUnavailable(f"no PostgreSQL {major} image here (looked for {image_name(major)} and "
+                             f"{official_name(major)})", build_hint(major))
+
+
+class DockerRuntime:
+    kind = "docker"
+
+    def __init__(self, lab: str, lab_dir: Path, data: dict | None = None, *, topology: Topology | None = None):
+        self.lab = lab
+        self.dir = Path(lab_dir)
+        self.client = client()
+        data = data or {}
+        self.image: str = data.get("image") or choose_image(topology)
+        self.network: str = data.get("network") or f"pglab-{lab}"
+        self.subnet: str = data.get("subnet", "")
+        self.uid: int | None = data.get("uid")
+        self.gid: int | None = data.get("gid")
+        self._containers: dict = {}
+
+    # ---- names -------------------------------------------------------------
+    def cname(self, node: str) -> str:
+        return f"pglab-{self.lab}-{node}"
+
+    def _labels(self, node: str | None = None) -> dict[str, str]:
+        return {LABEL: self.lab, **({NODE_LABEL: node} if node else {})}
+
+    def container(self, node: str):
+        if node not in self._containers:
+            try:
+                self._containers[node] = self.client.containers.get(self.cname(node))
+            except docker.errors.NotFound:
+                raise NodeFailed(f"the container of node {node} ({self.cname(node)}) is gone",
+                                 f"remove the lab with `pglab down --name {self.lab}` and bring it up again") from None
+        return self._containers[node]
+
+    # ---- setup -------------------------------------------------------------
+    def _check_names(self, nodes: tuple[NodeSpec, ...]) -> None:
+        """A container, volume or network with one of our names but without our label belongs to
+        someone else: refuse, and leave it alone (destroy only removes what carries our label)."""
+        checks, leftovers = [(self.client.networks, self.network)], False
+        for n in nodes:
+            checks += [(self.client.containers, self.cname(n.name)), (self.client.volumes, self.cname(n.name))]
+        for coll, name in checks:
+            try:
+                obj = coll.get(name)
+            except docker.errors.NotFound:
+                continue
+            labels = obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}
+            if labels.get(LABEL) != self.lab:
+                what = type(obj).__name__.lower()
+                raise InvalidInput(f"a {what} named {name} already exists and does not belong to lab {self.lab}",
+                                   f"use another --name, or remove that {what} yourself (pglab leaves it untouched)")
+            leftovers = True
+        if leftovers:
+            # ours by label, from an earlier lab of this name whose state is gone (`up` only gets
+            # here when there is no lab directory): remove it, as `pglab prune` would
+            remove_labelled(self.lab)
+
+    def prepare(self, nodes: tuple[NodeSpec, ...]) -> dict[str, NodeAddr]:
+        self._check_names(nodes)
+        net = self.client.networks.create(self.network, driver="bridge", labels=self._labels(),
+                                          check_duplicate=True)
+        net.reload()
+        self.subnet = net.attrs["IPAM"]["Config"][0]["Subnet"]
+        with ThreadPoolExecutor(max_workers=len(nodes)) as ex:
+            futures = [ex.submit(self.add_node, n) for n in nodes]
+            results = [f.exception() or f.result() for f in futures]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return {n.name: r for n, r in zip(nodes, results)}
+
+    def add_node(self, node: NodeSpec) -> NodeAddr:
+        name = self.cname(node.name)
+        labels = self._labels(node.name)
+        self.client.volumes.create(name, labels=labels)
+        try:
+            c = self.client.containers.create(
+                self.image, entrypoint=SLEEPER, command=[], name=name, hostname=node.name, labels=labels,
+                init=True, detach=True, network=self.network, environment={"LANG": "C.UTF-8"},
+                volumes={name: {"bind": HOME, "mode": "rw"}},
+                # clients on this machine only: published on the loopback address, never 0.0.0.0
+                ports={f"{PG_PORT}/tcp": ("127.0.0.1", node.port)},
+                cap_add=["NET_ADMIN"],   # tc, for the throttle fault
+            )
+            c.start()
+        except docker.errors.APIError as e:
+            if node.port and ("port is already allocated" in str(e) or "address already in use" in str(e)):
+                raise InvalidInput(f"port {node.port} (node {node.name}) is in use on 127.0.0.1",
+                                   "choose another port in the topology, or leave it out to let the lab pick") from None
+            raise NodeFailed(f"could not start the container of node {node.name}: {e.explanation or e}") from None
+        self._containers[node.name] = c
+        # the volume starts out root's: give it to the server user, and learn that user's ids
+        out = self._exec(node.name, ["sh", "-c", f"chown postgres:postgres {HOME} && chmod 700 {HOME} && "
+                                                 "id -u postgres && id -g postgres"], user="root", check=True)
+        ids = out.out.split()
+        self.uid, self.gid = int(ids[-2]), int(ids[-1])
+        c.reload()
+        port = int(c.ports[f"{PG_PORT}/tcp"][0]["HostPort"])
+        return NodeAddr("127.0.0.1", port, name, PG_PORT)
+
+    def paths(self, node: str) -> NodePaths:
+        return NodePaths(home=HOME, data=f"{HOME}/data", log=f"{HOME}/server.log", socket_dir=HOME)
+
+    def listen_address(self, node: str) -> str:
+        return "*"   # inside the container; only the lab network and the published loopback port reach it
+
+    def hba_networks(self) -> list[str]:
+        # peers come from the lab network; clients on this machine arrive through the published
+        # port from the network's gateway, which is inside the same subnet
+        return [self.subnet]
+
+    def runtime_data(self) -> dict:
+        return {"image": self.image, "network": self.network, "subnet": self.subnet, "uid": self.uid,
+                "gid": self.gid}
+
+    # ---- commands and files ------------------------------------------------
+    def _exited(self, node: str, doing: str) -> NodeFailed:
+        c = self.container(node)
+        try:
+            c.reload()
+            st = c.attrs.get("State", {})
+            logs = c.logs(tail=20).decode(errors="replace").strip()
+        except docker.errors.NotFound:
+            return NodeFailed(f"the container of node {node} vanished while {doing}")
+        why = f"exit {st.get('ExitCode')}" + (", out of memory" if st.get("OOMKilled") else "")
+        return NodeFailed(f"the container of node {node} ({c.name}) is {st.get('Status')} ({why}) while {doing}",
+                          "its last log lines are below", details=logs or "(no output)")
+
+    def _exec(self, node: str, argv: list[str], *, user: str = "postgres", env: dict | None = None,
+              check: bool = False) -> CommandResult:
+        c = self.container(node)
+        try:
+            rc, out = c.exec_run(argv, user=user, workdir=HOME, environment=env or {})
+        except docker.errors.APIError as e:
+            if e.status_code == 409 or "is not running" in str(e):
+                raise self._exited(node, f"running {argv[0]}") from None
+            raise NodeFailed(f"{argv[0]} on {node}: {e.explanation or e}") from None
+        res = CommandResult(rc, out.decode(errors="replace") if out else "")
+        if check and rc != 0:
+            raise NodeFailed(f"{argv[0]} failed on {node} (exit {rc})", details=res.out[-2000:])
+        return res
+
+    def run(self, node: str, argv: list[str], *, env: dict[str, str] | None = None,
+            timeout: float = 120, check: bool = True) -> CommandResult:
+        p = self.paths(node)
+        full_env = {"HOME": p.home, "LC_ALL": "C.UTF-8", "PGHOST": p.socket_dir, **(env or {})}
+        # coreutils' timeout bounds the command inside the container (exit 124 when it fires)
+        res = self._exec(node, ["timeout", str(int(timeout)), *argv], env=full_env)
+        if res.rc == 124:
+            raise NodeFailed(f"{argv[0]} on {node} did not finish within {timeout:.0f}s", details=res.out[-2000:])
+        if check and res.rc != 0:
+            raise NodeFailed(f"{argv[0]} failed on {node} (exit {res.rc})", details=res.out[-2000:])
+        return res
+
+    def write_file(self, node: str, path: str, text: str, mode: int = 0o600) -> None:
+        # through the archive API, not a command line: secrets never show in `docker inspect`/ps
+        data = text.encode()
+        info = tarfile.TarInfo(os.path.basename(path))
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        info.uid, info.gid = self.uid or 0, self.gid or 0
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.addfile(info, io.BytesIO(data))
+        try:
+            ok = self.container(node).put_archive(os.path.dirname(path), buf.getvalue())
+        except docker.errors.NotFound:
+            ok = False
+        if not ok:
+            raise NodeFailed(f"could not write {path} on node {node}", "does its directory exist?")
+
+    def read_file(self, node: str, path: str) -> str | None:
+        try:
+            stream, _ = self.container(node).get_archive(path)
+            raw = b"".join(stream)
+        except docker.errors.NotFound:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            m = tar.next()
+            f = tar.extractfile(m) if m and m.isfile() else None
+            return f.read().decode(errors="replace") if f else None
+
+    def remove_path(self, node: str, path: str) -> None:
+        self._exec(node, ["rm", "-rf", "--", path], check=True)
+
+    # ---- faults ------------------------------------------------------------
+    _PID = f'pid=$(head -n 1 {HOME}/data/postmaster.pid 2>/dev/null) && [ -n "$pid" ]'
+
+    def _status(self, node: str) -> str:
+        c = self.container(node)
+        c.reload()
+        return c.status
+
+    def postmaster_running(self, node: str) -> bool:
+        try:
+            return self._exec(node, ["sh", "-c", f'{self._PID} && kill -0 "$pid"']).rc == 0
+        except NodeFailed:
+            if self._status(node) == "paused":   # frozen, not gone: the lock file tells
+                return self.read_file(node, f"{HOME}/data/postmaster.pid") is not None
+            return False
+
+    def _server_processes(self, node: str) -> int:
+        procs = self.container(node).top(ps_args="-o pid,comm").get("Processes") or []
+        return sum(1 for p in procs if p[-1].startswith("postgres") or p[-1].startswith("postmaster"))
+
+    def kill(self, node: str) -> None:
+        if self._exec(node, ["sh", "-c", f'{self._PID} && kill -KILL "$pid"']).rc != 0:
+            return   # not running
+        # the children notice the postmaster's death by themselves; "killed" means the port is closed
+        deadline = time.monotonic() + 5
+        while self._server_processes(node) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def pause(self, node: str) -> None:
+        if self._status(node) != "paused":
+            self.container(node).pause()
+
+    def resume(self, node: str) -> None:
+        if self._status(node) == "paused":
+            self.container(node).unpause()
+
+    def _net(self):
+        return self.client.networks.get(self.network)
+
+    def partition(self, node: str) -> None:
+        try:
+            self._net().disconnect(self.container(node))
+        except docker.errors.APIError as e:
+            if "is not connected" not in str(e):
+                raise
+        self._containers.pop(node, None)
+
+    def heal_partition(self, node: str) -> None:
+        c = self.container(node)
+        c.reload()
+        if self.network not in (c.attrs.get("NetworkSettings", {}).get("Networks") or {}):
+            # the container name resolves again on the lab network; the node name too (alias)
+            self._net().connect(c, aliases=[node])
+
+    def _tc(self, node: str, args: list[str], check: bool) -> CommandResult:
+        if self._exec(node, ["sh", "-c", "command -v tc"], user="root").rc != 0:
+            raise Unsupported(f"the image {self.image} has no `tc` (iproute2), so it cannot throttle",
+                              "use the lab's image (`pglab image build`), which includes it")
+        return self._exec(node, ["tc", "qdisc", *args], user="root", check=check)
+
+    def throttle(self, node: str, rate: str) -> None:
+        if not RATE_RE.match(rate):
+            raise InvalidInput(f"invalid rate {rate!r}", "use tc units, e.g. 512kbit or 1mbit")
+        self._tc(node, ["replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "32kbit",
+                        "latency", "400ms"], check=True)
+
+    def unthrottle(self, node: str) -> None:
+        self._tc(node, ["del", "dev", "eth0", "root"], check=False)
+
+    # ---- teardown ----------------------------------------------------------
+    def destroy(self) -> list[str]:
+        self._containers.clear()
+        return remove_labelled(self.lab)
