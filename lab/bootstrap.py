@@ -74,6 +74,8 @@ def down(name: str) -> list[str]:
     """Remove everything of the lab. Idempotent: returns [] when there was nothing."""
     check_name(name, "lab name")
     removed: list[str] = []
+    from .monitor import kill_background
+    removed += kill_background(name)   # a background failover monitor must not outlive its lab
     try:
         ctx = Ctx.open(name)
     except LabNotFound:
