@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from psycopg.conninfo import make_conninfo
+
 from . import pgconf, server, sql
 from .conninfo import REPLICATION_USER
 from .context import Ctx
@@ -98,8 +100,10 @@ def clone(ctx: Ctx, node: str, source: str) -> None:
                                  "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
               (slot_name(node), slot_name(node)))
     rt.remove_path(node, p.data)
-    res = rt.run(node, ["pg_basebackup", "-D", p.data, "-h", src.peer_host, "-p", str(src.peer_port),
-                        "-U", REPLICATION_USER, "-w", "-X", "stream", "-c", "fast",
+    # a conninfo rather than -h/-p, for connect_timeout: an unreachable source fails in seconds,
+    # not after the kernel's two minutes of SYN retries
+    src_dsn = make_conninfo(host=src.peer_host, port=src.peer_port, user=REPLICATION_USER, connect_timeout=10)
+    res = rt.run(node, ["pg_basebackup", "-D", p.data, "-d", src_dsn, "-w", "-X", "stream", "-c", "fast",
                         "-S", slot_name(node)],
                  env={"PGPASSFILE": node_pgpass(ctx, node)}, check=False, timeout=600)
     if res.rc != 0:

@@ -29,6 +29,8 @@ def leftovers(name: str) -> list[str]:
                   if line.startswith(f"pglab-{name}-")]
     except OSError:
         pass
+    from .runtime.netns import forwarding_rules
+    found += [f"iptables rule {r}" for r in forwarding_rules(name)]
     if docker_answers():
         from .runtime.docker import labelled
         found += labelled(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import shutil
 import subprocess
 
 from ..errors import NodeFailed, Unsupported
@@ -51,9 +52,31 @@ def create_lab_network(lab: str) -> dict:
     bridge = f"plb{_short(lab)}"
     gw = subnet.replace(".0/24", ".1")
     _ip("link", "add", bridge, "type", "bridge")
+    _allow_forwarding(lab, bridge, add=True)
     _ip("addr", "add", f"{gw}/24", "dev", bridge)
     _ip("link", "set", bridge, "up")
     return {"bridge": bridge, "subnet": subnet, "gateway": gw, "nodes": {}}
+
+
+def _iptables_rule(lab: str, bridge: str) -> list[str]:
+    return ["FORWARD", "-i", bridge, "-o", bridge, "-m", "comment", "--comment", f"pglab-{lab}", "-j", "ACCEPT"]
+
+
+def _allow_forwarding(lab: str, bridge: str, add: bool) -> bool:
+    """Where Docker runs, br_netfilter sends bridged frames through iptables, whose FORWARD policy
+    Docker sets to DROP: traffic between the lab's namespaces would vanish. Accept it on the lab's
+    own bridge only, with a rule that names the lab (and goes with `down`)."""
+    if not shutil.which("iptables"):
+        return False
+    p = subprocess.run(["iptables", "-I" if add else "-D", *_iptables_rule(lab, bridge)], capture_output=True, text=True)
+    return p.returncode == 0
+
+
+def forwarding_rules(lab: str) -> list[str]:
+    if not shutil.which("iptables"):
+        return []
+    out = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f'"pglab-{lab}"' in line or f" pglab-{lab} " in line]
 
 
 def node_ip(net: dict, node: str) -> str:
@@ -106,4 +129,6 @@ def destroy_lab_network(net: dict, lab: str) -> list[str]:
     bridge = net.get("bridge") or f"plb{_short(lab)}"
     if _ip("link", "del", bridge, check=False).returncode == 0:
         removed.append(f"bridge {bridge}")
+    while forwarding_rules(lab) and _allow_forwarding(lab, bridge, add=False):
+        removed.append("iptables rule")
     return removed
