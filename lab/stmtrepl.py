@@ -19,11 +19,13 @@ What it shows (each scenario on fresh tables, once plain and once with `rewrite=
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import psycopg
 from psycopg import sql as pgsql
@@ -34,7 +36,8 @@ NONDETERMINISTIC = {
     "now()": "timestamptz", "current_timestamp": "timestamptz", "clock_timestamp()": "timestamptz",
     "random()": "float8", "gen_random_uuid()": "uuid",
 }
-_CALL_RE = re.compile(r"\b(now\(\)|current_timestamp|clock_timestamp\(\)|random\(\)|gen_random_uuid\(\))",
+# a quoted string literal is matched first (and left alone), so 'now()' in a text stays text
+_CALL_RE = re.compile(r"'(?:[^']|'')*'|\b(now\(\)|current_timestamp|clock_timestamp\(\)|random\(\)|gen_random_uuid\(\))",
                       re.IGNORECASE)
 
 
@@ -102,6 +105,8 @@ def rewrite_calls(text: str, evaluate: Callable[[str], str]) -> str:
     call in the statement: right for single-row statements, which is what the scenarios use)."""
     def lit(m: re.Match) -> str:
         call = m.group(1)
+        if call is None:
+            return m.group(0)
         value = evaluate(call).replace("'", "''")
         return f"'{value}'::{NONDETERMINISTIC[call.lower()]}"
     return _CALL_RE.sub(lit, text)
@@ -198,34 +203,66 @@ class StatementReport:
         return sum(s.diverged_rewritten for s in self.scenarios)
 
 
-def run(admin_dsn: str, *, rows: int = 5) -> StatementReport:
-    """Run every scenario twice (plain, rewritten) on two fresh databases of the server at
-    `admin_dsn`; the databases are dropped afterwards."""
+@contextlib.contextmanager
+def _two_databases(admin_dsn: str) -> Iterator[dict[str, str]]:
     tag = uuid.uuid4().hex[:8]
     dbs = {side: f"pglab_stmt_{tag}_{side}" for side in ("leader", "follower")}
-    dsn = {side: make_conninfo(admin_dsn, dbname=db) for side, db in dbs.items()}
-    out, shipped = [], 0
     with psycopg.connect(admin_dsn, autocommit=True) as admin:
         for db in dbs.values():
             admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(db)))
         try:
-            for name, ddl in SETUP.items():
-                per = {}
-                for rewrite in (False, True):
-                    for side in dsn.values():      # the same starting state on both sides
-                        with psycopg.connect(side, autocommit=True) as c:
-                            c.execute(f"DROP TABLE IF EXISTS {TABLE[name]}")
-                            c.execute(ddl)
-                    rep = StatementReplicator(dsn["leader"], dsn["follower"], rewrite=rewrite)
-                    _workload(name, rep, rows)
-                    shipped += sum(len(t) for t in rep.log)
-                    rep.ship()
-                    lead, foll = table_rows(dsn["leader"], TABLE[name]), table_rows(dsn["follower"], TABLE[name])
-                    per[rewrite] = (diverged_rows(lead, foll), table_hash(dsn["leader"], TABLE[name]),
-                                    table_hash(dsn["follower"], TABLE[name]), len(lead))
-                out.append(StatementScenario(name, per[False][3], per[False][0], per[True][0], per[False][1],
-                                             per[False][2], per[True][1], per[True][2]))
+            yield {side: make_conninfo(admin_dsn, dbname=db) for side, db in dbs.items()}
         finally:
             for db in dbs.values():
                 admin.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(db)))
+
+
+def throughput(admin_dsn: str, *, seconds: float = 1.0) -> tuple[float, float, float]:
+    """Single-row insert transactions per second: straight to the leader, then through the
+    replicator (shipped right after each commit). Returns (direct, replicated, mean ship ms)."""
+    out = []
+    with _two_databases(admin_dsn) as dsn:
+        for side in dsn.values():
+            with psycopg.connect(side, autocommit=True) as c:
+                c.execute("CREATE TABLE bench (id int PRIMARY KEY, v text)")
+        ship_s: list[float] = []
+        for replicate in (False, True):
+            rep = StatementReplicator(dsn["leader"], dsn["follower"])
+            n, t0 = 0, time.monotonic()
+            with rep.session() as s, psycopg.connect(dsn["follower"]) as f:
+                while time.monotonic() - t0 < seconds:
+                    s.execute("INSERT INTO bench VALUES (%s, 'x')", (n + (10**6 if replicate else 0),))
+                    s.commit()
+                    if replicate:          # ship at once, on an open connection
+                        t = time.monotonic()
+                        with f.transaction():
+                            for stmt in rep.log[-1]:
+                                f.execute(stmt)
+                        ship_s.append(time.monotonic() - t)
+                    n += 1
+            out.append(n / (time.monotonic() - t0))
+    return round(out[0], 1), round(out[1], 1), round(1000 * sum(ship_s) / max(1, len(ship_s)), 3)
+
+
+def run(admin_dsn: str, *, rows: int = 5) -> StatementReport:
+    """Run every scenario twice (plain, rewritten) on two fresh databases of the server at
+    `admin_dsn`; the databases are dropped afterwards."""
+    out, shipped = [], 0
+    with _two_databases(admin_dsn) as dsn:
+        for name, ddl in SETUP.items():
+            per = {}
+            for rewrite in (False, True):
+                for side in dsn.values():      # the same starting state on both sides
+                    with psycopg.connect(side, autocommit=True) as c:
+                        c.execute(f"DROP TABLE IF EXISTS {TABLE[name]}")
+                        c.execute(ddl)
+                rep = StatementReplicator(dsn["leader"], dsn["follower"], rewrite=rewrite)
+                _workload(name, rep, rows)
+                shipped += sum(len(t) for t in rep.log)
+                rep.ship()
+                lead, foll = table_rows(dsn["leader"], TABLE[name]), table_rows(dsn["follower"], TABLE[name])
+                per[rewrite] = (diverged_rows(lead, foll), table_hash(dsn["leader"], TABLE[name]),
+                                table_hash(dsn["follower"], TABLE[name]), len(lead))
+            out.append(StatementScenario(name, per[False][3], per[False][0], per[True][0], per[False][1],
+                                         per[False][2], per[True][1], per[True][2]))
     return StatementReport(tuple(out), shipped)

@@ -1,0 +1,93 @@
+"""Statement-based, WAL shipping and logical replication on real servers."""
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from lab import Lab, logical, shipping, stmtrepl
+from lab.bootstrap import down
+from lab.cli import app
+
+from .conftest import IN_CI, assert_clean, require_runtime, unique
+
+
+@pytest.fixture(scope="module")
+def one_node():
+    name = unique("st")
+    lab = Lab.up(standbys=0, name=name, runtime="local")
+    try:
+        yield lab
+    finally:
+        down(name)
+        assert_clean(name)
+
+
+def test_rewrite_calls_is_literal_and_typed():
+    vals = iter(["2024-01-01 00:00:00+00", "0.5"])
+    out = stmtrepl.rewrite_calls("INSERT INTO t VALUES (now(), random(), 'now()')", lambda _: next(vals))
+    assert out == "INSERT INTO t VALUES ('2024-01-01 00:00:00+00'::timestamptz, '0.5'::float8, 'now()')"
+    assert stmtrepl.diverged_rows({"1": "a", "2": "b"}, {"1": "b", "2": "b", "3": "c"}) == 2
+
+
+def test_statement_shipping_diverges_and_rewriting_fixes_only_nondeterministic_calls(one_node):
+    rep = stmtrepl.run(one_node.dsn("p1"), rows=4)
+    by = {s.scenario: s for s in rep.scenarios}
+    for call in ("now()", "random()", "gen_random_uuid()"):
+        s = by[call]
+        assert s.diverged_plain == 4 and s.follower_hash_plain != s.leader_hash_plain
+        assert s.diverged_rewritten == 0 and s.follower_hash_rewritten == s.leader_hash_rewritten
+    # the order of concurrent transactions is not in the text: rewriting cannot fix it
+    assert by["serial, concurrent inserts"].diverged_plain == by["serial, concurrent inserts"].diverged_rewritten == 2
+    assert by["UPDATE … WHERE, concurrent"].diverged_rewritten == 1
+    with one_node.connect() as c:   # its two databases are gone again
+        assert c.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'pglab_stmt_%'").fetchone()[0] == 0
+
+
+def test_archive_shipping_lag_hashes_and_version_coupling():
+    name = unique("ar")
+    with shipping.archive_lab(name=name) as lab:
+        r = shipping.run(lab, writes=2, wait_s=1.5)
+        st = lab.status()
+        assert st.node("a1").upstream is None          # no streaming connection at all
+    assert_clean(name)
+    assert not r.small_write_visible_without_timeout   # stuck in an unfinished segment
+    assert 0 < r.after_switch_wal_s < 10
+    assert all(0.2 < s < 10 for s in r.archive_lag_s)   # about archive_timeout = 1s
+    assert all(0 <= s < max(r.archive_lag_s) for s in r.streaming_lag_s)
+    assert r.hashes_equal and r.segments_archived >= 3
+    assert "15" in r.version_check
+
+
+def test_logical_replication_local_hashes_ddl_and_lag():
+    name = unique("lg")
+    with logical.lab_pair(name=name) as (pub, sub):
+        r = logical.run(pub, sub, seconds=1.0)
+    assert_clean(f"{name}pub")
+    assert_clean(f"{name}sub")
+    assert r.hashes_equal and r.rows > 0
+    assert r.tps_without > 0 and r.tps_with > 0 and r.lag_bytes_max >= 0
+    assert not r.ddl_replicated and r.apply_errors >= 1 and "missing replicated column" in (r.ddl_error or "")
+    assert r.recovered_after_ddl and r.extra_column_ok
+
+
+@pytest.mark.docker
+def test_logical_replication_across_major_versions_on_docker():
+    """15 -> 17: needs the Docker runtime and the images pglab-postgres:15 and pglab-postgres:17."""
+    require_runtime("docker")
+    from lab.images import usable_image
+    if usable_image(17) is None:
+        if IN_CI:
+            pytest.fail("no PostgreSQL 17 image; in CI .ci/run builds it with `pglab image build --pg 17`")
+        pytest.skip("no PostgreSQL 17 image (build one with `pglab image build --pg 17`)")
+    name = unique("lx")
+    with logical.lab_pair(15, 17, runtime="docker", name=name) as (pub, sub):
+        r = logical.run(pub, sub, seconds=1.0)
+    assert_clean(f"{name}pub")
+    assert_clean(f"{name}sub")
+    assert r.publisher_version.startswith("15.") and r.subscriber_version.startswith("17.")
+    assert r.hashes_equal and not r.ddl_replicated and r.recovered_after_ddl
+
+
+def test_methods_command_has_help():
+    r = CliRunner().invoke(app, ["lab", "methods", "--help"])
+    assert r.exit_code == 0 and "side by side" in r.output
