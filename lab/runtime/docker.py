@@ -27,6 +27,7 @@ from ..errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
 from ..state import NodeAddr
 from ..topology import NodeSpec, Topology
 from .base import CommandResult, NodePaths
+from .local import pick_port
 
 LABEL = "pglab.lab"
 NODE_LABEL = "pglab.node"
@@ -227,29 +228,38 @@ class DockerRuntime:
         name = self.cname(node.name)
         labels = self._labels(node.name)
         self.client.volumes.create(name, labels=labels)
-        try:
-            c = self.client.containers.create(
-                self.image, entrypoint=SLEEPER, command=[], name=name, hostname=node.name, labels=labels,
-                init=True, detach=True, network=self.network, environment={"LANG": "C.UTF-8"},
-                volumes={name: {"bind": HOME, "mode": "rw"}},
-                # clients on this machine only: published on the loopback address, never 0.0.0.0
-                ports={f"{PG_PORT}/tcp": ("127.0.0.1", node.port)},
-                cap_add=["NET_ADMIN"],   # tc, for the throttle fault
-            )
-            c.start()
-        except docker.errors.APIError as e:
-            if node.port and ("port is already allocated" in str(e) or "address already in use" in str(e)):
-                raise InvalidInput(f"port {node.port} (node {node.name}) is in use on 127.0.0.1",
-                                   "choose another port in the topology, or leave it out to let the lab pick") from None
-            raise NodeFailed(f"could not start the container of node {node.name}: {e.explanation or e}") from None
+        # A fixed host port, not one Docker picks: Docker picks a new one whenever the node is
+        # reconnected to the network (heal of a partition), and clients would lose it.
+        for attempt in range(8):
+            port = node.port or pick_port(set())
+            try:
+                c = self.client.containers.create(
+                    self.image, entrypoint=SLEEPER, command=[], name=name, hostname=node.name, labels=labels,
+                    init=True, detach=True, network=self.network, environment={"LANG": "C.UTF-8"},
+                    volumes={name: {"bind": HOME, "mode": "rw"}},
+                    # clients on this machine only: published on the loopback address, never 0.0.0.0
+                    ports={f"{PG_PORT}/tcp": ("127.0.0.1", port)},
+                    cap_add=["NET_ADMIN"],   # tc, for the throttle fault
+                )
+            except docker.errors.APIError as e:
+                raise NodeFailed(f"could not create the container of node {node.name}: {e.explanation or e}") from None
+            try:
+                c.start()
+                break
+            except docker.errors.APIError as e:
+                c.remove(force=True)
+                taken = "already allocated" in str(e) or "address already in use" in str(e)
+                if taken and node.port:
+                    raise InvalidInput(f"port {node.port} (node {node.name}) is in use on 127.0.0.1",
+                                       "choose another port in the topology, or leave it out to let the lab pick") from None
+                if not taken or attempt == 7:
+                    raise NodeFailed(f"could not start the container of node {node.name}: {e.explanation or e}") from None
         self._containers[node.name] = c
         # the volume starts out root's: give it to the server user, and learn that user's ids
         out = self._exec(node.name, ["sh", "-c", f"chown postgres:postgres {HOME} && chmod 700 {HOME} && "
                                                  "id -u postgres && id -g postgres"], user="root", check=True)
         ids = out.out.split()
         self.uid, self.gid = int(ids[-2]), int(ids[-1])
-        c.reload()
-        port = int(c.ports[f"{PG_PORT}/tcp"][0]["HostPort"])
         return NodeAddr("127.0.0.1", port, name, PG_PORT)
 
     def paths(self, node: str) -> NodePaths:
@@ -390,20 +400,26 @@ class DockerRuntime:
             # the container name resolves again on the lab network; the node name too (alias)
             self._net().connect(c, aliases=[node])
 
-    def _tc(self, node: str, args: list[str], check: bool) -> CommandResult:
+    # the interface of the lab network: eth0 at first, another name after a partition is healed
+    _TC = ('dev=$(ip -o -4 route show default | sed -n "s/.* dev \\([^ ]*\\).*/\\1/p" | head -n 1); '
+           '[ -n "$dev" ] || exit 3; ')
+
+    def _tc(self, node: str, script: str, *args: str) -> CommandResult:
         if self._exec(node, ["sh", "-c", "command -v tc"], user="root").rc != 0:
             raise Unsupported(f"the image {self.image} has no `tc` (iproute2), so it cannot throttle",
                               "use the lab's image (`pglab image build`), which includes it")
-        return self._exec(node, ["tc", "qdisc", *args], user="root", check=check)
+        # the rate travels as $1, not inside the script text
+        return self._exec(node, ["sh", "-c", self._TC + script, "sh", *args], user="root")
 
     def throttle(self, node: str, rate: str) -> None:
         if not RATE_RE.match(rate):
             raise InvalidInput(f"invalid rate {rate!r}", "use tc units, e.g. 512kbit or 1mbit")
-        self._tc(node, ["replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "32kbit",
-                        "latency", "400ms"], check=True)
+        res = self._tc(node, 'tc qdisc replace dev "$dev" root tbf rate "$1" burst 32kbit latency 400ms', rate)
+        if res.rc != 0:
+            raise NodeFailed(f"tc could not throttle node {node} (exit {res.rc})", details=res.out[-1000:])
 
     def unthrottle(self, node: str) -> None:
-        self._tc(node, ["del", "dev", "eth0", "root"], check=False)
+        self._tc(node, 'tc qdisc del dev "$dev" root 2>/dev/null; true')
 
     # ---- teardown ----------------------------------------------------------
     def destroy(self) -> list[str]:
