@@ -41,6 +41,9 @@ class NodeStatus:
     replay_lag_s: float | None = None
     replay_paused: bool = False
     error: str | None = None
+    # a running standby that cannot stream because the primary removed WAL it still needs
+    # ("requested WAL segment … has already been removed"): only `pglab node reclone` helps
+    unrecoverable: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,20 @@ def snapshot(ctx: Ctx) -> LabStatus:
             role = Role.UNREACHABLE if p["running"] else Role.DOWN
             slot_row = slots.get(n.replace("-", "_"))
             # a standby that is away still holds WAL on the primary through its slot: show how much
+            upstream, r = seen.get(n, (None, None))
+            kw = {}
+            if r:
+                # the node does not answer, but its upstream still streams to it (a slow link, a
+                # frozen process): the upstream's view is the best figure there is
+                head = probes[upstream]["current"]
+                kw = dict(upstream=upstream, stream_state=r[1], sync_state=r[2],
+                          write_lag_bytes=lsn.diff(head, r[3]), flush_lag_bytes=lsn.diff(head, r[4]),
+                          replay_lag_bytes=lsn.diff(head, r[5]), write_lag_s=r[6], flush_lag_s=r[7],
+                          replay_lag_s=r[8])
             nodes.append(NodeStatus(n, role, error=p["error"], slot=slot_row[0] if slot_row else None,
                                     slot_active=slot_row[1] if slot_row else None,
-                                    slot_retained_bytes=int(slot_row[2]) if slot_row and slot_row[2] is not None else None))
+                                    slot_retained_bytes=int(slot_row[2]) if slot_row and slot_row[2] is not None else None,
+                                    **kw))
             continue
         if not p["recovery"]:
             nodes.append(NodeStatus(n, Role.PRIMARY, timeline=p["timeline"], current_lsn=p["current"]))
@@ -149,6 +163,10 @@ def snapshot(ctx: Ctx) -> LabStatus:
                       write_lag_bytes=lsn.diff(head, r[3]), flush_lag_bytes=lsn.diff(head, r[4]),
                       write_lag_s=_secs(r[6], lsn.diff(head, r[3])), flush_lag_s=_secs(r[7], lsn.diff(head, r[4])),
                       replay_lag_s=_secs(r[8], lsn.diff(head, p["replay"])))
+        if not r:
+            gone = wal_gone(ctx, n)
+            if gone:
+                kw.update(unrecoverable=True, error=gone)
         behind = lsn.diff(head, p["replay"])
         if behind and p["replay_age"] is not None and p["replay_age"] > (kw.get("replay_lag_s") or 0):
             # PostgreSQL's replay_lag only moves when the standby replays; while it does not
@@ -160,6 +178,22 @@ def snapshot(ctx: Ctx) -> LabStatus:
             slot=slot_row[0] if slot_row else None, slot_active=slot_row[1] if slot_row else None,
             slot_retained_bytes=int(slot_row[2]) if slot_row and slot_row[2] is not None else None, **kw))
     return LabStatus(ctx.name, ctx.state.runtime, main, tuple(nodes), taken)
+
+
+WAL_GONE = "has already been removed"
+
+
+def wal_gone(ctx: Ctx, node: str, lines: int = 40) -> str | None:
+    """The log line saying the primary no longer has the WAL this standby needs, when that is the
+    latest word on its replication (a later "started streaming" means it got over it)."""
+    from .server import log_tail
+    last = None
+    for line in log_tail(ctx.rt, node, lines).splitlines():
+        if WAL_GONE in line:
+            last = line[line.find("requested WAL"):] if "requested WAL" in line else line
+        elif "started streaming WAL" in line:
+            last = None
+    return last
 
 
 def _secs(value: float | None, lag_bytes: int | None) -> float | None:

@@ -260,11 +260,11 @@ class LocalRuntime:
 
     def throttle(self, node: str, rate: str) -> None:
         self._need_netns("a bandwidth throttle")
-        netns.throttle(self.lab, node, rate)
+        netns.throttle(self.net, self.lab, node, rate)
 
     def unthrottle(self, node: str) -> None:
         self._need_netns("a bandwidth throttle")
-        netns.unthrottle(self.lab, node)
+        netns.unthrottle(self.net, self.lab, node)
 
     # ---- teardown ----------------------------------------------------------
     def destroy(self) -> list[str]:

@@ -102,17 +102,25 @@ def link(net: dict, node: str, up: bool) -> None:
     _ip("link", "set", net["nodes"][node]["host_if"], "up" if up else "down")
 
 
-def throttle(lab: str, node: str, rate: str) -> None:
-    # tbf: this kernel has it (netem, for latency and loss, is missing here)
-    p = subprocess.run(["ip", "netns", "exec", ns_name(lab, node), "tc", "qdisc", "replace", "dev", "eth0", "root",
-                        "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms"], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise NodeFailed(f"could not throttle {node}: {p.stderr.strip()}", "is the tc program (iproute2) installed?")
+def _tc(prefix: list[str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, "tc", "qdisc", *args], capture_output=True, text=True)
 
 
-def unthrottle(lab: str, node: str) -> None:
-    subprocess.run(["ip", "netns", "exec", ns_name(lab, node), "tc", "qdisc", "del", "dev", "eth0", "root"],
-                   capture_output=True, text=True)
+def throttle(net: dict, lab: str, node: str, rate: str) -> None:
+    """Limit the node's link both ways: the namespace side shapes what it sends, the host side of
+    its veth shapes what it receives (for a standby: the WAL stream). tbf only: this kernel has no
+    netem, so no added latency or loss."""
+    inside = ["ip", "netns", "exec", ns_name(lab, node)]
+    for prefix, dev in ((inside, "eth0"), ([], net["nodes"][node]["host_if"])):
+        p = _tc(prefix, "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms")
+        if p.returncode != 0:
+            raise NodeFailed(f"could not throttle {node}: {p.stderr.strip()}",
+                             "is tc (iproute2) installed, and is the rate valid (e.g. 1mbit, 512kbit)?")
+
+
+def unthrottle(net: dict, lab: str, node: str) -> None:
+    _tc(["ip", "netns", "exec", ns_name(lab, node)], "del", "dev", "eth0", "root")
+    _tc([], "del", "dev", net["nodes"][node]["host_if"], "root")
 
 
 def destroy_lab_network(net: dict, lab: str) -> list[str]:
