@@ -61,6 +61,7 @@ def compose_file(topo: Topology, image: str | None = None) -> str:
                "PGLAB_REPLICATION_PASSWORD": f"${{PGLAB_REPLICATION_PASSWORD:?{secret}}}"}
         if primary:
             env["POSTGRES_PASSWORD"] = f"${{POSTGRES_PASSWORD:?{secret}}}"
+            env["PGLAB_SLOTS"] = " ".join(slot_name(s.name) for s in topo.standbys)
         svc = {
             "image": f"${{PGLAB_IMAGE:-{default_image}}}",
             "hostname": n.name,
@@ -151,6 +152,10 @@ HBA
 \getenv rpw PGLAB_REPLICATION_PASSWORD
 SET synchronous_commit = local;
 CREATE ROLE replicator WITH LOGIN REPLICATION PASSWORD :'rpw';
+-- every standby's slot, reserving WAL before any clone starts: clones that make their slot
+-- themselves (-C) race a concurrent clone's checkpoint for WAL
+\getenv slots PGLAB_SLOTS
+SELECT count(pg_create_physical_replication_slot(s, true)) AS slots FROM unnest(string_to_array(:'slots', ' ')) s \g /dev/null
 SQL
     as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   else
@@ -158,14 +163,14 @@ SQL
     until as_pg pg_isready -q -h "$PGLAB_PRIMARY" -p 5432; do sleep 0.2; done
     # the server came up; the role may still be in the making: retry the clone for a while
     slot=$(echo "$PGLAB_NODE" | tr '-' '_')
-    create=-C
+    create=
     for i in $(seq 1 50); do
       rm -rf "$PGDATA"
       if out=$(as_pg pg_basebackup -D "$PGDATA" -h "$PGLAB_PRIMARY" -p 5432 -U replicator -w -X stream \
                -c fast $create -S "$slot" 2>&1); then
         break
       fi
-      case "$out" in *"already exists"*) create= ;; esac   # a restart after a clone: reuse the slot
+      case "$out" in *"does not exist"*) create=-C ;; esac   # a standby the primary was not told of
       log "clone attempt $i failed: $(echo "$out" | tail -n 1)"
       sleep 0.5
     done
