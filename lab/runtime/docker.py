@@ -23,6 +23,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from .. import state as lab_state
 from ..errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
 from ..state import NodeAddr
 from ..topology import NodeSpec, Topology
@@ -31,6 +32,7 @@ from .local import pick_port
 
 LABEL = "pglab.lab"
 NODE_LABEL = "pglab.node"
+HOME_LABEL = "pglab.home"   # the lab home ($PGLAB_HOME) whose state owns the resource
 HOME = "/var/lib/postgresql/pglab"
 PG_PORT = 5432
 #: PID 1's child in every node container; a module constant so a test can make it crash
@@ -93,10 +95,11 @@ def labelled(name: str) -> list[str]:
 
 
 def labs_with_resources() -> set[str]:
-    """Lab names that own a container, network or volume here (for `pglab prune`)."""
+    """Names of labs of this lab home ($PGLAB_HOME) that own a container, network or volume here
+    (for `pglab prune`). Labs of another home have their state elsewhere: not ours to judge."""
     c = client()
-    items = [*c.containers.list(all=True, filters={"label": LABEL}), *c.networks.list(filters={"label": LABEL}),
-             *c.volumes.list(filters={"label": LABEL})]
+    flt = {"label": [LABEL, f"{HOME_LABEL}={lab_state.home()}"]}
+    items = [*c.containers.list(all=True, filters=flt), *c.networks.list(filters=flt), *c.volumes.list(filters=flt)]
     return {(x.attrs.get("Labels") or x.attrs.get("Config", {}).get("Labels") or {}).get(LABEL, "")
             for x in items} - {""}
 
@@ -171,7 +174,7 @@ class DockerRuntime:
         return f"pglab-{self.lab}-{node}"
 
     def _labels(self, node: str | None = None) -> dict[str, str]:
-        return {LABEL: self.lab, **({NODE_LABEL: node} if node else {})}
+        return {LABEL: self.lab, HOME_LABEL: str(lab_state.home()), **({NODE_LABEL: node} if node else {})}
 
     def container(self, node: str):
         if node not in self._containers:
