@@ -36,7 +36,8 @@ class Lab:
     # ---- life cycle ------------------------------------------------------------
     @classmethod
     def up(cls, topology: Topology | str | None = None, *, name: str | None = None, runtime: str = "auto",
-           standbys: int = 2, sync: str | None = None, say: Callable[[str], None] | None = None) -> "Lab":
+           standbys: int = 2, sync: str | None = None, netns: bool = False,
+           say: Callable[[str], None] | None = None) -> "Lab":
         """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
         default (p1 primary, s1 synchronous, the rest asynchronous)."""
         if isinstance(topology, (str, os.PathLike)):
@@ -46,6 +47,8 @@ class Lab:
         elif sync is not None:
             raise InvalidInput("--sync and a topology file both set synchronous_standby_names",
                                "set it in the file's [replication] section")
+        if netns:
+            topology = topology.with_changes(netns=True)
         ctx = bootstrap.up(topology, name or default_name(), runtime, say or (lambda _: None))
         return cls(ctx)
 
@@ -220,6 +223,58 @@ class Lab:
         from . import consistency
         consistency.resume_replay(self, self.node(node))
     # ---- end of reading from followers ----------------------------------------------
+
+    # ---- leader failure ----------------------------------------------------------------
+    # (issue 5: lab/election.py, promotion.py, reconfigure.py, rejoin.py, monitor.py, drill.py,
+    # workload/ledger.py, checker.py)
+    def promote(self, node: str):
+        """pg_promote() a standby, then reconfigure the rest around it: promotion.Promotion."""
+        from . import promotion
+        return promotion.promote(self.ctx, self.node(node))
+
+    def switchover(self, to: str | None = None):
+        """Planned change of leader with zero lost writes: promotion.Switchover."""
+        from . import promotion
+        return promotion.switchover(self.ctx, self.node(to) if to else None)
+
+    def failover(self, to: str | None = None, *, allow_data_loss: bool = False, max_lag_bytes: int | None = None,
+                 fence: str = "none", force: bool = False):
+        """Unplanned: elect the most advanced standby and promote it: promotion.Failover
+        (raises promotion.FailoverRefused with the decision table when no candidate is acceptable)."""
+        from . import promotion
+        from .election import DEFAULT_MAX_LAG_BYTES
+        return promotion.failover(self.ctx, self.node(to) if to else None, allow_data_loss=allow_data_loss,
+                                  max_lag_bytes=DEFAULT_MAX_LAG_BYTES if max_lag_bytes is None else max_lag_bytes,
+                                  fence_with=fence, force=force)
+
+    def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True):
+        """An old primary back as a standby of the current primary (pg_rewind, else re-clone): rejoin.Rejoin."""
+        from . import rejoin
+        return rejoin.rejoin(self.ctx, self.node(node), inspect=inspect, allow_reclone=allow_reclone)
+
+    def monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill", duration: float = 60.0,
+                allow_data_loss: bool = False, say: Callable[[str], None] | None = None):
+        """An in-process failover monitor (not started): call .run() or .start_thread()/.stop()."""
+        from .monitor import Monitor, MonitorConfig
+        return Monitor(self.ctx, MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
+                                               allow_data_loss=allow_data_loss), say=say)
+
+    def ledger(self, *, clients: int = 4, duration: float | None = 10.0, count: int | None = None,
+               path: str | None = None, op_timeout: float = 3.0):
+        """A ledger writer through the routed DSN (not started): .start(), .stop(), .wait() -> summary."""
+        import time as _time
+        from .drill import routed_dsn
+        from .workload.ledger import LedgerWriter
+        nodes = {f"{a.host}:{a.port}": n for n, a in self.ctx.state.nodes.items()}
+        path = path or str(self.ctx.state.dir / "ledger" / f"{int(_time.time() * 1000)}.jsonl")
+        return LedgerWriter(lambda: routed_dsn(self.ctx), path, clients=clients, duration=duration, count=count,
+                            op_timeout=op_timeout, nodes=nodes)
+
+    def drill_failover(self, *, repeat: int = 1, **kw: Any):
+        """`pglab drill failover`: drill.DrillReport over `repeat` drills."""
+        from . import drill
+        return drill.repeat(self.ctx, repeat, **kw)
+    # ---- end of leader failure ---------------------------------------------------------
 
 
 def list_labs() -> list[str]:

@@ -39,6 +39,7 @@ from . import core, faults, scenario  # noqa: E402,F401
 from . import images  # noqa: E402,F401  (issue 3: image, prune, compose)
 from . import lagcmd  # noqa: E402,F401  (issue 4: workloads, lag, bench, drills)
 from . import consistency as _consistency  # noqa: E402,F401  (issue 7: pglab lab consistency|methods)
+from . import failover  # noqa: E402,F401  (issue 5: promote, switchover, failover, rejoin, monitor, drill)
 
 
 def main() -> None:

@@ -1,0 +1,210 @@
+"""Leader failure: promote, switchover, failover, rejoin, monitor run|start|stop|status, drill failover."""
+from __future__ import annotations
+
+import signal
+from typing import Optional
+
+import typer
+
+from ..api import Lab, default_name
+from ..election import DEFAULT_MAX_LAG_BYTES, Decision
+from . import app
+from .core import JsonOpt, NameOpt
+from .render import console, err_console, human_bytes, human_secs, print_json, table
+
+monitor_app = typer.Typer(no_args_is_help=True, help="The automatic failover supervisor (foreground or background).")
+drill_app = typer.Typer(no_args_is_help=True, help="Failure drills that measure lost writes and downtime.")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(drill_app, name="drill")
+
+
+def _open(name: Optional[str]) -> Lab:
+    return Lab.open(name or default_name())
+
+
+def decision_table(d: Decision):
+    rows = [[r.candidate.name, r.verdict.value, r.candidate.timeline, r.candidate.receive_lsn, r.candidate.replay_lsn,
+             r.candidate.priority, human_bytes(r.lag_bytes), r.candidate.error] for r in d.rows]
+    return table(f"election: {d.reason}", ["node", "verdict", "tl", "receive", "replay", "prio", "behind", "error"], rows)
+
+
+@app.command()
+def promote(node: str = typer.Argument(..., help="The standby to promote."), name: Optional[str] = NameOpt,
+            as_json: bool = JsonOpt) -> None:
+    """Promote a standby by hand (pg_promote()), then re-point the others and fix synchronous_standby_names."""
+    p = _open(name).promote(node)
+    if as_json:
+        return print_json(p)
+    console.print(f"{p.new_primary} promoted in {human_secs(p.promote_s)} (timeline {p.timeline}); "
+                  f"sync: {p.sync or 'async'}; re-pointed: {', '.join(p.repointed) or 'none'}")
+    for prob in p.problems:
+        err_console.print(f"warning: {prob}")
+
+
+@app.command()
+def switchover(to: Optional[str] = typer.Option(None, "--to", help="The new primary (default: the most advanced standby)."),
+               name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
+    """Planned change of leader with zero lost writes; reports the write-unavailable window."""
+    s = _open(name).switchover(to)
+    if as_json:
+        return print_json(s)
+    console.print(table(f"switchover {s.old_primary} -> {s.new_primary}: writes unavailable for {human_secs(s.window_s)}",
+                        ["step", "at"], [[step, human_secs(t)] for step, t in s.steps]))
+    console.print(f"{s.old_primary} " + ("streams from " + s.new_primary if s.demoted else "is NOT streaming: run `pglab rejoin`"))
+
+
+@app.command()
+def failover(to: Optional[str] = typer.Option(None, "--to", help="Promote this standby (still guarded)."),
+             allow_data_loss: bool = typer.Option(False, "--allow-data-loss", help="Promote even if behind the bound."),
+             max_lag: int = typer.Option(DEFAULT_MAX_LAG_BYTES, "--max-lag", help="Refuse a candidate this many bytes behind."),
+             fence: str = typer.Option("none", "--fence", help="none, stop, kill or partition the old primary first."),
+             force: bool = typer.Option(False, "--force", help="Fail over even though the primary answers."),
+             name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
+    """Unplanned: elect the most advanced standby and promote it; prints the table it decided from."""
+    from ..promotion import FailoverRefused
+    try:
+        f = _open(name).failover(to, allow_data_loss=allow_data_loss, max_lag_bytes=max_lag, fence=fence, force=force)
+    except FailoverRefused as e:
+        if as_json:
+            print_json(e.decision)
+        else:
+            console.print(decision_table(e.decision))
+        raise
+    if as_json:
+        return print_json(f)
+    console.print(decision_table(f.decision))
+    p = f.promotion
+    console.print(f"{p.new_primary} promoted in {human_secs(p.promote_s)} (timeline {p.timeline}); sync: {p.sync or 'async'}; "
+                  f"re-pointed: {', '.join(p.repointed) or 'none'}; old primary {p.old_primary}: `pglab rejoin {p.old_primary}`")
+
+
+@app.command()
+def rejoin(node: str = typer.Argument(..., help="The old primary (or stray standby) to bring back."),
+           no_reclone: bool = typer.Option(False, "--no-reclone", help="Fail instead of re-cloning when rewind is impossible."),
+           name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
+    """Bring a node back as a standby of the primary (pg_rewind, else re-clone); reports discarded WAL."""
+    r = _open(name).rejoin(node, allow_reclone=not no_reclone)
+    if as_json:
+        return print_json(r)
+    console.print(f"{r.node}: {r.method} ({r.reason}) in {human_secs(r.duration_s)}; streaming from {r.primary}: {r.streaming}")
+    if r.fork_lsn:
+        console.print(f"old timeline {r.old_timeline} ended at {r.old_end_lsn}, fork point {r.fork_lsn}: "
+                      f"{human_bytes(r.discarded_bytes)} of WAL ({r.discarded_commits} commits) discarded")
+
+
+def _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss):
+    from ..monitor import MonitorConfig
+    return MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration, max_lag_bytes=max_lag,
+                         allow_data_loss=allow_data_loss).check()
+
+
+IntervalOpt = typer.Option(0.5, "--interval", help="Seconds between health checks.")
+TimeoutOpt = typer.Option(2.0, "--timeout", help="Declare the primary failed after this many seconds without a good check.")
+FenceOpt = typer.Option("kill", "--fence", help="How to fence the old primary before promoting: none, stop, kill, partition.")
+MaxLagOpt = typer.Option(DEFAULT_MAX_LAG_BYTES, "--max-lag", help="Data-loss guard in bytes.")
+AllowOpt = typer.Option(False, "--allow-data-loss", help="Promote a candidate even beyond --max-lag.")
+
+
+@monitor_app.command("run")
+def monitor_run(name: Optional[str] = NameOpt, interval: float = IntervalOpt, timeout: float = TimeoutOpt,
+                fence: str = FenceOpt, duration: float = typer.Option(60.0, "--duration", help="Stop after this many seconds."),
+                max_lag: int = MaxLagOpt, allow_data_loss: bool = AllowOpt,
+                log: Optional[str] = typer.Option(None, "--log", help="Log file (default: <lab dir>/monitor.log)."),
+                quiet: bool = typer.Option(False, "--quiet", help="Log to the file only.")) -> None:
+    """Run the monitor in the foreground (bounded by --duration; Ctrl-C or SIGTERM stops it)."""
+    from ..monitor import Monitor
+    lab = _open(name)
+    m = Monitor(lab.ctx, _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss),
+                say=None if quiet else (lambda line: console.print(line, markup=False)), log_path=log, reload_state=True)
+    signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
+    try:
+        m.run()
+    except KeyboardInterrupt:
+        m.stop_event.set()
+
+
+@monitor_app.command("start")
+def monitor_start(name: Optional[str] = NameOpt, interval: float = IntervalOpt, timeout: float = TimeoutOpt,
+                  fence: str = FenceOpt, duration: float = typer.Option(3600.0, "--duration", help="Stop by itself after this many seconds."),
+                  max_lag: int = MaxLagOpt, allow_data_loss: bool = AllowOpt) -> None:
+    """Start the monitor in the background (a detached process; `pglab down` stops it too)."""
+    from ..monitor import start_background
+    lab = _open(name)
+    pid = start_background(lab.ctx, _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss))
+    console.print(f"monitor started (pid {pid}); log: {lab.ctx.state.dir / 'monitor.log'}")
+
+
+@monitor_app.command("stop")
+def monitor_stop(name: Optional[str] = NameOpt) -> None:
+    """Stop the background monitor."""
+    from ..monitor import stop_background
+    pid = stop_background((name or default_name()))
+    console.print(f"monitor (pid {pid}) stopped" if pid else "no monitor runs")
+
+
+@monitor_app.command("status")
+def monitor_status(name: Optional[str] = NameOpt, lines: int = typer.Option(10, "--lines", help="Log lines to show."),
+                   as_json: bool = JsonOpt) -> None:
+    """Whether the background monitor runs, and its last log lines."""
+    from ..monitor import background_pid, log_tail
+    n = name or default_name()
+    _open(n)
+    pid, tail = background_pid(n), log_tail(n, lines)
+    if as_json:
+        return print_json({"running": pid is not None, "pid": pid, "log": tail})
+    console.print(f"monitor: {'running (pid ' + str(pid) + ')' if pid else 'not running'}")
+    for line in tail:
+        console.print(line, markup=False)
+
+
+def drill_tables(rep) -> None:
+    rows = []
+    for i, r in enumerate(rep.results, 1):
+        t = r.times
+        rows.append([i, f"{r.old_primary}->{r.new_primary}", r.check.ok, r.check.unknown, r.check.ok_unreplicated,
+                     len(r.check.lost), len(r.check.recovered), human_secs(t.rto_s), human_secs(t.client_gap_s),
+                     human_secs(t.detection_s), human_secs(t.election_s), human_secs(t.promotion_s),
+                     human_secs(t.reconnection_s), human_bytes(r.rejoin.discarded_bytes if r.rejoin else None),
+                     "PASS" if r.passed else "FAIL"])
+    r0 = rep.results[0]
+    console.print(table(f"drill failover: mode {r0.mode}, fault {r0.fault}", ["#", "leader", "ok", "unknown", "ok_unrepl",
+                        "lost", "recovered", "RTO", "client gap", "detect", "elect", "promote", "reconnect",
+                        "WAL>fork", "check"], rows))
+    stats = [[k, *(human_bytes(int(v)) if "bytes" in k else (f"{v:.0f}" if k == "lost" else human_secs(v)) for v in vals)]
+             for k, vals in rep.stats.items()]
+    if len(rep.results) > 1:
+        console.print(table("over the drills", ["figure", "min", "median", "max"], stats))
+    for i, r in enumerate(rep.results, 1):
+        led = r.ledger.outcomes["ok"]
+        console.print(f"#{i} ledger: {r.ledger.attempted} writes, {r.ledger.ok_tps:.0f} ok/s, ok latency p50 "
+                      f"{led.p50_ms or 0:.1f} ms p99 {led.p99_ms or 0:.1f} ms max {led.max_ms or 0:.0f} ms; "
+                      f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks"
+                      + (f"; problems: {'; '.join(r.problems)}" if r.problems else ""))
+
+
+@drill_app.command("failover")
+def drill_failover(name: Optional[str] = NameOpt,
+                   mode: str = typer.Option("sync", "--mode", help="sync (FIRST 1, synchronous_commit=on) or async."),
+                   fault: str = typer.Option("kill", "--fault", help="kill, stop, partition or pause the primary."),
+                   lag_standby: Optional[str] = typer.Option(None, "--lag-standby", help="async: the standby made to lag (elected)."),
+                   repeat: int = typer.Option(1, "--repeat", help="Number of drills."),
+                   clients: int = typer.Option(4, "--clients", help="Ledger writer clients."),
+                   interval: float = IntervalOpt, timeout: float = TimeoutOpt, fence: str = FenceOpt,
+                   as_json: bool = JsonOpt) -> None:
+    """Write through the routed DSN, break the primary, let the monitor fail over, rejoin, check lost writes and RTO."""
+    lab = _open(name)
+    say = (lambda _: None) if as_json else (lambda line: err_console.print(line, style="dim", markup=False))
+    rep = lab.drill_failover(repeat=repeat, mode=mode, fault=fault, lag_standby=lag_standby, clients=clients,
+                             interval=interval, timeout=timeout, fence=fence, say=say)
+    if as_json:
+        print_json({"passed": rep.passed, "stats": rep.stats,
+                    "drills": [{"mode": r.mode, "fault": r.fault, "old_primary": r.old_primary, "new_primary": r.new_primary,
+                                "check": r.check.to_dict(), "times": r.times, "ledger": r.ledger,
+                                "decision": r.decision.to_dict() if r.decision else None,
+                                "rejoin": r.rejoin, "old_minus_new": r.old_minus_new,
+                                "lost_seen_on_old": r.lost_seen_on_old, "passed": r.passed,
+                                "problems": list(r.problems)} for r in rep.results]})
+    else:
+        drill_tables(rep)
+    if not rep.passed:
+        raise typer.Exit(1)

@@ -1,0 +1,59 @@
+"""The ledger writer on real servers, and the set checker (pure)."""
+from __future__ import annotations
+
+import threading
+import time
+
+from lab import Lab
+from lab.checker import check
+from lab.workload.ledger import OK, OK_UNREPLICATED, ensure_table, final_ids, load_ops
+
+
+def test_checker_sets():
+    ops = [("a", "ok"), ("b", "ok"), ("c", "unknown"), ("d", "unknown"), ("e", "fail"), ("f", "ok_unreplicated")]
+    r = check(ops, {"a", "c", "z"})
+    assert r.lost == ("b",) and r.recovered == ("c",) and r.unexpected == ("z",)
+    assert r.lost_unreplicated == ("f",) and r.failed_present == ()
+    assert not r.valid and r.checker_error
+    assert check(ops, {"a", "b", "f"}).valid
+    assert check(ops, {"a", "b", "e"}).failed_present == ("e",)
+
+
+def test_ledger_count_bounded_all_acknowledged_and_present(make_lab, tmp_path):
+    lab: Lab = make_lab()
+    w = lab.ledger(clients=3, count=300, duration=30, path=str(tmp_path / "l.jsonl")).start()
+    s = w.wait()
+    ops = load_ops(tmp_path / "l.jsonl")
+    assert len(ops) == s.attempted == 300
+    assert {o.outcome for o in ops} == {OK} and len({o.id for o in ops}) == 300
+    assert {o.node for o in ops} == {lab.primary}
+    assert s.outcomes["ok"].count == 300 and s.outcomes["ok"].p50_ms > 0 and s.ok_tps > 0
+    res = check([(o.id, o.outcome) for o in ops], final_ids(lab.dsn(role="primary"), w.run))
+    assert res.valid and res.final == 300
+
+
+def test_cancelled_sync_wait_is_ok_unreplicated(make_lab, tmp_path):
+    """With its only synchronous standby down, a commit waits; cancelling the wait returns success
+    with the WARNING 'canceling wait for synchronous replication': the writer says ok_unreplicated."""
+    lab: Lab = make_lab(sync="FIRST 1 (s1)", standbys=1)
+    ensure_table(lab.dsn(role="primary"))    # before: its own commit would wait too
+    lab.fault("s1", "stop")
+    w = lab.ledger(clients=1, count=2, duration=20, op_timeout=15, path=str(tmp_path / "l.jsonl")).start()
+    stop = threading.Event()
+
+    def canceller() -> None:
+        deadline = time.monotonic() + 15
+        while not stop.is_set() and time.monotonic() < deadline:
+            with lab.connect("p1") as c:
+                c.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+            time.sleep(0.2)
+    t = threading.Thread(target=canceller)
+    t.start()
+    try:
+        w.wait()
+    finally:
+        stop.set()
+        t.join()
+    outcomes = [o.outcome for o in w.ops()]
+    assert outcomes == [OK_UNREPLICATED, OK_UNREPLICATED], outcomes
+    lab.heal("s1")
