@@ -1,0 +1,130 @@
+"""Leader failure on real clusters, on every runtime: switchover, failover, rejoin, monitor, drills."""
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from lab import Lab, Role
+from lab.checker import check
+from lab.cli import app
+from lab.monitor import log_tail
+from lab.promotion import FailoverRefused
+from lab.rejoin import REWIND_USER
+from lab.workload.ledger import final_ids
+
+runner = CliRunner()
+
+
+def streams_from(lab: Lab, primary: str) -> dict[str, str | None]:
+    st = lab.status()
+    return {n.name: n.upstream for n in st.nodes if n.role == Role.STANDBY and n.stream_state == "streaming"}
+
+
+def test_switchover_loses_nothing_and_demotes_the_old_primary(make_lab):
+    lab: Lab = make_lab()
+    w = lab.ledger(clients=2, duration=20).start()
+    lab.wait_for(lambda _: len(w.ops()) > 50, timeout=10, what="some writes")
+    s = lab.switchover()
+    lab.wait_for(lambda _: w.first_ok_after(time.time() - 0.01, s.new_primary), timeout=15, what="writes on the new primary")
+    w.stop()
+    w.wait()
+    assert s.old_primary == "p1" and s.new_primary == "s1" and s.demoted
+    assert 0 < s.window_s < 10
+    res = check([(o.id, o.outcome) for o in w.ops()], final_ids(lab.dsn(role="primary"), w.run))
+    assert res.valid and not res.lost, res.to_dict()
+    assert lab.primary == "s1" and streams_from(lab, "s1") == {"p1": "s1", "s2": "s1"}
+    # the new primary's synchronous_standby_names names live standbys only, never itself
+    sync = lab.connect("s1").execute("SHOW synchronous_standby_names").fetchone()[0]
+    assert "s1" not in sync and sync.startswith("FIRST 1")
+
+
+def test_failover_guard_refuses_then_allows_and_rejoin_rewinds(make_lab):
+    lab: Lab = make_lab(sync="none")
+    with lab.connect() as c:
+        c.execute("CREATE TABLE t (id int)")
+    lab.wait_caught_up()
+    from lab import cluster, sql
+    for s in ("s1", "s2"):       # freeze both standbys' receive positions
+        cluster.write_config(lab.ctx, s, upstream="p1", extra={"primary_conninfo": ""})
+        sql.query(lab.ctx.state, s, "SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    with lab.connect() as c:
+        for i in range(200):
+            c.execute("INSERT INTO t VALUES (%s)", (i,))
+        last = c.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+    lab.fault("p1", "kill")
+    from lab import promotion
+    with pytest.raises(FailoverRefused) as e:
+        promotion.failover(lab.ctx, known_position=last, max_lag_bytes=1024)
+    assert e.value.decision.refused and e.value.decision.data_loss_bytes > 1024
+    f = promotion.failover(lab.ctx, known_position=last, max_lag_bytes=1024, allow_data_loss=True)
+    new = f.decision.winner
+    assert new in ("s1", "s2") and lab.primary == new
+    r = lab.rejoin("p1", inspect="SELECT count(*) FROM t")
+    assert r.method == "rewind" and r.streaming
+    assert r.inspected == ("200",)                                  # the old primary had every row
+    assert r.discarded_bytes and r.discarded_bytes > 0 and r.discarded_commits == 200
+    assert lab.connect(new).execute("SELECT count(*) FROM t").fetchone()[0] == 0
+    # least privilege: the rewind role is no superuser and has no replication right
+    row = lab.connect(new).execute("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = %s",
+                                   (REWIND_USER,)).fetchone()
+    assert row == (False, False)
+    st = lab.status()
+    assert st.primaries == [new] and all(n.timeline == 2 for n in st.nodes)
+
+
+def test_sync_drill_kill_loses_no_acknowledged_write(make_lab):
+    lab: Lab = make_lab()
+    r = runner.invoke(app, ["drill", "failover", "--name", lab.name, "--mode", "sync", "--fault", "kill", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    drill = d["drills"][0]
+    assert d["passed"] and drill["check"]["lost"] == 0 and drill["check"]["ok"] > 0
+    assert drill["check"]["unexpected"] == 0
+    assert drill["new_primary"] != "p1" and drill["rejoin"]["streaming"]
+    assert drill["times"]["rto_s"] < 30        # generous: the behaviour is about time, the machine is noisy
+    assert drill["decision"]["winner"] == drill["new_primary"]
+
+
+def test_async_drill_loses_exactly_what_only_the_old_primary_has(make_lab):
+    lab: Lab = make_lab()
+    rep = lab.drill_failover(mode="async", fault="kill", lag_standby="s2")
+    r = rep.results[0]
+    assert r.new_primary == "s2"
+    assert len(r.check.lost) > 0 and not r.check.checker_error
+    # each lost acknowledged write is on the old primary (read before the rewind) and not on the new
+    assert r.lost_seen_on_old == len(r.check.lost) and r.old_minus_new >= len(r.check.lost)
+    assert r.rejoin.discarded_bytes > 0 and r.rejoin.discarded_commits >= len(r.check.lost)
+    assert r.passed, r.problems
+
+
+def test_pause_shorter_than_timeout_causes_no_failover(make_lab):
+    lab: Lab = make_lab(standbys=1)
+    m = lab.monitor(interval=0.3, timeout=3.0, duration=30).start_thread()
+    lab.wait_for(lambda _: any(" ok " in ln for ln in m.lines), timeout=10, what="a good check")
+    lab.fault("p1", "pause")
+    time.sleep(1.0)
+    lab.heal("p1", "pause")
+    time.sleep(3.5)
+    m.stop()
+    assert m.failovers == [] and lab.primary == "p1"
+    assert any("FAILING" in ln for ln in m.lines)       # it did notice, and waited
+
+
+def test_background_monitor_fails_over_and_down_kills_it(make_lab):
+    lab: Lab = make_lab(standbys=1)
+    r = runner.invoke(app, ["monitor", "start", "--name", lab.name, "--duration", "60", "--timeout", "1.5"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["monitor", "status", "--name", lab.name, "--json"])
+    assert json.loads(r.output)["running"]
+    lab.wait_for(lambda _: any(" ok " in ln for ln in log_tail(lab.name)),
+                 timeout=15, what="the monitor's first good check")
+    lab.fault("p1", "kill")
+    lab.wait_for(lambda lb: Lab.open(lb.name).primary == "s1", timeout=30, what="the monitor to promote s1")
+    with psycopg.connect(Lab.open(lab.name).dsn(role="primary")) as c:
+        c.execute("CREATE TABLE after_failover (id int)")
+    # `down` (run by the fixture) must kill the monitor; the fixture asserts nothing is left
