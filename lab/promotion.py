@@ -232,6 +232,12 @@ def switchover(ctx: Ctx, to: str | None = None, *, timeout: float = 30) -> Switc
     old = ctx.state.primary
     steps: list[tuple[str, float]] = []
     if to is None:
+        # a synchronous standby first: it is never behind on acknowledged commits, and after the
+        # clean stop every streaming standby catches up anyway
+        rows = cluster.replication_rows(ctx, old)
+        sync = sorted(n for n, (state, sync_state) in rows.items() if state == "streaming" and sync_state in ("sync", "quorum"))
+        to = sync[0] if sync else None
+    if to is None:
         cands = probe_all(ctx, [n for n in ctx.state.nodes if n != old])
         d = elect(cands, max_lag_bytes=1 << 62)
         if not d.winner:

@@ -40,6 +40,8 @@ def test_switchover_loses_nothing_and_demotes_the_old_primary(make_lab):
     # the new primary's synchronous_standby_names names live standbys only, never itself
     sync = lab.connect("s1").execute("SHOW synchronous_standby_names").fetchone()[0]
     assert "s1" not in sync and sync.startswith("FIRST 1")
+    # and commits do not hang on it
+    lab.connect().execute("CREATE TABLE after_switchover (id int)")
 
 
 def test_failover_guard_refuses_then_allows_and_rejoin_rewinds(make_lab):
