@@ -220,6 +220,13 @@ class LocalRuntime:
             return
         children = procs.tree(pid)
         os.kill(pid, signal.SIGKILL)
+        # A paused (SIGSTOPped) node: its children cannot notice the postmaster's death while
+        # frozen and would hold its shared memory forever. Let them run, as after a real crash.
+        for c in children[1:]:
+            try:
+                os.kill(c, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
         # The children notice the postmaster's death by themselves; wait for them so that
         # "killed" means the port is closed when we return.
         deadline = time.monotonic() + 5

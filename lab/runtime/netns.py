@@ -99,7 +99,20 @@ def add_node(net: dict, lab: str, node: str) -> str:
 
 
 def link(net: dict, node: str, up: bool) -> None:
-    _ip("link", "set", net["nodes"][node]["host_if"], "up" if up else "down")
+    dev = net["nodes"][node]["host_if"]
+    _ip("link", "set", dev, "up" if up else "down")
+    if up:
+        # `ip link set up` returns before the veth has carrier and its bridge port forwards;
+        # a connection made in between fails. Wait (briefly) until traffic can flow.
+        import time
+        from pathlib import Path
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            oper = Path(f"/sys/class/net/{dev}/operstate").read_text().strip()
+            state = Path(f"/sys/class/net/{dev}/brport/state").read_text().strip()
+            if oper == "up" and state == "3":   # 3 = BR_STATE_FORWARDING
+                break
+            time.sleep(0.01)
 
 
 def _tc(prefix: list[str], *args: str) -> subprocess.CompletedProcess:

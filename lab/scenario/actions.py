@@ -29,10 +29,7 @@ class RunCtx:
         return (step.timeout or default) * self.mult
 
     def writes_ok(self) -> int:
-        total = 0
-        for w in list(self.workloads.values()):
-            total += getattr(w, "ok_count", lambda: 0)() if callable(getattr(w, "ok_count", None)) else 0
-        return total
+        return sum(w.ok_count() for w in list(self.workloads.values()) if hasattr(w, "ok_count"))
 
     def add_figures(self, obj: Any, prefix: str = "") -> None:
         """Scalar fields of a result (a dataclass or dict) become figures expectations can use."""
@@ -63,7 +60,7 @@ def _fault(run: RunCtx, step: Step) -> str:
 
 
 def _heal(run: RunCtx, step: Step) -> str:
-    done = run.lab.heal(_node_arg(run, step), step.options.get("fault"))
+    done = run.lab.heal(_node_arg(run, step), step.options.get("kind"))
     return ", ".join(done)
 
 
@@ -163,20 +160,32 @@ def _monitor(run: RunCtx, step: Step) -> str:
     return monitor(run, str(step.arg), step.options)
 
 
+def _drill(run: RunCtx, step: Step) -> str:
+    opts = dict(step.options)
+    fn = getattr(run.lab, f"drill_{step.arg}")
+    result = fn(opts.pop("node"), **opts) if "node" in opts and step.arg != "sync_failure" else fn(**opts)
+    run.add_figures(result, "drill")
+    return _short(result)
+
+
 def stop_all_workloads(run: RunCtx) -> None:
+    """Stop what is still running (workloads, the monitor) at the end of a run, success or not."""
     if not run.workloads:
         return
-    from .workloads import stop_workload
+    from .workloads import monitor, stop_workload, stopped
     for wid in list(run.workloads):
         try:
-            stop_workload(run, wid)
+            if wid == "_monitor":
+                monitor(run, "stop", {})
+            elif not stopped(run.workloads[wid]):
+                stop_workload(run, wid)
         except Exception:  # noqa: BLE001 - teardown goes on
             run.workloads.pop(wid, None)
 
 
 _ACTIONS = {
     "fault": _fault, "heal": _heal, "wait": _wait, "sleep": _sleep, "sql": _sql, "mark": _mark,
-    "parallel": _parallel, "workload": _workload, "stop": _stop, "check": _check, "monitor": _monitor,
+    "parallel": _parallel, "drill": _drill, "workload": _workload, "stop": _stop, "check": _check, "monitor": _monitor,
     "promote": _api("promote"), "switchover": _api("switchover"), "failover": _api("failover"),
     "rejoin": _api("rejoin"), "reclone": _api("reclone"), "set_sync": _api("set_sync"),
 }

@@ -21,7 +21,8 @@ _UNITS = {"b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3, "ms": 0.001, "s"
 FIELD_ALIASES = {"lag_bytes": "replay_lag_bytes", "lag_s": "replay_lag_s", "lag": "replay_lag_bytes",
                  "sync": "sync_state", "state": "stream_state"}
 STATUS_FIELDS = ("replay_lag_bytes", "replay_lag_s", "write_lag_bytes", "write_lag_s", "flush_lag_bytes",
-                 "flush_lag_s", "sync_state", "stream_state", "timeline", "slot_retained_bytes", "upstream")
+                 "flush_lag_s", "sync_state", "stream_state", "timeline", "slot_retained_bytes", "upstream",
+                 "unrecoverable", "replay_paused")
 ROLES = ("primary", "standby", "down", "unreachable")
 
 
@@ -56,13 +57,19 @@ class Expectation:
     figure: str
     op: str
     value: Any
+    ref: bool = False      # the value is an unquoted name: maybe another figure
 
     def check(self, figures: dict[str, Any]) -> tuple[bool, Any]:
         if self.figure not in figures:
             return False, None
         actual = figures[self.figure]
+        want = self.value
+        # an unquoted name on the right that is a figure compares two figures:
+        # "async.ok_tps > sync.ok_tps"
+        if isinstance(want, str) and self.ref and want in figures:
+            want = figures[want]
         try:
-            return bool(OPS[self.op](actual, self.value)), actual
+            return bool(OPS[self.op](actual, want)), actual
         except TypeError:
             return False, actual
 
@@ -71,7 +78,9 @@ def parse_expectation(text: str) -> Expectation:
     figure, op, value = _split_comparison(text)
     if not re.fullmatch(r"[a-z_][a-z0-9_.]*", figure):
         raise InvalidInput(f"cannot read expectation {text!r}", "the left side is a figure name, e.g. lost_writes")
-    return Expectation(text, figure, op, parse_value(value))
+    v = value.strip()
+    ref = bool(re.fullmatch(r"[a-z_][a-z0-9_.]*", v)) and v not in ("true", "false")
+    return Expectation(text, figure, op, parse_value(value), ref)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
     "stop": (set(), set(), "stop a workload by id and collect its figures"),
     "check": (set(), set(), "check a workload's ledger against what survives (lost_writes, unexpected, …)"),
     "fault": ({"node", "rate"}, {"node"}, "inject a fault: stop, kill, pause, partition, throttle"),
-    "heal": ({"fault"}, set(), "undo the faults on a node (and start a stopped one)"),
+    "heal": ({"kind"}, set(), "undo the faults on a node (or only `kind:` one of them; a stopped one is started)"),
     "wait": (set(), set(), "wait until a condition holds: 'primary is s2', 'standby s1 lag_bytes < 1MB'"),
     "sleep": (set(), set(), "sleep this many seconds"),
     "sql": ({"node", "expect"}, set(), "run SQL on a node (default: the primary), optionally checking the result"),
@@ -48,6 +48,8 @@ ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
     "set_sync": (set(), set(), "change synchronous_standby_names live"),
     "monitor": ({"interval", "timeout", "fence"}, set(), "start or stop the automatic failover monitor"),
     "mark": (set(), set(), "put an event on the timeline"),
+    "drill": ({"node", "fault", "outage", "remedy", "clients", "other"}, set(),
+              "a built-in follower drill: catchup, noslot or sync_failure (its figures become results)"),
     "parallel": (set(), set(), "run a list of steps at the same time"),
 }
 
@@ -197,6 +199,8 @@ def _step(p: Path, raw: Any, nodes: list[str], index: int) -> Step:
         raise InvalidInput(f"{where}: {action} names {arg!r}, which is not a node", f"nodes are: {', '.join(nodes)}")
     elif action == "workload" and arg not in ("ledger", "reader", "pgbench"):
         raise InvalidInput(f"{where}: workload {arg!r} is not known", "use ledger, reader or pgbench")
+    elif action == "drill" and arg not in ("catchup", "noslot", "sync_failure"):
+        raise InvalidInput(f"{where}: drill {arg!r} is not known", "use catchup, noslot or sync_failure")
     elif action == "monitor" and arg not in ("start", "stop"):
         raise InvalidInput(f"{where}: monitor {arg!r}", "use monitor: start or monitor: stop")
     elif action == "sleep" and not isinstance(arg, (int, float)):

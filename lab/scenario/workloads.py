@@ -1,0 +1,142 @@
+"""Scenario steps that drive workloads (ledger writer, pgbench) and the failover monitor.
+
+Figures a ledger workload gives when it stops (and `check` recomputes after healing):
+  ok_writes, attempted_writes, unknown_writes, failed_writes, ok_unreplicated, ok_tps,
+  write_p99_ms, max_write_gap_s (the longest time between two acknowledged writes, as the
+  client saw it), rto_s (first fault during the run -> first acknowledged write after it),
+  lost_writes, unexpected, recovered (Jepsen's set checker against the current primary).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidInput
+from .actions import RunCtx
+
+
+@dataclass
+class _Handle:
+    kind: str
+    writer: Any = None                  # LedgerWriter
+    thread: threading.Thread | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+    started: float = 0.0
+
+    def ok_count(self) -> int:
+        if self.writer is None:
+            return 0
+        return sum(1 for op in self.writer.ops() if op.outcome in ("ok", "ok_unreplicated"))
+
+
+def start_workload(run: RunCtx, kind: str, opts: dict[str, Any]) -> _Handle:
+    import time
+    duration = float(opts.get("duration", 120))
+    clients = int(opts.get("clients", 4))
+    if kind == "ledger":
+        w = run.lab.ledger(clients=clients, duration=duration, count=opts.get("count"))
+        w.start()
+        return _Handle("ledger", writer=w, started=time.time())
+    if kind == "pgbench":
+        from ..workload import pgbench
+        h = _Handle("pgbench", started=time.time())
+
+        def body() -> None:
+            try:
+                h.result = pgbench.run(run.lab.ctx, clients=clients, duration=duration,
+                                       scale=int(opts.get("scale", 1)), stop=h.stop_event, log_latencies=False)
+            except BaseException as e:  # noqa: BLE001 - reported when the workload stops
+                h.error = e
+        h.thread = threading.Thread(target=body, daemon=True)
+        h.thread.start()
+        return h
+    raise InvalidInput(f"workload {kind!r} is not available in scenarios", "use ledger or pgbench")
+
+
+def stop_workload(run: RunCtx, wid: str) -> str:
+    h: _Handle = run.workloads.pop(wid)
+    if h.kind == "pgbench":
+        h.stop_event.set()
+        if h.thread:
+            h.thread.join(timeout=60)
+        if h.error:
+            raise h.error
+        if h.result is not None:
+            run.add_figures({"pgbench_tps": h.result.tps, "pgbench_transactions": h.result.transactions,
+                             "pgbench_failed": h.result.failed}, wid)
+            return f"pgbench: {h.result.tps:.0f} tps"
+        return "pgbench: no result"
+    h.writer.stop()
+    s = h.writer.wait(timeout=60)
+    ok = s.outcomes["ok"].count + s.outcomes["ok_unreplicated"].count
+    figures = {"ok_writes": ok, "attempted_writes": s.attempted, "unknown_writes": s.outcomes["unknown"].count,
+               "failed_writes": s.outcomes["fail"].count, "ok_unreplicated": s.outcomes["ok_unreplicated"].count,
+               "ok_tps": round(s.ok_tps, 1), "write_p99_ms": s.outcomes["ok"].p99_ms,
+               **_gaps(run, h)}
+    run.add_figures(figures, wid)
+    run.workloads[wid] = h          # kept (stopped) so that `check` can read its ledger later
+    h.stop_event.set()
+    detail = check_workload(run, wid)
+    return f"{ok} acknowledged of {s.attempted} ({s.ok_tps:.0f}/s); {detail}"
+
+
+def _gaps(run: RunCtx, h: _Handle) -> dict[str, float]:
+    oks = sorted(op.t1 for op in h.writer.ops() if op.outcome in ("ok", "ok_unreplicated"))
+    gap = max((b - a for a, b in zip(oks, oks[1:])), default=0.0)
+    out = {"max_write_gap_s": round(gap, 3)}
+    faults = [e["t"] for e in run.lab.ctx.state.events
+              if e["kind"].startswith("fault:") and e["t"] >= h.started]
+    if faults:
+        # fault -> first acknowledged write after the outage: the end of the longest silence
+        # that ends after the fault (writes already in flight may still be acknowledged just
+        # after the fault itself)
+        spans = [(b - a, b) for a, b in zip(oks, oks[1:]) if b > faults[0]]
+        if spans:
+            out["rto_s"] = round(max(spans)[1] - faults[0], 3)
+    return out
+
+
+def check_workload(run: RunCtx, wid: str) -> str:
+    """Jepsen's set checker: what the ledger says was acknowledged vs what the primary has now."""
+    from ..checker import check
+    from ..drill import routed_dsn
+    from ..workload.ledger import final_ids
+    h = run.workloads.get(wid)
+    if h is None or h.kind != "ledger":
+        raise InvalidInput(f"no ledger workload {wid!r}", f"workloads: {', '.join(run.workloads) or 'none'}")
+    ops = h.writer.ops()
+    res = check([(op.id, op.outcome) for op in ops], final_ids(routed_dsn(run.lab.ctx), h.writer.run))
+    run.add_figures({"lost_writes": len(res.lost), "unexpected": len(res.unexpected), "recovered": len(res.recovered),
+                     "lost_unreplicated": len(res.lost_unreplicated), "final_writes": res.final}, wid)
+    return f"lost {len(res.lost)}, unexpected {len(res.unexpected)}, recovered {len(res.recovered)}"
+
+
+def stopped(h: Any) -> bool:
+    return isinstance(h, _Handle) and h.stop_event.is_set()
+
+
+def monitor(run: RunCtx, action: str, opts: dict[str, Any]) -> str:
+    if action == "start":
+        if "_monitor" in run.workloads:
+            raise InvalidInput("the monitor is already running", "add `monitor: stop` first")
+        m = run.lab.monitor(interval=float(opts.get("interval", 0.5)), timeout=float(opts.get("timeout", 2.0)),
+                            fence=str(opts.get("fence", "kill")), duration=600.0)
+        run.workloads["_monitor"] = m.start_thread()
+        return f"monitor: interval {m.cfg.interval}s, timeout {m.cfg.timeout}s, fence {m.cfg.fence}"
+    m = run.workloads.pop("_monitor", None)
+    if m is None:
+        raise InvalidInput("the monitor is not running", "add `monitor: start` first")
+    res = m.stop()
+    fos = res.failovers if res else ()
+    figures: dict[str, Any] = {"failovers": len(fos)}
+    if fos:
+        f = fos[0]
+        figures["detection_s"] = round(f.t_declared - f.t_last_ok, 3)
+        if f.t_promoted:
+            figures["promotion_s"] = round(f.t_promoted - f.t_declared, 3)
+        figures["new_primary"] = f.new_primary
+    run.add_figures(figures, "monitor")
+    return f"{len(fos)} failover(s)"
