@@ -28,7 +28,7 @@ def status_table(st: LabStatus, title: str | None = None):
     for n in st.nodes:
         lsn = n.current_lsn if n.role == Role.PRIMARY else n.replay_lsn
         lag = lambda b, s: None if b is None and s is None else f"{human_bytes(b)}/{human_secs(s)}"  # noqa: E731
-        role = n.role.value + (" (paused)" if n.replay_paused else "")
+        role = n.role.value + (" (paused)" if n.replay_paused else "") + (" (unrecoverable)" if n.unrecoverable else "")
         rows.append([n.name, role, n.timeline, lsn, n.sync_state, n.upstream, n.slot,
                      lag(n.write_lag_bytes, n.write_lag_s), lag(n.flush_lag_bytes, n.flush_lag_s),
                      lag(n.replay_lag_bytes, n.replay_lag_s)])
@@ -43,12 +43,14 @@ def up(
     standbys: int = typer.Option(2, "--standbys", "-s", help="Number of standbys (default topology)."),
     sync: Optional[str] = typer.Option(None, "--sync", help="synchronous_standby_names: 'FIRST 1 (s1)', 'ANY 1', 'none'."),
     topology: Optional[Path] = typer.Option(None, "--topology", "-t", help="A topology file (.toml or .yaml)."),
+    netns: bool = typer.Option(False, "--netns", help="Local runtime, as root: a network namespace per node "
+                                                      "(needed for partition and throttle faults)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Bring up a lab: a primary and streaming standbys (default: p1, s1 sync, s2 async)."""
     t0 = time.monotonic()
     lab = Lab.up(str(topology) if topology else None, name=name, runtime=runtime, standbys=standbys, sync=sync,
-                 say=lambda m: err_console.print(m, style="dim"))
+                 netns=netns, say=lambda m: err_console.print(m, style="dim"))
     st = lab.status()
     if as_json:
         print_json(st)
