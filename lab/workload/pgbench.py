@@ -100,9 +100,10 @@ def find_pgbench(ctx: Ctx | None = None) -> str:
                              "or postgresql-15)")
 
 
-def _dsn(ctx: Ctx, node: str) -> str:
+def _dsn(ctx: Ctx, node: str, options: str | None = None) -> str:
     a = ctx.state.nodes[node]
-    return client_dsn(a.host, a.port, str(ctx.state.pgpass_path), application_name="pglab-pgbench")
+    extra = {"options": options} if options else {}
+    return client_dsn(a.host, a.port, str(ctx.state.pgpass_path), application_name="pglab-pgbench", **extra)
 
 
 def init(ctx: Ctx, *, scale: int = 1, node: str | None = None, timeout: float = 300) -> None:
@@ -125,9 +126,10 @@ def run(ctx: Ctx, *, clients: int = 4, duration: float | None = 10, transactions
         builtin: str = "tpcb-like", script: str | None = None, insert: bool = False, do_init: bool = True,
         scale: int = 1, node: str | None = None, jobs: int | None = None, log_latencies: bool = True,
         on_progress: Callable[[Progress], None] | None = None, extra_args: list[str] | None = None,
-        stop: threading.Event | None = None, keep_tx: bool = False) -> PgbenchResult:
+        stop: threading.Event | None = None, keep_tx: bool = False, options: str | None = None) -> PgbenchResult:
     """Run pgbench against `node` (default: the primary) for `duration` seconds or `transactions`
-    per client. `insert=True` runs the single-row INSERT script; `script` runs your own."""
+    per client. `insert=True` runs the single-row INSERT script; `script` runs your own.
+    `options` are server options for every session, e.g. '-c synchronous_commit=remote_apply'."""
     if (duration is None) == (transactions is None):
         raise InvalidInput("give a duration or a transaction count, not both", "e.g. --duration 10")
     if builtin not in BUILTINS:
@@ -154,7 +156,7 @@ def run(ctx: Ctx, *, clients: int = 4, duration: float | None = 10, transactions
         args += ["-T", str(max(1, int(round(duration))))] if duration is not None else ["-t", str(transactions)]
         if log_latencies:
             args += ["-l", f"--log-prefix={tmp}/tx"]
-        args += list(extra_args or []) + [_dsn(ctx, node)]
+        args += list(extra_args or []) + [_dsn(ctx, node, options)]
         t0 = time.monotonic()
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp)
         progress: list[Progress] = []
