@@ -37,7 +37,7 @@ app = typer.Typer(cls=LabGroup, no_args_is_help=True, add_completion=False,
 # command modules register themselves on `app`
 from . import core, faults, scenario  # noqa: E402,F401
 from . import images  # noqa: E402,F401  (issue 3: image, prune, compose)
-from . import lagcmd  # noqa: E402,F401  (issue 4: workloads, lag, bench, drills)
+from . import bench, lagcmd, node, workload  # noqa: E402,F401  (issue 4: workloads, lag, bench, drills)
 from . import consistency as _consistency  # noqa: E402,F401  (issue 7: pglab lab consistency|methods)
 from . import failover  # noqa: E402,F401  (issue 5: promote, switchover, failover, rejoin, monitor, drill)
 

@@ -118,7 +118,8 @@ def init(ctx: Ctx, *, scale: int = 1, node: str | None = None, timeout: float = 
 def prepare_insert_table(ctx: Ctx, node: str | None = None) -> None:
     from .. import sql
     sql.query(ctx.state, node or ctx.state.primary,
-              f"CREATE TABLE IF NOT EXISTS {INSERT_TABLE} (client int NOT NULL, seq bigint NOT NULL, "
+              f"CREATE TABLE IF NOT EXISTS {INSERT_TABLE} (id bigserial PRIMARY KEY, client int NOT NULL, "
+              f"seq bigint NOT NULL, "
               f"at timestamptz NOT NULL DEFAULT now())")
 
 
