@@ -327,8 +327,8 @@ def sync_failure(ctx: Ctx, *, remedy: str = "none", node: str | None = None, oth
     try:
         with Load(ctx, clients=clients, max_s=outage + 60) as load:
             time.sleep(1.0)
-            t_fault_wall = time.time()
             faults.inject(ctx, node, fault)
+            t_fault_wall = time.time()       # after the fault is in force (a stop takes a moment)
             t0 = time.monotonic()
             while time.monotonic() - t0 < outage:
                 n, w = _waiting(ctx)
