@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from . import cluster, sql
 from .context import Ctx
 from .errors import InvalidInput
-from .syncspec import ASYNC, SyncSpec, parse_sync
+from .syncspec import SyncSpec, parse_sync
 from .topology import SYNC_COMMIT_LEVELS
 from .wait import wait_until
 from .workload import pgbench
@@ -93,7 +93,7 @@ def run(ctx: Ctx, *, clients: int = 4, duration: float = 2.0, levels: tuple[str,
             parsed.append((text, parse_sync(text, standbys)))
         except InvalidInput:
             skipped.append(text)
-    original = sql.scalar(ctx.state, ctx.state.primary, "SHOW synchronous_standby_names")
+    original = ctx.topology.sync     # the lab's saved rule: restored even if a previous run was killed
     pgbench.prepare_insert_table(ctx)
     sql.query(ctx.state, ctx.state.primary, f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} (id bigserial PRIMARY KEY)")
     cells: list[CommitCell] = []
@@ -126,8 +126,7 @@ def run(ctx: Ctx, *, clients: int = 4, duration: float = 2.0, levels: tuple[str,
                                            "p50_x_local": _ratio(c.p50_ms, local.p50_ms if local else None),
                                            "tps_x_local": _ratio(c.tps, local.tps if local else None)}))
     finally:
-        restore = parse_sync(original, standbys) if original else ASYNC
-        cluster.set_sync(ctx, ctx.state.primary, restore)
+        cluster.set_sync(ctx, ctx.state.primary, original)
     return CommitBench(clients, duration, tuple(cells), tuple(skipped))
 
 

@@ -33,9 +33,11 @@ from .errors import InvalidInput
 from .syncspec import slot_name
 
 MAX_HZ = 10.0
-# A standby replies at least every wal_receiver_status_interval (the lab sets 1 s). When its last
-# reply is older than this, we stop trusting "as of its reply" and count lag until now.
-STALE_REPLY_S = 1.5
+# A streaming standby replies within milliseconds of receiving WAL, and at least every
+# wal_receiver_status_interval (1 s) when idle. Lag is taken "as of its last reply" (so an idle,
+# caught-up standby doesn't seem to fall behind between replies), unless WAL it has not even
+# written is waiting and its last reply is older than this: then it is stalled, count until now.
+STALE_REPLY_S = 0.3
 
 _SAMPLE_SQL = """
 SELECT pg_current_wal_lsn()::text,
@@ -186,7 +188,8 @@ class LagRecorder:
             r = by_name.get(node)
             if r and r[1] == "streaming":
                 w, f, rp = (lsnmod.parse(x) for x in (r[3], r[4], r[5]))
-                reply = r[7] if r[7] is not None and now - r[7] <= STALE_REPLY_S else now
+                stalled = r[7] is None or (now - r[7] > STALE_REPLY_S and (w or 0) < head)
+                reply = now if stalled else r[7]
                 out.append(LagSample(now, node, True, r[2], lsnmod.diff(head, w), lsnmod.diff(head, f),
                                      lsnmod.diff(head, rp), _lag_s(tracker, head, w, reply),
                                      _lag_s(tracker, head, f, reply), _lag_s(tracker, head, rp, reply),
