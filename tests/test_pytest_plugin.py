@@ -90,3 +90,15 @@ def test_shape(pglab_cluster):
 ''')
     result = pytester.runpytest_subprocess("--pglab-runtime=local", "-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_examples_run_as_a_new_project_would(pytester: pytest.Pytester, runtime: str):
+    """examples/ copied into an empty project: plain pytest, the plugin comes from the installed package."""
+    from pathlib import Path
+    src = Path(__file__).resolve().parent.parent / "examples"
+    for name in ("app.py", "test_app.py"):
+        pytester.path.joinpath(name).write_text(src.joinpath(name).read_text())
+    before = _labs_before()
+    result = pytester.runpytest_subprocess(f"--pglab-runtime={runtime}", "-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    assert _labs_before() == before
