@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import re
 import tarfile
 import time
@@ -372,12 +373,30 @@ class DockerRuntime:
         return sum(1 for p in procs if p[-1].startswith("postgres") or p[-1].startswith("postmaster"))
 
     def kill(self, node: str) -> None:
+        if self._status(node) == "paused":
+            self._kill_frozen(node)
         if self._exec(node, ["sh", "-c", f'{self._PID} && kill -KILL "$pid"']).rc != 0:
             return   # not running
         # the children notice the postmaster's death by themselves; "killed" means the port is closed
         deadline = time.monotonic() + 5
         while self._server_processes(node) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def _kill_frozen(self, node: str) -> None:
+        """Kill the postmaster of a paused (frozen) container: nothing can be exec'd there, so
+        signal it from the host (the daemon is local), then thaw. A frozen process acts on a
+        pending SIGKILL before anything else, so the old primary never runs again: a fence that
+        holds (STONITH), not a race."""
+        c = self.container(node)
+        try:
+            top = c.top(ps_args="-o pid,args")
+            for row in top.get("Processes") or []:
+                pid, cmd = int(row[0]), row[-1]
+                if " -D " in cmd and cmd.split()[0].endswith("postgres"):
+                    os.kill(pid, signal.SIGKILL)
+        except (docker.errors.APIError, ValueError, ProcessLookupError, PermissionError):
+            pass   # not this machine's daemon: the exec below kills it once thawed
+        c.unpause()
 
     def pause(self, node: str) -> None:
         if self._status(node) != "paused":
