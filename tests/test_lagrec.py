@@ -73,9 +73,6 @@ def test_lag_record_and_plot_cli(make_lab, tmp_path):
 def test_lag_grows_under_a_throttle_and_returns_after_heal(make_lab, runtime):
     if os.geteuid() != 0:
         pytest.skip("bandwidth throttling needs root (network namespaces and tc)")
-    if runtime == "docker":
-        pytest.skip("the Docker runtime's throttle shapes a node's outgoing traffic only, and WAL flows INTO a "
-                    "standby: throttling a standby there does not slow its replication")
     lab = make_lab(netns=True)
     lab.fault("s2", "throttle", rate="256kbit")
     try:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import subprocess
+import shutil
 import re
 import tarfile
 import time
@@ -441,9 +443,31 @@ class DockerRuntime:
         res = self._tc(node, 'tc qdisc replace dev "$dev" root tbf rate "$1" burst 32kbit latency 400ms', rate)
         if res.rc != 0:
             raise NodeFailed(f"tc could not throttle node {node} (exit {res.rc})", details=res.out[-1000:])
+        # Inside the container tbf shapes only what the node sends; what it receives (for a
+        # standby: the WAL stream) leaves the host side of its veth. Shape that side too.
+        host_if = self._host_veth(node)
+        if host_if:
+            subprocess.run(["tc", "qdisc", "replace", "dev", host_if, "root", "tbf", "rate", rate, "burst", "32kbit",
+                            "latency", "400ms"], capture_output=True)
 
     def unthrottle(self, node: str) -> None:
         self._tc(node, 'tc qdisc del dev "$dev" root 2>/dev/null; true')
+        host_if = self._host_veth(node)
+        if host_if:
+            subprocess.run(["tc", "qdisc", "del", "dev", host_if, "root"], capture_output=True)
+
+    def _host_veth(self, node: str) -> str | None:
+        """The host end of the node's lab interface (None when the daemon is not on this machine)."""
+        res = self._exec(node, ["sh", "-c", self._TC + 'cat "/sys/class/net/$dev/iflink"'], user="root")
+        if res.rc != 0 or not res.out.strip().isdigit() or not shutil.which("tc"):
+            return None
+        for d in Path("/sys/class/net").iterdir():
+            try:
+                if (d / "ifindex").read_text().strip() == res.out.strip():
+                    return d.name
+            except OSError:
+                continue
+        return None
 
     # ---- teardown ----------------------------------------------------------
     def destroy(self) -> list[str]:
