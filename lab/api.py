@@ -138,7 +138,7 @@ class Lab:
 
         def caught_up() -> bool:
             row = sql.query(self.ctx.state, self.primary,
-                            "SELECT count(*), coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), true) "
+                            "SELECT count(*), coalesce(bool_and(coalesce(replay_lsn >= pg_current_wal_lsn(), false)), true) "
                             "FROM pg_stat_replication WHERE state = 'streaming'")[0]
             return row[0] >= expected and row[1]
         wait_until(caught_up, timeout=timeout, what="standbys to replay everything", interval=0.01)

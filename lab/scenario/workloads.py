@@ -74,7 +74,8 @@ def stop_workload(run: RunCtx, wid: str) -> str:
     ok = s.outcomes["ok"].count + s.outcomes["ok_unreplicated"].count
     figures = {"ok_writes": ok, "attempted_writes": s.attempted, "unknown_writes": s.outcomes["unknown"].count,
                "failed_writes": s.outcomes["fail"].count, "ok_unreplicated": s.outcomes["ok_unreplicated"].count,
-               "ok_tps": round(s.ok_tps, 1), "write_p99_ms": s.outcomes["ok"].p99_ms,
+               "ok_tps": round(s.ok_tps, 1), "write_p50_ms": s.outcomes["ok"].p50_ms,
+               "write_p99_ms": s.outcomes["ok"].p99_ms,
                **_gaps(run, h)}
     run.add_figures(figures, wid)
     run.workloads[wid] = h          # kept (stopped) so that `check` can read its ledger later

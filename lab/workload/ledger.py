@@ -19,6 +19,7 @@ Every op goes to a JSON-lines file as it completes; the run is bounded by a dura
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import os
 import socket
@@ -82,7 +83,7 @@ class LedgerSummary:
 
 def _pct(xs: list[float], p: float) -> float:
     # nearest rank: every figure is a latency that really happened
-    return 1000 * xs[min(len(xs) - 1, max(0, int(p / 100 * len(xs) + 0.5) - 1))]
+    return 1000 * xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
 
 
 def stats(latencies: list[float]) -> OutcomeStats:

@@ -9,6 +9,8 @@ transaction's latency in microseconds; the summary line only gives an average.
 """
 from __future__ import annotations
 
+import math
+
 import glob
 import os
 import re
@@ -51,7 +53,7 @@ def summarize(latencies_s: list[float]) -> Latency:
     n = len(xs)
 
     def pct(p: float) -> float:
-        return 1000 * xs[min(n - 1, max(0, int(round(p / 100 * n + 0.5)) - 1))]
+        return 1000 * xs[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))]   # rank = ceil(p/100 * n)
     return Latency(n, pct(50), pct(95), pct(99), 1000 * xs[-1], 1000 * sum(xs) / n)
 
 
