@@ -5,6 +5,8 @@ stop       pg_ctl stop -m fast (a clean shutdown)         start the server
 kill       SIGKILL of the postmaster (a crash)            start the server (crash recovery)
 pause      every process frozen (SIGSTOP / docker pause)  resume
 partition  cut off the lab network (peers and clients)    reconnect
+isolate    cut off from the other nodes only; clients on  remove the blackhole routes
+           this machine still reach it (split brain)
 throttle   outgoing bandwidth limited (tc tbf)            remove the limit
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Fault(str, Enum):
     KILL = "kill"
     PAUSE = "pause"
     PARTITION = "partition"
+    ISOLATE = "isolate"
     THROTTLE = "throttle"
 
 
@@ -43,6 +46,8 @@ def inject(ctx: Ctx, node: str, kind: str | Fault, *, rate: str = "1mbit") -> No
         ctx.rt.pause(node)
     elif fault is Fault.PARTITION:
         ctx.rt.partition(node)
+    elif fault is Fault.ISOLATE:
+        ctx.rt.isolate(node)
     elif fault is Fault.THROTTLE:
         ctx.rt.throttle(node, rate)
     in_force = ctx.state.faults.setdefault(node, [])
@@ -66,6 +71,8 @@ def heal(ctx: Ctx, node: str, kind: str | Fault | None = None) -> list[str]:
             ctx.rt.resume(node)
         elif f == Fault.PARTITION.value:
             ctx.rt.heal_partition(node)
+        elif f == Fault.ISOLATE.value:
+            ctx.rt.unisolate(node)
         elif f == Fault.THROTTLE.value:
             ctx.rt.unthrottle(node)
         healed.append(f)

@@ -14,12 +14,12 @@ from .render import console
 
 @app.command()
 def fault(
-    kind: str = typer.Argument(..., help="stop, kill, pause, partition or throttle."),
+    kind: str = typer.Argument(..., help="stop, kill, pause, partition, isolate or throttle."),
     node: str = typer.Argument(..., help="The node to break."),
     rate: str = typer.Option("1mbit", "--rate", help="Bandwidth for throttle (tc units: 512kbit, 1mbit, …)."),
     name: Optional[str] = NameOpt,
 ) -> None:
-    """Inject a fault on a node (stop, kill, pause, partition, throttle)."""
+    """Inject a fault on a node (stop, kill, pause, partition, isolate, throttle)."""
     lab = Lab.open(name or default_name())
     lab.fault(node, kind, rate=rate)
     console.print(f"{kind} {node}" + (f" ({rate})" if kind == Fault.THROTTLE.value else "") + f"; undo with `pglab heal {node}`")

@@ -70,6 +70,12 @@ class Runtime(Protocol):
 
     def heal_partition(self, node: str) -> None: ...
 
+    def isolate(self, node: str) -> None:
+        """Cut the node off from the other nodes only: clients on this machine still reach it
+        (the old primary of a split brain that its application still talks to)."""
+
+    def unisolate(self, node: str) -> None: ...
+
     def throttle(self, node: str, rate: str) -> None:
         """Limit the node's outgoing bandwidth (tc tbf), e.g. rate='1mbit'."""
 

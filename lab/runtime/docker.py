@@ -426,6 +426,25 @@ class DockerRuntime:
             # the container name resolves again on the lab network; the node name too (alias)
             self._net().connect(c, aliases=[node])
 
+    def isolate(self, node: str) -> None:
+        """Blackhole routes inside the container to every other node's address on the lab network;
+        the host (clients through the published port, arriving from the gateway) still gets in."""
+        if self._exec(node, ["sh", "-c", "command -v ip"], user="root").rc != 0:
+            raise Unsupported(f"the image {self.image} has no `ip` (iproute2), so it cannot isolate a node",
+                              "use the lab's image (`pglab image build`), which includes it")
+        net = self._net()
+        net.reload()
+        me = self.container(node).id
+        for cid, info in (net.attrs.get("Containers") or {}).items():
+            ip = (info.get("IPv4Address") or "").split("/")[0]
+            if cid != me and ip:
+                res = self._exec(node, ["ip", "route", "replace", "blackhole", f"{ip}/32"], user="root")
+                if res.rc != 0:
+                    raise NodeFailed(f"could not isolate node {node}", details=res.out[-500:])
+
+    def unisolate(self, node: str) -> None:
+        self._exec(node, ["ip", "route", "flush", "type", "blackhole"], user="root")
+
     # the interface of the lab network: eth0 at first, another name after a partition is healed
     _TC = ('dev=$(ip -o -4 route show default | sed -n "s/.* dev \\([^ ]*\\).*/\\1/p" | head -n 1); '
            '[ -n "$dev" ] || exit 3; ')

@@ -265,6 +265,14 @@ class LocalRuntime:
         self._need_netns("a partition")
         netns.link(self.net, node, up=True)
 
+    def isolate(self, node: str) -> None:
+        self._need_netns("isolating a node from its peers")
+        netns.isolate(self.net, self.lab, node, True)
+
+    def unisolate(self, node: str) -> None:
+        self._need_netns("isolating a node from its peers")
+        netns.isolate(self.net, self.lab, node, False)
+
     def throttle(self, node: str, rate: str) -> None:
         self._need_netns("a bandwidth throttle")
         netns.throttle(self.net, self.lab, node, rate)

@@ -115,6 +115,18 @@ def link(net: dict, node: str, up: bool) -> None:
             time.sleep(0.01)
 
 
+def isolate(net: dict, lab: str, node: str, on: bool) -> None:
+    """Blackhole routes in the node's namespace to every other node: peers can no longer talk
+    with it, the host (the lab's clients, through the bridge address) still can."""
+    ns = ns_name(lab, node)
+    if not on:
+        _ip("-n", ns, "route", "flush", "type", "blackhole", check=False)
+        return
+    for other, info in net["nodes"].items():
+        if other != node:
+            _ip("-n", ns, "route", "replace", "blackhole", f"{info['ip']}/32")
+
+
 def _tc(prefix: list[str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*prefix, "tc", "qdisc", *args], capture_output=True, text=True)
 

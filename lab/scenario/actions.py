@@ -79,17 +79,34 @@ def _sleep(run: RunCtx, step: Step) -> None:
 
 
 def _sql(run: RunCtx, step: Step) -> str:
+    """SQL on a node. With a step timeout the statement is cancelled when it runs out — also a
+    COMMIT waiting for a synchronous standby, which ignores statement_timeout: PostgreSQL then
+    keeps the row (committed locally) and only warns; such statements are counted in the figure
+    `sql_unreplicated`."""
     node = step.options.get("node")
+    warnings: list[str] = []
     with (run.lab.connect(node) if node else run.lab.connect()) as conn:
-        cur = conn.execute(str(step.arg))
-        rows = cur.fetchall() if cur.description else []
+        conn.add_notice_handler(lambda d: warnings.append(d.message_primary or ""))
+        timer = threading.Timer(run.timeout(step), conn.cancel_safe) if step.timeout else None
+        if timer:
+            timer.start()
+        try:
+            cur = conn.execute(str(step.arg))
+            rows = cur.fetchall() if cur.description else []
+        finally:
+            if timer:
+                timer.cancel()
+    unreplicated = any("synchronous replication" in w for w in warnings)
+    if unreplicated:
+        with run.lock:
+            run.figures["sql_unreplicated"] = run.figures.get("sql_unreplicated", 0) + 1
     got = rows[0][0] if rows and len(rows[0]) == 1 and len(rows) == 1 else rows
     if "expect" in step.options:
         want = step.options["expect"]
         want_v = parse_value(want) if isinstance(want, str) else want
         if got != want_v and str(got) != str(want):
             raise AssertionError(f"sql returned {got!r}, expected {want!r}")
-    return repr(got)
+    return repr(got) + ("; WARNING: " + warnings[-1] if unreplicated else "")
 
 
 def _mark(run: RunCtx, step: Step) -> str:
