@@ -208,3 +208,25 @@ def drill_failover(name: Optional[str] = NameOpt,
         drill_tables(rep)
     if not rep.passed:
         raise typer.Exit(1)
+
+
+@drill_app.command("split-brain")
+def drill_split_brain(name: Optional[str] = NameOpt,
+                      fence: str = typer.Option("none", "--fence", help="none, stop, kill or partition the old primary first."),
+                      writes: int = typer.Option(3, "--writes", min=1, max=100, help="Writes tried on each side."),
+                      as_json: bool = JsonOpt) -> None:
+    """Cut the primary off from the other nodes (its clients still reach it), fail over, keep writing
+    to both leaders, heal: report the writes the old leader acknowledged and the conflicting rows."""
+    from ..splitbrain import drill
+    r = drill(_open(name).ctx, fence=fence, writes=writes)
+    if as_json:
+        print_json(r)
+        return
+    console.print(f"split brain: {r.old_primary} isolated, {r.new_primary} promoted; fencing: {r.fence}"
+                  + (f" (acted {r.fenced_at - r.promoted_at:+.2f}s from the promotion)" if r.fenced_at and r.promoted_at else "")
+                  + f"; replication {'synchronous' if r.synchronous else 'asynchronous'}")
+    rows = [[a.node, a.id, a.outcome, f"{a.latency_s * 1000:.0f}ms"] for a in r.attempts]
+    console.print(table("writes", ["node", "id", "outcome", "took"], rows))
+    console.print(f"acknowledged by the old leader after the promotion: {r.acked_on_old_after_promotion}; "
+                  f"conflicting rows: {len(r.only_on_old)} only on {r.old_primary} {list(r.only_on_old)}, "
+                  f"{len(r.only_on_new)} only on {r.new_primary}; primaries after healing: {r.primaries_after_heal}")
