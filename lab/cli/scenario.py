@@ -74,7 +74,13 @@ def run(
             line = f"{sc.name}: {current['step']}  [{el:.1f}s]"
             run_ = current["run"]
             if run_ is not None and run_.workloads:
-                line += f"  writes ok: {run_.writes_ok()}"
+                line += f"  writes ok: {run_.writes_ok()}, errors: {run_.write_errors()}"
+            if run_ is not None and run_.last_sample:
+                sample = run_.last_sample
+                lags = [f"{k.split('.')[0]} {sample[k] / 1024:.0f}kB"
+                        for k in sorted(sample) if k.endswith(".replay_lag_bytes") and sample[k] is not None]
+                if lags:
+                    line += "  lag: " + ", ".join(lags)
             return Text(line)
 
         if as_json:

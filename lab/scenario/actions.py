@@ -24,9 +24,13 @@ class RunCtx:
         self.mult = timeout_multiplier
         self.workloads: dict[str, Any] = {}
         self.lock = threading.Lock()
+        self.last_sample: dict[str, Any] = {}   # the runner's latest lag sample, for the live view
 
     def timeout(self, step: Step, default: float = DEFAULT_WAIT) -> float:
         return (step.timeout or default) * self.mult
+
+    def write_errors(self) -> int:
+        return sum(w.error_count() for w in list(self.workloads.values()) if hasattr(w, "error_count"))
 
     def writes_ok(self) -> int:
         return sum(w.ok_count() for w in list(self.workloads.values()) if hasattr(w, "ok_count"))

@@ -85,6 +85,7 @@ class _Sampler(threading.Thread):
                     # WAL the primary keeps for this standby (also while the standby is away)
                     sample[f"{n.name}.slot_retained_bytes"] = n.slot_retained_bytes
             self.out.append(sample)
+            self.rctx.last_sample = sample
 
 
 def run_scenario(sc: Scenario, *, runtime: str | None = None, keep: bool = False, timeout_multiplier: float = 1.0,

@@ -26,6 +26,11 @@ class _Handle:
     error: BaseException | None = None
     started: float = 0.0
 
+    def error_count(self) -> int:
+        if self.writer is None:
+            return 0
+        return sum(1 for op in self.writer.ops() if op.outcome in ("fail", "unknown"))
+
     def ok_count(self) -> int:
         if self.writer is None:
             return 0
