@@ -86,5 +86,7 @@ def test_lag_grows_under_a_throttle_and_returns_after_heal(make_lab, runtime):
         lab.heal("s2")
     r = rec.result()
     assert r.max("s2", "replay_lag_bytes") > 200_000              # 256 kbit/s is 32 kB/s: far behind
-    assert r.max("s1", "replay_lag_bytes") < r.max("s2", "replay_lag_bytes")
+    # the unthrottled s1 may be caught at the same peak for one sample, but only s2 stays behind
+    area = lambda n: sum(x.replay_lag_bytes or 0 for x in r.series(n))  # noqa: E731
+    assert area("s1") < area("s2")
     assert r.series("s2")[-1].replay_lag_bytes < 100_000
