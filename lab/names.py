@@ -15,3 +15,9 @@ def check_name(name: str, what: str = "name") -> str:
             "use 1-30 characters [a-z0-9-], starting with a letter and not ending with '-'",
         )
     return name
+
+
+def cluster_name(lab: str, node: str) -> str:
+    """The server's cluster_name: it is in every process title of the node, so a node's processes
+    can be found by name even when their postmaster is gone."""
+    return f"pglab-{lab}-{node}"

@@ -1,6 +1,7 @@
 """The server configuration the lab writes: pglab.conf (included from postgresql.conf) and pg_hba.conf."""
 from __future__ import annotations
 
+from .names import cluster_name
 from .conninfo import REPLICATION_USER, replication_conninfo
 from .syncspec import SyncSpec, slot_name
 from .topology import Topology
@@ -22,7 +23,7 @@ def render(topology: Topology, *, lab: str, node: str, listen: str, port: int, s
         "listen_addresses": listen,
         "port": str(port),
         "unix_socket_directories": socket_dir,
-        "cluster_name": f"pglab-{lab}-{node}",
+        "cluster_name": cluster_name(lab, node),
         "wal_level": topology.wal_level,
         "wal_log_hints": "on",             # pg_rewind needs it
         "hot_standby": "on",

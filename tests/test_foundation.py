@@ -144,3 +144,28 @@ def test_down_is_idempotent(make_lab):
     assert leftovers(name) == []
     r = runner.invoke(app, ["down", "--name", name])
     assert r.exit_code == 0 and "nothing to remove" in r.output
+
+
+def test_down_removes_frozen_orphans_of_a_killed_postmaster(make_lab, runtime):
+    """A node frozen (pause) whose postmaster then dies leaves children that cannot notice it:
+    `down` finds them by their process title and removes them."""
+    if runtime != "local":
+        pytest.skip("host processes of the local runtime")
+    import os
+    import signal
+    lab = make_lab(standbys=1, sync="none")
+    lab.fault("s1", "pause")
+    pid = int(open(f"{lab.ctx.rt.paths('s1').data}/postmaster.pid").readline())
+    os.kill(pid, signal.SIGKILL)          # behind the lab's back: its children stay frozen
+    from lab.runtime import procs
+    from lab.names import cluster_name
+    assert procs.titled(cluster_name(lab.name, "s1"))
+    # make_lab's teardown runs `down` and asserts that nothing of the lab is left
+
+
+def test_kill_of_a_paused_node_lets_it_start_again(make_lab):
+    lab = make_lab(standbys=1, sync="none")
+    lab.fault("s1", "pause")
+    lab.fault("s1", "kill")
+    assert lab.heal("s1")[-1] == "start"
+    lab.wait_caught_up()

@@ -19,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..names import cluster_name
 from ..errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
 from ..state import NodeAddr
 from ..topology import NodeSpec
@@ -290,9 +291,17 @@ class LocalRuntime:
                 procs.signal_tree(pid, signal.SIGCONT)
                 procs.signal_tree(pid, signal.SIGKILL)
                 removed.append(f"server {d.name} (pid {pid})")
-        # anything else still working in the lab's directory (a clone, a rewind, a child
-        # left by a killed postmaster)
+        # anything else still working in the lab's directory (a clone, a rewind), and server
+        # processes whose postmaster is gone (found by their title, which names the lab and node)
         stray = procs.kill_matching(str(self.dir) + "/")
+        for d in (p for p in self.dir.iterdir() if p.is_dir()) if self.dir.exists() else []:
+            for pid in procs.titled(cluster_name(self.lab, d.name)):
+                for sig in (signal.SIGCONT, signal.SIGKILL):
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                stray += 1
         if stray:
             removed.append(f"{stray} other process(es)")
         if self.netns or self.net:

@@ -80,3 +80,18 @@ def kill_matching(needle: str) -> int:
         except (ProcessLookupError, PermissionError):
             pass
     return len(pids)
+
+
+def titled(cluster_name: str) -> list[int]:
+    """A server's processes by their title ("postgres: <cluster_name>: …"): found even when their
+    postmaster is gone and they were reparented (e.g. children frozen when it was killed)."""
+    prefix = f"postgres: {cluster_name}: "
+    return [pid for pid in matching(prefix)
+            if _cmdline(pid).startswith(prefix)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
