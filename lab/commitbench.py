@@ -136,8 +136,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def markdown(b: CommitBench) -> str:
     """The table for the README (docs/workloads.md)."""
-    lines = [f"| synchronous_standby_names | synchronous_commit | TPS | p50 ms | p99 ms | p50 × local | TPS × local "
-             f"| not visible on sync standby |",
+    lines = ["| synchronous_standby_names | synchronous_commit | TPS | p50 ms | p99 ms | p50 × local | TPS × local "
+             "| not visible on sync standby |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for c in b.cells:
         vis = "-" if not c.probes else f"{c.not_visible}/{c.probes}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .conninfo import REPLICATION_USER, replication_conninfo
+from .conninfo import replication_conninfo
 from .passwords import generate
 from .pgconf import quote
 from .syncspec import slot_name

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import psycopg
 
-from . import server
+from . import pgconf, server
 from .passwords import generate, scram_sha256
 from .stmtrepl import table_hash
 from .topology import topology_from_dict
@@ -67,44 +67,15 @@ def lab_pair(pub_version: int | None = None, sub_version: int | None = None, *, 
 
 
 def publisher_conninfo(pub, sub, password: str) -> str:
-    """How the subscriber's server reaches the publisher's primary."""
-    a = pub.ctx.state.nodes[pub.primary]
-    if pub.runtime == "docker":
-        # two labs, two networks: attach the subscriber's container to the publisher's network
-        from .runtime.docker import client
-        net = client().networks.get(pub.ctx.rt.network)
-        cname = sub.ctx.rt.cname(sub.primary)
-        net.reload()
-        if cname not in {c.name for c in net.containers}:
-            # after joining, host clients may arrive through the publisher network's gateway:
-            # let the subscriber's pg_hba.conf accept that (lab) network too
-            from . import pgconf
-            rt, node = sub.ctx.rt, sub.primary
-            rt.write_file(node, f"{rt.paths(node).data}/pg_hba.conf",
-                          pgconf.hba([*rt.hba_networks(), pub.ctx.rt.subnet]))
-            rt.run(node, ["pg_ctl", "-D", rt.paths(node).data, "reload"])
-            net.connect(cname)
-            _refresh_published_port(sub)
-        host, port = a.peer_host, a.peer_port
-    else:
-        host, port = a.host, a.port
+    """How the subscriber's server reaches the publisher's primary (the runtime connects the labs)."""
+    rt, node = sub.ctx.rt, sub.primary
+    host, port, nets = rt.reach(node, pub.ctx.rt, pub.ctx.state.nodes[pub.primary])
+    if nets:
+        # the subscriber's own clients may now arrive from those networks too
+        rt.write_file(node, f"{rt.paths(node).data}/pg_hba.conf", pgconf.hba([*rt.hba_networks(), *nets]))
+        rt.run(node, ["pg_ctl", "-D", rt.paths(node).data, "reload"])
     return psycopg.conninfo.make_conninfo(host=host, port=port, user=ROLE, password=password,
                                           dbname="postgres", connect_timeout=5)
-
-
-def _refresh_published_port(lab) -> None:
-    """Docker gives a container a new ephemeral host port when it joins another network (seen
-    here: 127.0.0.1:32815 became :32816): record the new one, or the lab's DSNs go stale."""
-    from .runtime.docker import PG_PORT, client
-    c = client().containers.get(lab.ctx.rt.cname(lab.primary))
-    for _ in range(50):                       # bounded: the mapping appears within moments
-        c.reload()
-        ports = (c.ports or {}).get(f"{PG_PORT}/tcp")
-        if ports:
-            lab.ctx.state.nodes[lab.primary].port = int(ports[0]["HostPort"])
-            lab.ctx.save()
-            return
-        time.sleep(0.1)
 
 
 @dataclass(frozen=True)

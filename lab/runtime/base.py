@@ -76,6 +76,11 @@ class Runtime(Protocol):
 
     def unisolate(self, node: str) -> None: ...
 
+    def reach(self, node: str, other: "Runtime", other_addr: NodeAddr) -> tuple[str, int, list[str]]:
+        """Let `node` of this lab connect to a node of another lab (a logical subscriber to its
+        publisher). Returns the host and port to use, and networks this node's own clients may now
+        arrive from (for its pg_hba.conf)."""
+
     def throttle(self, node: str, rate: str) -> None:
         """Limit the node's outgoing bandwidth (tc tbf), e.g. rate='1mbit'."""
 

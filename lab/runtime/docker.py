@@ -426,6 +426,18 @@ class DockerRuntime:
             # the container name resolves again on the lab network; the node name too (alias)
             self._net().connect(c, aliases=[node])
 
+    def reach(self, node: str, other, other_addr: NodeAddr) -> tuple[str, int, list[str]]:
+        """Two labs, two networks: the node's container joins the other lab's network and uses the
+        other node's name there. Host clients may then arrive through that network's gateway."""
+        if not isinstance(other, DockerRuntime):
+            raise Unsupported("a Docker node can reach only another Docker lab", "bring both labs up with --runtime docker")
+        net = self.client.networks.get(other.network)
+        net.reload()
+        cname = self.cname(node)
+        if cname not in {c.name for c in net.containers}:
+            net.connect(cname)
+        return other_addr.peer_host, other_addr.peer_port, [other.subnet]
+
     def isolate(self, node: str) -> None:
         """Blackhole routes inside the container to every other node's address on the lab network;
         the host (clients through the published port, arriving from the gateway) still gets in."""

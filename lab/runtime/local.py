@@ -274,6 +274,12 @@ class LocalRuntime:
         self._need_netns("isolating a node from its peers")
         netns.isolate(self.net, self.lab, node, False)
 
+    def reach(self, node: str, other, other_addr: NodeAddr) -> tuple[str, int, list[str]]:
+        if self.netns or getattr(other, "netns", False) or other.kind != "local":
+            raise Unsupported("connecting two labs needs both on the local runtime without network namespaces "
+                              "(or both on Docker)", "bring both labs up the same way")
+        return other_addr.host, other_addr.port, []
+
     def throttle(self, node: str, rate: str) -> None:
         self._need_netns("a bandwidth throttle")
         netns.throttle(self.net, self.lab, node, rate)
