@@ -20,9 +20,10 @@ import uuid
 
 import psycopg
 
-from lab import Lab, drill, rejoin
-from lab.bootstrap import down
-from lab.checker import check
+from lab import Lab
+from lab.failover import drill, rejoin
+from lab.cluster.bootstrap import down
+from lab.failover.checker import check
 from lab.workload.ledger import OK, final_ids
 
 
@@ -44,7 +45,7 @@ def floor(lab: Lab) -> float:
     conn_t.close()
     # put the lab back together with the lab's own tools (not timed)
     lab.ctx.state.primary = target
-    from lab import promotion
+    from lab.failover import promotion
     promotion._reconfigure(lab.ctx, target, old, t0, t0, {old}, 10.0)
     rejoin.rejoin(lab.ctx, old)
     return dt

@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lab import Lab  # noqa: E402
-from lab.drill import drill_failover  # noqa: E402
+from lab.failover.drill import drill_failover  # noqa: E402
 
 
 def false_positive(runtime: str, timeout: float, pause: float) -> int:

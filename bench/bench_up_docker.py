@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from lab.images import usable_image  # noqa: E402
+from lab.runtime.images import usable_image  # noqa: E402
 from lab.runtime.docker import client  # noqa: E402
 
 DATA = "/var/lib/postgresql/floor"

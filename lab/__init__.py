@@ -4,10 +4,10 @@
     with Lab.up() as lab:
         ...
 """
-from .api import Lab, list_labs
-from .errors import LabError
-from .status import LabStatus, NodeStatus, Role
-from .topology import NodeSpec, Topology, default_topology, load_topology
+from lab.api import Lab, list_labs
+from lab.errors import LabError
+from lab.cluster.status import LabStatus, NodeStatus, Role
+from lab.model.topology import NodeSpec, Topology, default_topology, load_topology
 
 __all__ = ["Lab", "LabError", "LabStatus", "NodeSpec", "NodeStatus", "Role", "Topology",
            "default_topology", "list_labs", "load_topology"]

@@ -15,12 +15,13 @@ from typing import Any, Callable
 
 import psycopg
 
-from . import bootstrap, faults, state as lab_state, status as lab_status
-from .conninfo import client_dsn, multi_host_dsn
-from .context import Ctx
-from .errors import InvalidInput
-from .topology import Topology, default_topology, load_topology
-from .wait import wait_until
+from lab.cluster import bootstrap, faults, status as lab_status
+from lab.model import state as lab_state
+from lab.model.conninfo import client_dsn, multi_host_dsn
+from lab.cluster.context import Ctx
+from lab.errors import InvalidInput
+from lab.model.topology import Topology, default_topology, load_topology
+from lab.wait import wait_until
 
 DEFAULT_NAME = "pglab"
 
@@ -133,7 +134,7 @@ class Lab:
     def wait_caught_up(self, timeout: float = 30) -> None:
         """Until every streaming standby has replayed everything the primary has written.
         One query on the primary (pg_stat_replication), so a test can afford it between steps."""
-        from . import sql
+        from lab.cluster import sql
         expected = len(self.standbys)
 
         def caught_up() -> bool:
@@ -145,7 +146,7 @@ class Lab:
 
     # ---- breaking ----------------------------------------------------------------
     def fault(self, node: str, kind: str, *, rate: str = "1mbit") -> None:
-        """Inject a fault: stop, kill, pause, partition or throttle (see lab.faults)."""
+        """Inject a fault: stop, kill, pause, partition or throttle (see lab.cluster.faults)."""
         faults.inject(self.ctx, self.node(node), kind, rate=rate)
 
     def heal(self, node: str, kind: str | None = None) -> list[str]:
@@ -156,50 +157,50 @@ class Lab:
     # (issue 4: lab/lagrec.py, lab/workload/{pgbench,reader}.py, lab/commitbench.py, lab/follower.py)
     def record_lag(self, *, duration: float, interval: float = 0.1, on_sample: Callable | None = None):
         """Sample every standby's lag for `duration` seconds (blocking): a lagrec.LagRecording."""
-        from . import lagrec
+        from lab.replication import lagrec
         return lagrec.record(self.ctx, interval=interval, duration=duration, on_sample=on_sample)
 
     def lag_recorder(self, *, interval: float = 0.1, duration: float | None = None):
         """A background lag recorder: `with lab.lag_recorder() as rec: ...; rec.result()`."""
-        from . import lagrec
+        from lab.replication import lagrec
         return lagrec.LagRecorder(self.ctx, interval=interval, duration=duration)
 
     def set_sync(self, spec: str):
         """Change synchronous_standby_names live (e.g. 'ANY 1 (s1, s2)', 'none'); the lab's saved
         topology follows, so later reconfigurations keep it. Returns the SyncSpec."""
-        from . import follower
+        from lab.replication import follower
         return follower.set_sync(self.ctx, spec)
 
     def reclone(self, node: str) -> None:
         """Rebuild a standby from the current primary (fresh base backup, fresh slot)."""
-        from . import cluster
+        from lab.cluster import nodes as cluster
         cluster.reclone(self.ctx, self.node(node))
 
     def pgbench(self, **kw: Any):
         """Run the real pgbench against the primary (see lab.workload.pgbench.run)."""
-        from .workload import pgbench
+        from lab.workload import pgbench
         return pgbench.run(self.ctx, **kw)
 
     def read_workload(self, **kw: Any):
         """Readers on the primary/standbys that record what they saw and how stale it was."""
-        from .workload import reader
+        from lab.workload import reader
         return reader.run(self.ctx, **kw)
 
     def bench_commit(self, **kw: Any):
-        """The price of synchronous commit (see lab.commitbench.run)."""
-        from . import commitbench
+        """The price of synchronous commit (see lab.replication.commitbench.run)."""
+        from lab.replication import commitbench
         return commitbench.run(self.ctx, **kw)
 
     def drill_catchup(self, node: str, **kw: Any):
-        from . import follower
+        from lab.replication import follower
         return follower.catchup(self.ctx, self.node(node), **kw)
 
     def drill_noslot(self, node: str, **kw: Any):
-        from . import follower
+        from lab.replication import follower
         return follower.noslot(self.ctx, self.node(node), **kw)
 
     def drill_sync_failure(self, **kw: Any):
-        from . import follower
+        from lab.replication import follower
         return follower.sync_failure(self.ctx, **kw)
     # ---- end of workloads and lag ----------------------------------------------------
 
@@ -207,20 +208,20 @@ class Lab:
     # (issue 7: lab/routing.py, lab/anomalies.py, lab/consistency.py)
     def router(self, followers: list[str] | None = None, **kw: Any):
         """A read router over this lab (leader / any / sticky / token-bounded follower): routing.Router."""
-        from .routing import Router
+        from lab.reads.routing import Router
         return Router.from_lab(self, followers, **kw)
 
     def set_apply_delay(self, node: str, delay: str | None) -> None:
         """recovery_min_apply_delay on a standby, live (None or '0' removes it)."""
-        from . import consistency
+        from lab.reads import consistency
         consistency.set_apply_delay(self, self.node(node), delay)
 
     def pause_replay(self, node: str) -> None:
-        from . import consistency
+        from lab.reads import consistency
         consistency.pause_replay(self, self.node(node))
 
     def resume_replay(self, node: str) -> None:
-        from . import consistency
+        from lab.reads import consistency
         consistency.resume_replay(self, self.node(node))
     # ---- end of reading from followers ----------------------------------------------
 
@@ -229,33 +230,33 @@ class Lab:
     # workload/ledger.py, checker.py)
     def promote(self, node: str):
         """pg_promote() a standby, then reconfigure the rest around it: promotion.Promotion."""
-        from . import promotion
+        from lab.failover import promotion
         return promotion.promote(self.ctx, self.node(node))
 
     def switchover(self, to: str | None = None):
         """Planned change of leader with zero lost writes: promotion.Switchover."""
-        from . import promotion
+        from lab.failover import promotion
         return promotion.switchover(self.ctx, self.node(to) if to else None)
 
     def failover(self, to: str | None = None, *, allow_data_loss: bool = False, max_lag_bytes: int | None = None,
                  fence: str = "none", force: bool = False):
         """Unplanned: elect the most advanced standby and promote it: promotion.Failover
         (raises promotion.FailoverRefused with the decision table when no candidate is acceptable)."""
-        from . import promotion
-        from .election import DEFAULT_MAX_LAG_BYTES
+        from lab.failover import promotion
+        from lab.failover.election import DEFAULT_MAX_LAG_BYTES
         return promotion.failover(self.ctx, self.node(to) if to else None, allow_data_loss=allow_data_loss,
                                   max_lag_bytes=DEFAULT_MAX_LAG_BYTES if max_lag_bytes is None else max_lag_bytes,
                                   fence_with=fence, force=force)
 
     def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True):
         """An old primary back as a standby of the current primary (pg_rewind, else re-clone): rejoin.Rejoin."""
-        from . import rejoin
+        from lab.failover import rejoin
         return rejoin.rejoin(self.ctx, self.node(node), inspect=inspect, allow_reclone=allow_reclone)
 
     def monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill", duration: float = 60.0,
                 allow_data_loss: bool = False, say: Callable[[str], None] | None = None):
         """An in-process failover monitor (not started): call .run() or .start_thread()/.stop()."""
-        from .monitor import Monitor, MonitorConfig
+        from lab.failover.monitor import Monitor, MonitorConfig
         return Monitor(self.ctx, MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
                                                allow_data_loss=allow_data_loss), say=say)
 
@@ -263,8 +264,8 @@ class Lab:
                path: str | None = None, op_timeout: float = 3.0):
         """A ledger writer through the routed DSN (not started): .start(), .stop(), .wait() -> summary."""
         import time as _time
-        from .drill import routed_dsn
-        from .workload.ledger import LedgerWriter
+        from lab.failover.drill import routed_dsn
+        from lab.workload.ledger import LedgerWriter
         nodes = {f"{a.host}:{a.port}": n for n, a in self.ctx.state.nodes.items()}
         path = path or str(self.ctx.state.dir / "ledger" / f"{int(_time.time() * 1000)}.jsonl")
         return LedgerWriter(lambda: routed_dsn(self.ctx), path, clients=clients, duration=duration, count=count,
@@ -272,7 +273,7 @@ class Lab:
 
     def drill_failover(self, *, repeat: int = 1, **kw: Any):
         """`pglab drill failover`: drill.DrillReport over `repeat` drills."""
-        from . import drill
+        from lab.failover import drill
         return drill.repeat(self.ctx, repeat, **kw)
     # ---- end of leader failure ---------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from .api import Lab
+from lab.api import Lab
 
 _LABS_KEY = pytest.StashKey[dict]()
 
@@ -140,7 +140,7 @@ def _status_text(lab: Lab) -> str:
 
 
 def _logs_text(lab: Lab, lines: int = 15) -> str:
-    from .server import log_tail
+    from lab.cluster.server import log_tail
     out = []
     for node in lab.nodes:
         try:

@@ -6,7 +6,7 @@ from typing import Callable, TypeVar
 
 import psycopg
 
-from .errors import WaitTimeout
+from lab.errors import WaitTimeout
 
 T = TypeVar("T")
 

@@ -8,8 +8,8 @@ from typing import Callable, Iterator
 import pytest
 
 from lab import Lab
-from lab.bootstrap import down
-from lab.leftovers import leftovers
+from lab.cluster.bootstrap import down
+from lab.runtime.leftovers import leftovers
 from lab.runtime import docker_answers
 
 IN_CI = os.environ.get("CI") == "true"
@@ -27,7 +27,7 @@ def require_runtime(kind: str) -> None:
         if IN_CI:
             pytest.fail("no Docker daemon answers; in CI the Docker tests must run (.ci/run starts dockerd)")
         pytest.skip("no Docker daemon answers (start dockerd to run the Docker tests)")
-    from lab.images import usable_image
+    from lab.runtime.images import usable_image
     if usable_image(15) is None:
         if IN_CI:
             pytest.fail("no PostgreSQL image; in CI .ci/run builds it with `pglab image build --pg 15`")

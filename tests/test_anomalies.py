@@ -1,8 +1,8 @@
 """The anomaly checkers and the routing choice, on hand-written histories (no database)."""
 from __future__ import annotations
 
-from lab.anomalies import Read, Write, consistent_prefix, monotonic, read_after_write
-from lab.routing import sticky_choice
+from lab.reads.anomalies import Read, Write, consistent_prefix, monotonic, read_after_write
+from lab.reads.routing import sticky_choice
 
 
 def R(user, seen=(), t=0.0, value=None, node=None):

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lab.cli import app
-from lab.leftovers import leftovers
+from lab.runtime.leftovers import leftovers
 
 from .conftest import unique
 

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from lab.cli import app
-from lab.compose import compose_file, node_conf, node_script
+from lab.runtime.compose import compose_file, node_conf, node_script
 from lab.runtime import docker as drt
-from lab.topology import default_topology
+from lab.model.topology import default_topology
 from lab.wait import wait_until
 
 from .conftest import IN_CI, require_runtime, unique
@@ -57,7 +57,7 @@ def test_rendered_compose_streams_under_plain_docker_compose(tmp_path):
         if IN_CI:
             pytest.fail("docker-compose is missing; .ci/run installs it")
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
-    from lab.images import usable_image
+    from lab.runtime.images import usable_image
     image = usable_image(15)
     out = tmp_path / "proj"
     assert runner.invoke(app, ["compose", "render", "--out", str(out)]).exit_code == 0

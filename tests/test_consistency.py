@@ -8,9 +8,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from lab import consistency as cons
+from lab.reads import consistency as cons
 from lab.cli import app
-from lab.routing import Policy, Router
+from lab.reads.routing import Policy, Router
 
 from .conftest import assert_clean, unique
 

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from lab import Lab
-from lab import images as lab_images
-from lab import state as lab_state
-from lab.bootstrap import down
+from lab.runtime import images as lab_images
+from lab.model import state as lab_state
+from lab.cluster.bootstrap import down
 from lab.cli import app
-from lab.leftovers import leftovers
+from lab.runtime.leftovers import leftovers
 from lab.runtime import docker as drt
 
 from .conftest import assert_clean, require_runtime, unique

@@ -1,7 +1,7 @@
 """Election rules from a table of candidates (pure logic, no servers)."""
 from __future__ import annotations
 
-from lab.election import Candidate, Verdict, elect
+from lab.failover.election import Candidate, Verdict, elect
 
 
 def c(name, rcv, rpl=None, tl=1, prio=100, reachable=True, recovery=True):

@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from lab import Lab, Role
-from lab.checker import check
+from lab.failover.checker import check
 from lab.cli import app
-from lab.monitor import log_tail
-from lab.promotion import FailoverRefused
-from lab.rejoin import REWIND_USER
+from lab.failover.monitor import log_tail
+from lab.failover.promotion import FailoverRefused
+from lab.failover.rejoin import REWIND_USER
 from lab.workload.ledger import final_ids
 
 runner = CliRunner()
@@ -49,7 +49,7 @@ def test_failover_guard_refuses_then_allows_and_rejoin_rewinds(make_lab):
     with lab.connect() as c:
         c.execute("CREATE TABLE t (id int)")
     lab.wait_caught_up()
-    from lab import cluster, sql
+    from lab.cluster import nodes as cluster, sql
     for s in ("s1", "s2"):       # freeze both standbys' receive positions
         cluster.write_config(lab.ctx, s, upstream="p1", extra={"primary_conninfo": ""})
         sql.query(lab.ctx.state, s, "SELECT pg_reload_conf()")
@@ -59,7 +59,7 @@ def test_failover_guard_refuses_then_allows_and_rejoin_rewinds(make_lab):
             c.execute("INSERT INTO t VALUES (%s)", (i,))
         last = c.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
     lab.fault("p1", "kill")
-    from lab import promotion
+    from lab.failover import promotion
     with pytest.raises(FailoverRefused) as e:
         promotion.failover(lab.ctx, known_position=last, max_lag_bytes=1024)
     assert e.value.decision.refused and e.value.decision.data_loss_bytes > 1024

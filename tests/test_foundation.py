@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from lab import Lab, Role
 from lab.cli import app
-from lab.leftovers import leftovers
+from lab.runtime.leftovers import leftovers
 
 runner = CliRunner()
 
@@ -158,7 +158,7 @@ def test_down_removes_frozen_orphans_of_a_killed_postmaster(make_lab, runtime):
     pid = int(open(f"{lab.ctx.rt.paths('s1').data}/postmaster.pid").readline())
     os.kill(pid, signal.SIGKILL)          # behind the lab's back: its children stay frozen
     from lab.runtime import procs
-    from lab.names import cluster_name
+    from lab.model.names import cluster_name
     assert procs.titled(cluster_name(lab.name, "s1"))
     # make_lab's teardown runs `down` and asserts that nothing of the lab is left
 

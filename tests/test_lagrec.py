@@ -7,9 +7,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from lab import lagplot, lagrec
+from lab.replication import lagplot, lagrec
 from lab.cli import app
-from lab.lagrec import _Tracker
+from lab.replication.lagrec import _Tracker
 
 runner = CliRunner()
 

@@ -5,7 +5,7 @@ import threading
 import time
 
 from lab import Lab
-from lab.checker import check
+from lab.failover.checker import check
 from lab.workload.ledger import OK, OK_UNREPLICATED, ensure_table, final_ids, load_ops
 
 

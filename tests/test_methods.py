@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from lab import Lab, logical, shipping, stmtrepl
-from lab.bootstrap import down
+from lab import Lab
+from lab.methods import logical, shipping, statement as stmtrepl
+from lab.cluster.bootstrap import down
 from lab.cli import app
 
 from .conftest import IN_CI, assert_clean, require_runtime, unique
@@ -74,7 +75,7 @@ def test_logical_replication_local_hashes_ddl_and_lag():
 def test_logical_replication_across_major_versions_on_docker():
     """15 -> 17: needs the Docker runtime and the images pglab-postgres:15 and pglab-postgres:17."""
     require_runtime("docker")
-    from lab.images import usable_image
+    from lab.runtime.images import usable_image
     if usable_image(17) is None:
         if IN_CI:
             pytest.fail("no PostgreSQL 17 image; in CI .ci/run builds it with `pglab image build --pg 17`")

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from lab import list_labs
-from lab.bootstrap import down
-from lab.leftovers import leftovers
+from lab.cluster.bootstrap import down
+from lab.runtime.leftovers import leftovers
 
 pytest_plugins = ["pytester"]
 

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lab.cli import app
-from lab.leftovers import leftovers
+from lab.runtime.leftovers import leftovers
 from lab.scenario.runner import run_scenario
 from lab.scenario.spec import load_scenario
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from lab.splitbrain import drill
+from lab.failover.splitbrain import drill
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from lab import lsn
+from lab.model import lsn
 from lab.errors import InvalidInput
-from lab.names import check_name
-from lab.syncspec import ASYNC, parse_sync
-from lab.topology import default_topology, load_topology, topology_from_dict
+from lab.model.names import check_name
+from lab.model.syncspec import ASYNC, parse_sync
+from lab.model.topology import default_topology, load_topology, topology_from_dict
 
 
 def test_sync_specs():

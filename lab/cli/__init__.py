@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
-from ..errors import LabError
-from .render import err_console
+from lab.errors import LabError
+from lab.cli.render import err_console
 
 
 class LabGroup(TyperGroup):
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except LabError as e:
@@ -35,11 +34,11 @@ app = typer.Typer(cls=LabGroup, no_args_is_help=True, add_completion=False,
                   help="A PostgreSQL streaming-replication lab: real servers, real faults, measured.")
 
 # command modules register themselves on `app`
-from . import core, faults, scenario  # noqa: E402,F401
-from . import images  # noqa: E402,F401  (issue 3: image, prune, compose)
-from . import bench, lagcmd, node, workload  # noqa: E402,F401  (issue 4: workloads, lag, bench, drills)
-from . import consistency as _consistency  # noqa: E402,F401  (issue 7: pglab lab consistency|methods)
-from . import failover  # noqa: E402,F401  (issue 5: promote, switchover, failover, rejoin, monitor, drill)
+from lab.cli import core, faults, scenario  # noqa: E402,F401
+from lab.cli import images  # noqa: E402,F401  (issue 3: image, prune, compose)
+from lab.cli import bench, lagcmd, node, workload  # noqa: E402,F401  (issue 4: workloads, lag, bench, drills)
+from lab.cli import consistency as _consistency  # noqa: E402,F401  (issue 7: pglab lab consistency|methods)
+from lab.cli import failover  # noqa: E402,F401  (issue 5: promote, switchover, failover, rejoin, monitor, drill)
 
 
 def main() -> None:

@@ -5,10 +5,10 @@ from typing import Optional
 
 import typer
 
-from .. import commitbench
-from . import app
-from .core import JsonOpt, NameOpt, _open
-from .render import console, err_console, print_json, table
+from lab.replication import commitbench
+from lab.cli import app
+from lab.cli.core import JsonOpt, NameOpt, _open
+from lab.cli.render import console, err_console, print_json, table
 
 bench_app = typer.Typer(no_args_is_help=True, help="Measurements on a running lab.")
 app.add_typer(bench_app, name="bench")

@@ -9,11 +9,11 @@ from typing import Optional
 
 import typer
 
-from ..api import Lab, default_name, list_labs
-from ..errors import InvalidInput, RuntimeUnavailable
-from ..status import LabStatus, Role
-from . import app
-from .render import console, err_console, human_bytes, human_secs, print_json, table
+from lab.api import Lab, default_name, list_labs
+from lab.errors import InvalidInput, RuntimeUnavailable
+from lab.cluster.status import LabStatus, Role
+from lab.cli import app
+from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
 
 NameOpt = typer.Option(None, "--name", "-n", help="Lab name (default: $PGLAB_NAME or 'pglab').")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
@@ -62,7 +62,7 @@ def up(
 @app.command()
 def down(name: Optional[str] = NameOpt) -> None:
     """Stop and remove everything of a lab (servers, data, containers, networks). Idempotent."""
-    from ..bootstrap import down as lab_down
+    from lab.cluster.bootstrap import down as lab_down
     lab_name = name or default_name()
     removed = lab_down(lab_name)
     if removed:

@@ -6,11 +6,11 @@ from typing import Optional
 
 import typer
 
-from ..api import Lab, default_name
-from ..election import DEFAULT_MAX_LAG_BYTES, Decision
-from . import app
-from .core import JsonOpt, NameOpt
-from .render import console, err_console, human_bytes, human_secs, print_json, table
+from lab.api import Lab, default_name
+from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
+from lab.cli import app
+from lab.cli.core import JsonOpt, NameOpt
+from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
 
 monitor_app = typer.Typer(no_args_is_help=True, help="The automatic failover supervisor (foreground or background).")
 drill_app = typer.Typer(no_args_is_help=True, help="Failure drills that measure lost writes and downtime.")
@@ -61,7 +61,7 @@ def failover(to: Optional[str] = typer.Option(None, "--to", help="Promote this s
              force: bool = typer.Option(False, "--force", help="Fail over even though the primary answers."),
              name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
     """Unplanned: elect the most advanced standby and promote it; prints the table it decided from."""
-    from ..promotion import FailoverRefused
+    from lab.failover.promotion import FailoverRefused
     try:
         f = _open(name).failover(to, allow_data_loss=allow_data_loss, max_lag_bytes=max_lag, fence=fence, force=force)
     except FailoverRefused as e:
@@ -93,7 +93,7 @@ def rejoin(node: str = typer.Argument(..., help="The old primary (or stray stand
 
 
 def _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss):
-    from ..monitor import MonitorConfig
+    from lab.failover.monitor import MonitorConfig
     return MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration, max_lag_bytes=max_lag,
                          allow_data_loss=allow_data_loss).check()
 
@@ -112,7 +112,7 @@ def monitor_run(name: Optional[str] = NameOpt, interval: float = IntervalOpt, ti
                 log: Optional[str] = typer.Option(None, "--log", help="Log file (default: <lab dir>/monitor.log)."),
                 quiet: bool = typer.Option(False, "--quiet", help="Log to the file only.")) -> None:
     """Run the monitor in the foreground (bounded by --duration; Ctrl-C or SIGTERM stops it)."""
-    from ..monitor import Monitor
+    from lab.failover.monitor import Monitor
     lab = _open(name)
     m = Monitor(lab.ctx, _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss),
                 say=None if quiet else (lambda line: console.print(line, markup=False)), log_path=log, reload_state=True)
@@ -128,7 +128,7 @@ def monitor_start(name: Optional[str] = NameOpt, interval: float = IntervalOpt, 
                   fence: str = FenceOpt, duration: float = typer.Option(3600.0, "--duration", help="Stop by itself after this many seconds."),
                   max_lag: int = MaxLagOpt, allow_data_loss: bool = AllowOpt) -> None:
     """Start the monitor in the background (a detached process; `pglab down` stops it too)."""
-    from ..monitor import start_background
+    from lab.failover.monitor import start_background
     lab = _open(name)
     pid = start_background(lab.ctx, _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss))
     console.print(f"monitor started (pid {pid}); log: {lab.ctx.state.dir / 'monitor.log'}")
@@ -137,7 +137,7 @@ def monitor_start(name: Optional[str] = NameOpt, interval: float = IntervalOpt, 
 @monitor_app.command("stop")
 def monitor_stop(name: Optional[str] = NameOpt) -> None:
     """Stop the background monitor."""
-    from ..monitor import stop_background
+    from lab.failover.monitor import stop_background
     pid = stop_background((name or default_name()))
     console.print(f"monitor (pid {pid}) stopped" if pid else "no monitor runs")
 
@@ -146,7 +146,7 @@ def monitor_stop(name: Optional[str] = NameOpt) -> None:
 def monitor_status(name: Optional[str] = NameOpt, lines: int = typer.Option(10, "--lines", help="Log lines to show."),
                    as_json: bool = JsonOpt) -> None:
     """Whether the background monitor runs, and its last log lines."""
-    from ..monitor import background_pid, log_tail
+    from lab.failover.monitor import background_pid, log_tail
     n = name or default_name()
     _open(n)
     pid, tail = background_pid(n), log_tail(n, lines)
@@ -217,7 +217,7 @@ def drill_split_brain(name: Optional[str] = NameOpt,
                       as_json: bool = JsonOpt) -> None:
     """Cut the primary off from the other nodes (its clients still reach it), fail over, keep writing
     to both leaders, heal: report the writes the old leader acknowledged and the conflicting rows."""
-    from ..splitbrain import drill
+    from lab.failover.splitbrain import drill
     r = drill(_open(name).ctx, fence=fence, writes=writes)
     if as_json:
         print_json(r)

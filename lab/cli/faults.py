@@ -5,11 +5,11 @@ from typing import Optional
 
 import typer
 
-from ..api import Lab, default_name
-from ..faults import Fault
-from . import app
-from .core import NameOpt
-from .render import console
+from lab.api import Lab, default_name
+from lab.cluster.faults import Fault
+from lab.cli import app
+from lab.cli.core import NameOpt
+from lab.cli.render import console
 
 
 @app.command()

@@ -6,9 +6,9 @@ from typing import Optional
 
 import typer
 
-from .. import images as lab_images
-from . import app
-from .render import console, err_console, print_json, table
+from lab.runtime import images as lab_images
+from lab.cli import app
+from lab.cli.render import console, err_console, print_json, table
 
 image_app = typer.Typer(no_args_is_help=True, help="PostgreSQL images for the Docker runtime (built offline).")
 compose_app = typer.Typer(no_args_is_help=True, help="Compose files that run a lab without pglab.")
@@ -44,7 +44,7 @@ def image_list(as_json: bool = typer.Option(False, "--json", help="Print JSON in
 @app.command()
 def prune() -> None:
     """Remove what labs whose state is gone left behind: labelled containers, networks, volumes, directories."""
-    from ..prune import prune as do_prune
+    from lab.cluster.prune import prune as do_prune
     removed = do_prune()
     console.print(("removed: " + ", ".join(removed)) if removed else "nothing to prune")
 
@@ -56,8 +56,8 @@ def compose_render(
     image: Optional[str] = typer.Option(None, "--image", help="Default image (else $PGLAB_IMAGE at run time, then postgres:<major>)."),
 ) -> None:
     """Write docker-compose.yml, init scripts and a .env with generated passwords for a topology."""
-    from ..compose import render_to
-    from ..topology import default_topology, load_topology
+    from lab.runtime.compose import render_to
+    from lab.model.topology import default_topology, load_topology
     topo = load_topology(topology) if topology else default_topology()
     files = render_to(topo, out, image=image)
     console.print(f"wrote {', '.join(str(f) for f in files)}")

@@ -12,12 +12,12 @@ from typing import Optional
 import typer
 from rich.live import Live
 
-from .. import lagplot, lagrec
-from ..api import Lab
-from ..status import Role
-from . import app
-from .core import JsonOpt, NameOpt, _open, lag_table
-from .render import console, err_console, human_bytes, human_secs, print_json, table
+from lab.replication import lagplot, lagrec
+from lab.api import Lab
+from lab.cluster.status import Role
+from lab.cli import app
+from lab.cli.core import JsonOpt, NameOpt, _open, lag_table
+from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
 
 lag_app = typer.Typer(help="Replication lag: now (default), watched, recorded over time, plotted.",
                       invoke_without_command=True, no_args_is_help=False)

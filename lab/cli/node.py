@@ -5,11 +5,11 @@ from typing import Optional
 
 import typer
 
-from .. import follower
-from . import app
-from .core import JsonOpt, NameOpt, _open
-from .failover import drill_app
-from .render import console, human_bytes, human_secs, print_json, table
+from lab.replication import follower
+from lab.cli import app
+from lab.cli.core import JsonOpt, NameOpt, _open
+from lab.cli.failover import drill_app
+from lab.cli.render import console, human_bytes, human_secs, print_json, table
 
 node_app = typer.Typer(no_args_is_help=True, help="Per-node operations.")
 sync_app = typer.Typer(no_args_is_help=True, help="synchronous_standby_names, live.")

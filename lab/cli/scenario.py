@@ -9,10 +9,10 @@ import typer
 from rich.live import Live
 from rich.text import Text
 
-from ..errors import LabError
-from ..scenario.spec import load_scenario
-from . import app
-from .render import console, err_console, print_json, table
+from lab.errors import LabError
+from lab.scenario.spec import load_scenario
+from lab.cli import app
+from lab.cli.render import console, err_console, print_json, table
 
 scenario_app = typer.Typer(no_args_is_help=True, help="Scripted drills: scenario files with steps and expectations.")
 app.add_typer(scenario_app, name="scenario")
@@ -59,8 +59,8 @@ def run(
 ) -> None:
     """Run scenarios against fresh labs; exit 0 when every expectation holds, 1 when one fails,
     2 when a scenario is invalid or its lab cannot start."""
-    from ..scenario.report import to_dict, write_junit, write_report
-    from ..scenario.runner import run_scenario
+    from lab.scenario.report import to_dict, write_junit, write_report
+    from lab.scenario.runner import run_scenario
     scenarios = [load_scenario(f) for f in files]   # validate all before running any
     results = []
     for sc in scenarios:

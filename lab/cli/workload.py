@@ -13,11 +13,11 @@ from typing import Callable, Optional
 import typer
 from rich.live import Live
 
-from ..api import Lab
-from ..status import Role
-from . import app
-from .core import JsonOpt, NameOpt, _open
-from .render import console, err_console, human_bytes, print_json, table
+from lab.api import Lab
+from lab.cluster.status import Role
+from lab.cli import app
+from lab.cli.core import JsonOpt, NameOpt, _open
+from lab.cli.render import console, err_console, human_bytes, print_json, table
 
 workload_app = typer.Typer(no_args_is_help=True, help="Workloads: ledger writer, pgbench, readers (bounded).")
 app.add_typer(workload_app, name="workload")
@@ -90,7 +90,7 @@ def ledger_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """The ledger writer (lab.workload.ledger): unique ids, every outcome recorded to a file."""
-    from ..workload.ledger import LedgerWriter
+    from lab.workload.ledger import LedgerWriter
     lab = _open(name)
     w = LedgerWriter(lambda: lab.dsn(role="primary"), out, clients=clients, duration=duration, count=count,
                      nodes={f"{a.host}:{a.port}": n for n, a in lab.ctx.state.nodes.items()})
@@ -121,7 +121,7 @@ def read_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Readers that record what they saw and how stale it was (ids behind the acknowledged head)."""
-    from ..workload import pgbench as pgb
+    from lab.workload import pgbench as pgb
     lab = _open(name)
     pgb.prepare_insert_table(lab.ctx)
     stop = threading.Event()

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InvalidInput
-from ..topology import Topology
-from .base import CommandResult, NodePaths, Runtime
+from lab.errors import InvalidInput
+from lab.model.topology import Topology
+from lab.runtime.base import CommandResult, NodePaths, Runtime
 
 KINDS = ("auto", "local", "docker")
 
@@ -15,7 +15,7 @@ __all__ = ["KINDS", "CommandResult", "NodePaths", "Runtime", "choose", "make"]
 def docker_answers() -> bool:
     """True when a Docker daemon answers here (checked quickly, without raising)."""
     try:
-        from .docker import daemon_answers
+        from lab.runtime.docker import daemon_answers
     except ImportError:
         return False
     return daemon_answers()
@@ -32,12 +32,12 @@ def choose(kind: str) -> str:
 
 def make(kind: str, lab: str, lab_dir: Path, data: dict | None = None, topology: Topology | None = None) -> Runtime:
     if kind == "local":
-        from .local import LocalRuntime, find_bindir
+        from lab.runtime.local import LocalRuntime, find_bindir
         bindir = None
         if not data and topology is not None:
             bindir = find_bindir(topology.pg_version, topology.bindir)
         return LocalRuntime(lab, lab_dir, data, bindir=bindir, netns_mode=bool(topology and topology.netns))
     if kind == "docker":
-        from .docker import DockerRuntime
+        from lab.runtime.docker import DockerRuntime
         return DockerRuntime(lab, lab_dir, data, topology=topology)
     raise InvalidInput(f"unknown runtime {kind!r}", f"use one of: {', '.join(KINDS[1:])}")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ..state import NodeAddr
-from ..topology import NodeSpec
+from lab.model.state import NodeAddr
+from lab.model.topology import NodeSpec
 
 
 @dataclass(frozen=True)

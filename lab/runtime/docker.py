@@ -8,7 +8,7 @@ stopping or killing the server keeps its data and `down` removes it.
 Containers run a sleeper as PID 1 under docker-init (which reaps the postmaster that pg_ctl
 leaves behind); initdb, pg_ctl and pg_basebackup run through `exec` as the image's `postgres`
 user. Nothing depends on an image's entrypoint, so the official postgres:<major> images and the
-lab's own (lab.images) both work: only PATH and the postgres user are needed.
+lab's own (lab.runtime.images) both work: only PATH and the postgres user are needed.
 """
 from __future__ import annotations
 
@@ -26,12 +26,12 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from .. import state as lab_state
-from ..errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
-from ..state import NodeAddr
-from ..topology import NodeSpec, Topology
-from .base import CommandResult, NodePaths
-from .local import pick_port
+from lab.model import state as lab_state
+from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
+from lab.model.state import NodeAddr
+from lab.model.topology import NodeSpec, Topology
+from lab.runtime.base import CommandResult, NodePaths
+from lab.runtime.local import pick_port
 
 LABEL = "pglab.lab"
 NODE_LABEL = "pglab.node"
@@ -137,7 +137,7 @@ def remove_labelled(name: str) -> list[str]:
 
 
 def choose_image(topology: Topology | None) -> str:
-    from ..images import build_hint, image_name, official_name
+    from lab.runtime.images import build_hint, image_name, official_name
     major = (topology.pg_version if topology else None) or 15
     c = client()
     if topology and topology.image:

@@ -19,12 +19,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..names import cluster_name
-from ..errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
-from ..state import NodeAddr
-from ..topology import NodeSpec
-from . import netns, procs
-from .base import CommandResult, NodePaths
+from lab.model.names import cluster_name
+from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
+from lab.model.state import NodeAddr
+from lab.model.topology import NodeSpec
+from lab.runtime import netns, procs
+from lab.runtime.base import CommandResult, NodePaths
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 

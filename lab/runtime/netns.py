@@ -13,7 +13,7 @@ import ipaddress
 import shutil
 import subprocess
 
-from ..errors import NodeFailed, Unsupported
+from lab.errors import NodeFailed, Unsupported
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:

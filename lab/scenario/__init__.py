@@ -1,4 +1,4 @@
 """Scripted drills: scenario files (topology, steps, expectations), one runner, reports."""
-from .spec import Scenario, Step, load_scenario
+from lab.scenario.spec import Scenario, Step, load_scenario
 
 __all__ = ["Scenario", "Step", "load_scenario"]

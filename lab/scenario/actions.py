@@ -7,10 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..api import Lab
-from ..errors import InvalidInput, LabError, WaitTimeout
-from .conditions import parse_condition, parse_value
-from .spec import Step
+from lab.api import Lab
+from lab.errors import InvalidInput, LabError, WaitTimeout
+from lab.scenario.conditions import parse_condition, parse_value
+from lab.scenario.spec import Step
 
 DEFAULT_WAIT = 30.0
 
@@ -155,7 +155,7 @@ def _short(result: Any) -> str:
 
 
 def _workload(run: RunCtx, step: Step) -> str:
-    from .workloads import start_workload
+    from lab.scenario.workloads import start_workload
     wid = str(step.options.get("id") or step.arg)
     if wid in run.workloads:
         raise InvalidInput(f"a workload with id {wid!r} is already running", "give each workload its own id")
@@ -164,7 +164,7 @@ def _workload(run: RunCtx, step: Step) -> str:
 
 
 def _stop(run: RunCtx, step: Step) -> str:
-    from .workloads import stop_workload
+    from lab.scenario.workloads import stop_workload
     wid = str(step.arg)
     if wid not in run.workloads:
         raise InvalidInput(f"no running workload {wid!r}", f"running: {', '.join(run.workloads) or 'none'}")
@@ -172,12 +172,12 @@ def _stop(run: RunCtx, step: Step) -> str:
 
 
 def _check(run: RunCtx, step: Step) -> str:
-    from .workloads import check_workload
+    from lab.scenario.workloads import check_workload
     return check_workload(run, str(step.arg))
 
 
 def _monitor(run: RunCtx, step: Step) -> str:
-    from .workloads import monitor
+    from lab.scenario.workloads import monitor
     return monitor(run, str(step.arg), step.options)
 
 
@@ -193,7 +193,7 @@ def stop_all_workloads(run: RunCtx) -> None:
     """Stop what is still running (workloads, the monitor) at the end of a run, success or not."""
     if not run.workloads:
         return
-    from .workloads import monitor, stop_workload, stopped
+    from lab.scenario.workloads import monitor, stop_workload, stopped
     for wid in list(run.workloads):
         try:
             if wid == "_monitor":

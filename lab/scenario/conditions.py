@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidInput
+from lab.errors import InvalidInput
 
 OPS = {"==": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _UNITS = {"b": 1, "kb": 1024, "mb": 1024 ** 2, "gb": 1024 ** 3, "ms": 0.001, "s": 1.0}
@@ -93,7 +93,7 @@ class Condition:
     value: Any = None
 
     def holds(self, status: Any) -> bool:
-        """status: a lab.status.LabStatus."""
+        """status: a lab.cluster.status.LabStatus."""
         if self.kind == "primary":
             return status.primaries == [self.node]
         if self.kind == "caught_up":

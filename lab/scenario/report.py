@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from .runner import RunResult
+from lab.scenario.runner import RunResult
 
 
 def to_dict(res: RunResult) -> dict:

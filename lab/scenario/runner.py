@@ -12,11 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..api import Lab
-from ..errors import LabError
-from ..status import Role
-from .actions import RunCtx, run_step, stop_all_workloads
-from .spec import Scenario, Step
+from lab.api import Lab
+from lab.errors import LabError
+from lab.cluster.status import Role
+from lab.scenario.actions import RunCtx, run_step, stop_all_workloads
+from lab.scenario.spec import Scenario, Step
 
 
 @dataclass

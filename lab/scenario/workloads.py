@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidInput
-from .actions import RunCtx
+from lab.errors import InvalidInput
+from lab.scenario.actions import RunCtx
 
 
 @dataclass
@@ -46,7 +46,7 @@ def start_workload(run: RunCtx, kind: str, opts: dict[str, Any]) -> _Handle:
         w.start()
         return _Handle("ledger", writer=w, started=time.time())
     if kind == "pgbench":
-        from ..workload import pgbench
+        from lab.workload import pgbench
         h = _Handle("pgbench", started=time.time())
 
         def body() -> None:
@@ -107,9 +107,9 @@ def _gaps(run: RunCtx, h: _Handle) -> dict[str, float]:
 
 def check_workload(run: RunCtx, wid: str) -> str:
     """Jepsen's set checker: what the ledger says was acknowledged vs what the primary has now."""
-    from ..checker import check
-    from ..drill import routed_dsn
-    from ..workload.ledger import final_ids
+    from lab.failover.checker import check
+    from lab.failover.drill import routed_dsn
+    from lab.workload.ledger import final_ids
     h = run.workloads.get(wid)
     if h is None or h.kind != "ledger":
         raise InvalidInput(f"no ledger workload {wid!r}", f"workloads: {', '.join(run.workloads) or 'none'}")

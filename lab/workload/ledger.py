@@ -2,7 +2,7 @@
 
 Each write is one autocommit INSERT of a row whose id (run:client:seq) is unique, through a
 prepared statement (one round trip, no BEGIN/COMMIT): as cheap as a write can be, so the writer
-keeps up with pgbench. Its outcome is classified the way Jepsen does (see lab.checker):
+keeps up with pgbench. Its outcome is classified the way Jepsen does (see lab.failover.checker):
 
   ok               the server acknowledged the commit
   ok_unreplicated  acknowledged, but with the WARNING "canceling wait for synchronous replication …
@@ -32,7 +32,7 @@ from typing import Callable
 
 import psycopg
 
-from ..errors import InvalidInput
+from lab.errors import InvalidInput
 
 TABLE = "pglab_ledger"
 CREATE = (f"CREATE TABLE IF NOT EXISTS {TABLE} (id text PRIMARY KEY, client int NOT NULL, seq int NOT NULL, "

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..conninfo import client_dsn
-from ..context import Ctx
-from ..errors import InvalidInput, NodeFailed, RuntimeUnavailable
+from lab.model.conninfo import client_dsn
+from lab.cluster.context import Ctx
+from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable
 
 BUILTINS = ("tpcb-like", "simple-update", "select-only")
 # the single-row insert of the ledger-vs-pgbench benchmark and of `pglab workload pgbench --insert`
@@ -118,7 +118,7 @@ def init(ctx: Ctx, *, scale: int = 1, node: str | None = None, timeout: float = 
 
 
 def prepare_insert_table(ctx: Ctx, node: str | None = None) -> None:
-    from .. import sql
+    from lab.cluster import sql
     sql.query(ctx.state, node or ctx.state.primary,
               f"CREATE TABLE IF NOT EXISTS {INSERT_TABLE} (id bigserial PRIMARY KEY, client int NOT NULL, "
               f"seq bigint NOT NULL, "

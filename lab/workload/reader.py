@@ -19,10 +19,10 @@ from typing import Callable
 
 import psycopg
 
-from .. import sql
-from ..context import Ctx
-from ..errors import InvalidInput
-from .pgbench import INSERT_TABLE, Latency, summarize
+from lab.cluster import sql
+from lab.cluster.context import Ctx
+from lab.errors import InvalidInput
+from lab.workload.pgbench import INSERT_TABLE, Latency, summarize
 
 
 @dataclass(frozen=True)

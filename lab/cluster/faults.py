@@ -1,0 +1,85 @@
+"""Faults on a node and their healing, the same on every runtime.
+
+kind       what happens                                   heal
+stop       pg_ctl stop -m fast (a clean shutdown)         start the server
+kill       SIGKILL of the postmaster (a crash)            start the server (crash recovery)
+pause      every process frozen (SIGSTOP / docker pause)  resume
+partition  cut off the lab network (peers and clients)    reconnect
+isolate    cut off from the other nodes only; clients on  remove the blackhole routes
+           this machine still reach it (split brain)
+throttle   outgoing bandwidth limited (tc tbf)            remove the limit
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+from lab.cluster import server
+from lab.cluster.context import Ctx
+from lab.errors import InvalidInput
+
+
+class Fault(str, Enum):
+    STOP = "stop"
+    KILL = "kill"
+    PAUSE = "pause"
+    PARTITION = "partition"
+    ISOLATE = "isolate"
+    THROTTLE = "throttle"
+
+
+def parse_fault(kind: str) -> Fault:
+    try:
+        return Fault(kind)
+    except ValueError:
+        raise InvalidInput(f"unknown fault {kind!r}", f"use one of: {', '.join(f.value for f in Fault)}") from None
+
+
+def inject(ctx: Ctx, node: str, kind: str | Fault, *, rate: str = "1mbit") -> None:
+    fault = parse_fault(kind) if isinstance(kind, str) else kind
+    if node not in ctx.state.nodes:
+        raise InvalidInput(f"no node {node!r} in lab {ctx.name}", f"nodes are: {', '.join(ctx.state.nodes)}")
+    if fault is Fault.STOP:
+        server.stop(ctx.rt, node)
+    elif fault is Fault.KILL:
+        ctx.rt.kill(node)
+    elif fault is Fault.PAUSE:
+        ctx.rt.pause(node)
+    elif fault is Fault.PARTITION:
+        ctx.rt.partition(node)
+    elif fault is Fault.ISOLATE:
+        ctx.rt.isolate(node)
+    elif fault is Fault.THROTTLE:
+        ctx.rt.throttle(node, rate)
+    in_force = ctx.state.faults.setdefault(node, [])
+    if fault.value not in in_force:
+        in_force.append(fault.value)
+    ctx.event(f"fault:{fault.value}", node, **({"rate": rate} if fault is Fault.THROTTLE else {}))
+
+
+def active(ctx: Ctx, node: str) -> list[str]:
+    return list(ctx.state.faults.get(node, []))
+
+
+def heal(ctx: Ctx, node: str, kind: str | Fault | None = None) -> list[str]:
+    """Undo one fault, or (kind=None) every fault on the node; a stopped or killed server is started."""
+    if node not in ctx.state.nodes:
+        raise InvalidInput(f"no node {node!r} in lab {ctx.name}", f"nodes are: {', '.join(ctx.state.nodes)}")
+    todo = [parse_fault(kind).value if isinstance(kind, str) else kind.value] if kind else active(ctx, node)
+    healed = []
+    for f in todo:
+        if f == Fault.PAUSE.value:
+            ctx.rt.resume(node)
+        elif f == Fault.PARTITION.value:
+            ctx.rt.heal_partition(node)
+        elif f == Fault.ISOLATE.value:
+            ctx.rt.unisolate(node)
+        elif f == Fault.THROTTLE.value:
+            ctx.rt.unthrottle(node)
+        healed.append(f)
+    if kind is None or todo[0] in (Fault.STOP.value, Fault.KILL.value):
+        if not ctx.rt.postmaster_running(node):
+            server.start(ctx.rt, node)
+            healed.append("start")
+    ctx.state.faults[node] = [f for f in active(ctx, node) if f not in healed and f not in ("stop", "kill")]
+    ctx.event("heal", node, healed=healed)
+    return healed

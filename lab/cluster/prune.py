@@ -1,0 +1,48 @@
+"""`pglab prune`: remove what labs whose state is gone left behind.
+
+A lab is alive while its state.json exists. A directory without one is either a lab whose `up`
+is running right now (it writes state.json once its nodes exist) or debris; a grace period
+tells them apart, so a prune never pulls the rug from under a concurrent `up`.
+"""
+from __future__ import annotations
+
+import time
+
+from lab.model import state as lab_state
+from lab.cluster.bootstrap import down
+from lab.errors import InvalidInput
+from lab.model.names import check_name
+from lab.runtime import docker_answers
+
+GRACE_S = 600
+
+
+def _young(name: str) -> bool:
+    try:
+        return time.time() - lab_state.lab_dir(name).stat().st_mtime < GRACE_S
+    except OSError:
+        return False
+
+
+def orphans() -> list[str]:
+    """Names of labs with leftovers (directories, labelled Docker resources) but no state."""
+    alive = set(lab_state.list_labs())
+    names = {p.name for p in lab_state.home().iterdir() if p.is_dir()}
+    if docker_answers():
+        from lab.runtime.docker import labs_with_resources
+        names |= labs_with_resources()
+    return sorted(n for n in names - alive if not (lab_state.lab_dir(n).exists() and _young(n)))
+
+
+def prune() -> list[str]:
+    removed: list[str] = []
+    for name in orphans():
+        try:
+            check_name(name, "lab name")
+        except InvalidInput:
+            # not a name pglab would make; only its labelled Docker resources can be ours
+            from lab.runtime.docker import remove_labelled
+            removed += remove_labelled(name)
+            continue
+        removed += [f"{name}: {r}" for r in down(name)]
+    return removed

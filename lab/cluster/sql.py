@@ -1,0 +1,31 @@
+"""Short-lived connections to a node, as the lab's superuser, over TCP with the lab's passfile."""
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from lab.model.conninfo import client_dsn
+from lab.model.state import LabState
+
+
+def node_dsn(state: LabState, node: str, **extra: Any) -> str:
+    a = state.nodes[node]
+    return client_dsn(a.host, a.port, str(state.pgpass_path), **extra)
+
+
+def connect(state: LabState, node: str, *, autocommit: bool = True, connect_timeout: int = 3,
+            **extra: Any) -> psycopg.Connection:
+    return psycopg.connect(node_dsn(state, node, connect_timeout=connect_timeout, application_name="pglab", **extra),
+                           autocommit=autocommit)
+
+
+def query(state: LabState, node: str, sql: str, params: Any = None, *, connect_timeout: int = 3) -> list[tuple]:
+    with connect(state, node, connect_timeout=connect_timeout) as conn:
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def scalar(state: LabState, node: str, sql: str, params: Any = None) -> Any:
+    rows = query(state, node, sql, params)
+    return rows[0][0] if rows else None

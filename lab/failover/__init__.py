@@ -1,0 +1,1 @@
+"""Leader failure: election, promotion, reconfiguration, rejoin, the monitor, drills, split brain."""

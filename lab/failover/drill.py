@@ -1,0 +1,223 @@
+"""The failover drill: write, break the primary, let the monitor fail over, heal, rejoin, check.
+
+What it measures, per drill:
+  lost acknowledged writes  Jepsen's set checker (lab.failover.checker) against the new primary
+  RTO                       fault -> first acknowledged write on the new primary
+  client gap                last ok on the old primary -> first ok on the new one (CloudNativePG's
+                            fast-failover figure)
+  detection / election / promotion / reconnection, separately
+  old-timeline WAL          bytes of the old primary's WAL beyond the fork point (pg_waldump on the
+                            old node vs the new timeline's history file): lost writes, seen from WAL
+and, from the old primary's own data read (isolated, before the rewind), the ids it has that the new
+primary lacks: the acknowledged ones among them must be exactly the lost writes.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from lab.cluster import nodes as cluster, faults
+from lab.failover import reconfigure
+from lab.failover.checker import SetCheck, check
+from lab.cluster.context import Ctx
+from lab.model.conninfo import multi_host_dsn
+from lab.failover.election import Decision
+from lab.errors import InvalidInput, LabError, WaitTimeout
+from lab.failover.monitor import Monitor, MonitorConfig
+from lab.failover.rejoin import Rejoin, rejoin
+from lab.model.syncspec import ASYNC, SyncSpec
+from lab.wait import wait_until
+from lab.workload.ledger import OK, OK_UNREPLICATED, LedgerSummary, LedgerWriter, final_ids, ids_query
+
+MODES = ("sync", "async")
+DRILL_FAULTS = ("kill", "stop", "partition", "pause")
+
+
+@dataclass(frozen=True)
+class DrillTimes:
+    detection_s: float | None      # fault -> failure declared
+    election_s: float | None       # declared -> winner chosen
+    promotion_s: float | None      # chosen -> pg_promote() returned
+    reconnection_s: float | None   # promoted -> first ok on the new primary
+    rto_s: float | None            # fault -> first ok on the new primary
+    client_gap_s: float | None     # last ok on the old primary -> first ok on the new one
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    mode: str
+    fault: str
+    old_primary: str
+    new_primary: str | None
+    decision: Decision | None
+    check: SetCheck
+    ledger: LedgerSummary
+    times: DrillTimes
+    rejoin: Rejoin | None
+    old_minus_new: int | None       # ids the old primary has and the new one lacks
+    lost_seen_on_old: int | None    # lost acknowledged writes found on the old primary
+    passed: bool
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class DrillReport:
+    results: tuple[DrillResult, ...]
+    stats: dict[str, tuple[float, float, float]]   # figure -> (min, median, max)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+
+def routed_dsn(ctx: Ctx) -> str:
+    """The lab's routed DSN (libpq picks the read-write node), current primary listed first."""
+    st = ctx.state
+    order = [st.primary, *[n for n in st.nodes if n != st.primary]]
+    return multi_host_dsn([(st.nodes[n].host, st.nodes[n].port) for n in order], str(st.pgpass_path), "read-write")
+
+
+def node_dsn(ctx: Ctx, node: str) -> str:
+    a = ctx.state.nodes[node]
+    return multi_host_dsn([(a.host, a.port)], str(ctx.state.pgpass_path), "any")
+
+
+def set_mode(ctx: Ctx, mode: str) -> SyncSpec:
+    """sync: FIRST 1 over the streaming standbys (synchronous_commit as the topology says, 'on' by
+    default); async: no synchronous standby."""
+    if mode not in MODES:
+        raise InvalidInput(f"unknown mode {mode!r}", "use sync or async")
+    reconfigure.set_policy(ctx, SyncSpec("FIRST", 1, ctx.topology.sync.names) if mode == "sync" else ASYNC)
+    return reconfigure.restore_sync(ctx, ctx.state.primary, wait=15.0)
+
+
+def _detach(ctx: Ctx, node: str) -> None:
+    # stop a standby's walreceiver (no primary_conninfo) while it stays reachable and in recovery:
+    # its receive LSN freezes, which is what makes an asynchronous failover lose writes
+    cluster.write_config(ctx, node, upstream=ctx.state.primary, extra={"primary_conninfo": ""})
+    from lab.cluster import sql
+    sql.query(ctx.state, node, "SELECT pg_reload_conf()")
+
+
+def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_standby: str | None = None,
+                   clients: int = 4, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill",
+                   settle: float = 1.0, say=None) -> DrillResult:
+    say = say or (lambda _: None)
+    if fault not in DRILL_FAULTS:
+        raise InvalidInput(f"unknown fault {fault!r}", f"use one of: {', '.join(DRILL_FAULTS)}")
+    old = ctx.state.primary
+    standbys = [n for n in ctx.state.nodes if n != old]
+    if not standbys:
+        raise InvalidInput("a failover drill needs at least one standby", "bring the lab up with --standbys 1 or more")
+    if lag_standby is not None and lag_standby not in standbys:
+        raise InvalidInput(f"--lag-standby {lag_standby!r} is not a standby", f"standbys are: {', '.join(standbys)}")
+    if mode == "async" and lag_standby is None:
+        lag_standby = sorted(standbys)[0]
+    problems: list[str] = []
+    wait_until(lambda: set(standbys) <= reconfigure.streaming(ctx, old), timeout=30,
+               what=f"every standby to stream from {old} before the drill")
+    spec = set_mode(ctx, mode)
+    say(f"drill: mode {mode} ({spec.render() or 'async'}), fault {fault} on {old}")
+    nodes = {f"{a.host}:{a.port}": n for n, a in ctx.state.nodes.items()}
+    run_dir = ctx.state.dir / "ledger"
+    writer = LedgerWriter(lambda: routed_dsn(ctx), run_dir / f"{int(time.time() * 1000)}.jsonl", clients=clients,
+                          duration=120.0, nodes=nodes).start()
+    monitor = None
+    try:
+        wait_until(lambda: sum(1 for o in writer.ops() if o.outcome == OK) >= 50, timeout=15,
+                   what="the ledger writer to get going")
+        if mode == "async" and lag_standby:
+            for s in [s for s in standbys if s != lag_standby] + [lag_standby]:
+                _detach(ctx, s)
+                time.sleep(0.3)
+            time.sleep(0.5)      # writes the elected standby will never receive
+        cfg = MonitorConfig(interval=interval, timeout=timeout, fence=fence, allow_data_loss=(mode == "async"),
+                            duration=timeout + 120, max_failovers=1)
+        monitor = Monitor(ctx, cfg, say=say).start_thread()
+        wait_until(lambda: any("health:" in ln and " ok " in ln for ln in monitor.lines), timeout=10,
+                   what="the monitor's first good health check")
+        t_fault = time.time()
+        faults.inject(ctx, old, fault)
+        say(f"drill: {fault} {old} at {time.strftime('%H:%M:%S', time.localtime(t_fault))}")
+        wait_until(lambda: monitor.failovers or None, timeout=timeout + 60, what="the monitor to fail over",
+                   interval=0.05)
+        rec = monitor.failovers[0]
+        new = rec.new_primary
+        try:
+            wait_until(lambda: writer.first_ok_after(t_fault, new), timeout=20, what=f"a write acknowledged by {new}")
+        except WaitTimeout as e:
+            problems.append(e.line())
+        time.sleep(settle)
+        monitor.stop()
+        # heal what the fault left (the old primary stays down: it must come back only as a standby)
+        if fault == "partition":
+            ctx.rt.heal_partition(old)
+        ctx.rt.resume(old)
+        ctx.state.faults[old] = []
+        ctx.save()
+        rj = None
+        old_ids: set[str] | None = None
+        try:
+            rj = rejoin(ctx, old, inspect=ids_query(writer.run))
+            old_ids = set(rj.inspected or ())
+        except LabError as e:
+            problems.append(f"rejoin {old}: {e.line()}")
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        writer.stop()
+        summary = writer.wait()
+    ops = writer.ops()
+    final = final_ids(node_dsn(ctx, ctx.state.primary), writer.run)
+    res = check([(o.id, o.outcome) for o in ops], final)
+    first_new = writer.first_ok_after(t_fault, new)
+    last_old = max((o.t1 for o in ops if o.outcome in (OK, OK_UNREPLICATED) and o.node == old and o.t1 <= t_fault),
+                   default=None)
+    times = DrillTimes(
+        detection_s=rec.t_declared - t_fault,
+        election_s=(rec.t_elected - rec.t_declared) if rec.t_elected else None,
+        promotion_s=(rec.t_promoted - rec.t_elected) if rec.t_promoted and rec.t_elected else None,
+        reconnection_s=(first_new.t1 - rec.t_promoted) if first_new and rec.t_promoted else None,
+        rto_s=(first_new.t1 - t_fault) if first_new else None,
+        client_gap_s=(first_new.t1 - last_old) if first_new and last_old else None)
+    ok_ids = {o.id for o in ops if o.outcome == OK}
+    old_minus_new = len(old_ids - final) if old_ids is not None else None
+    lost_on_old = len(set(res.lost) & old_ids) if old_ids is not None else None
+    if res.checker_error:
+        problems.append(f"checker error: {len(res.unexpected)} unexpected, {len(res.failed_present)} failed-but-present")
+    if mode == "sync":
+        if res.lost:
+            problems.append(f"{len(res.lost)} acknowledged writes lost in sync mode")
+    else:
+        if not res.lost:
+            problems.append("async mode with a lagging standby lost no writes (the lag did not happen?)")
+        if old_ids is not None and (lost_on_old != len(res.lost) or len((old_ids - final) & ok_ids) != len(res.lost)):
+            problems.append(f"lost writes ({len(res.lost)}) differ from the acknowledged ids the old primary has "
+                            f"and the new one lacks ({len((old_ids - final) & ok_ids)})")
+    if times.rto_s is None:
+        problems.append("no write was acknowledged by the new primary")
+    return DrillResult(mode, fault, old, new, rec.decision, res, summary, times, rj, old_minus_new, lost_on_old,
+                       not problems, tuple(problems))
+
+
+FIGURES = ("rto_s", "client_gap_s", "detection_s", "election_s", "promotion_s", "reconnection_s")
+
+
+def repeat(ctx: Ctx, n: int, **kw) -> DrillReport:
+    if not 1 <= n <= 100:
+        raise InvalidInput(f"--repeat {n} is out of range", "use 1 to 100")
+    results = [drill_failover(ctx, **kw) for _ in range(n)]
+    return DrillReport(tuple(results), summarize(results))
+
+
+def summarize(results: list[DrillResult]) -> dict[str, tuple[float, float, float]]:
+    out: dict[str, tuple[float, float, float]] = {}
+    series = {f: [getattr(r.times, f) for r in results if getattr(r.times, f) is not None] for f in FIGURES}
+    series["lost"] = [float(len(r.check.lost)) for r in results]
+    series["wal_beyond_fork_bytes"] = [float(r.rejoin.discarded_bytes) for r in results
+                                       if r.rejoin and r.rejoin.discarded_bytes is not None]
+    for k, xs in series.items():
+        if xs:
+            out[k] = (min(xs), statistics.median(xs), max(xs))
+    return out

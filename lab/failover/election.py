@@ -1,0 +1,166 @@
+"""Choosing the standby to promote: pure logic over a table of candidates (no servers here).
+
+The rules, as leader-follower replication prescribes and as Patroni / pg_auto_failover / repmgr
+apply them (ideas carried over, not code):
+
+1. Only reachable standbys take part; a node that answers as a primary is not a candidate, and a
+   priority of 0 means "never promote this node" (Patroni's nofailover tag).
+2. The most advanced wins: highest timeline first (a node left on an older timeline missed a
+   promotion), then the furthest WAL position, then the higher priority, then the name (stable).
+   The position is max(receive, replay): WAL a standby has received but not replayed yet is
+   replayed during promotion, so it is not lost (Patroni compares the same figure).
+3. Data-loss guard: the winner must be within `max_lag_bytes` of the best position anyone knows,
+   which includes the old primary's last position seen by the monitor. Otherwise the election is
+   refused unless `allow_data_loss` (Patroni's maximum_lag_on_failover; pg_auto_failover's
+   guard_data_loss refuses to elect until it knows every node's LSN).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from lab.model import lsn as lsn_mod
+
+
+class Verdict(str, Enum):
+    ELECTED = "elected"
+    CANDIDATE = "candidate"        # eligible, but another was more advanced
+    UNREACHABLE = "unreachable"
+    NOT_STANDBY = "not a standby"
+    OLD_TIMELINE = "old timeline"
+    NO_FAILOVER = "priority 0"
+    TOO_FAR_BEHIND = "too far behind"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    reachable: bool
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    receive_lsn: str | None = None
+    replay_lsn: str | None = None
+    priority: int = 100
+    error: str | None = None
+
+    @property
+    def position(self) -> int | None:
+        """The WAL this standby would have after promotion: max(received, replayed)."""
+        vals = [p for p in (lsn_mod.parse(self.receive_lsn), lsn_mod.parse(self.replay_lsn)) if p is not None]
+        return max(vals) if vals else None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table the decision was made from."""
+    candidate: Candidate
+    verdict: Verdict
+    lag_bytes: int | None    # behind the best known position
+
+
+@dataclass(frozen=True)
+class Decision:
+    winner: str | None
+    rows: tuple[Row, ...]
+    best_position: str | None        # the best WAL position anyone knew (standbys or old primary)
+    reason: str
+    refused: bool = False
+    data_loss_bytes: int | None = None   # best known position minus the winner's (0: nothing lost)
+    allow_data_loss: bool = False
+    max_lag_bytes: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.candidate.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {
+            "winner": self.winner, "refused": self.refused, "reason": self.reason,
+            "best_position": self.best_position, "data_loss_bytes": self.data_loss_bytes,
+            "allow_data_loss": self.allow_data_loss, "max_lag_bytes": self.max_lag_bytes,
+            "notes": list(self.notes),
+            "table": [{"node": r.candidate.name, "verdict": r.verdict.value, "reachable": r.candidate.reachable,
+                       "timeline": r.candidate.timeline, "receive_lsn": r.candidate.receive_lsn,
+                       "replay_lsn": r.candidate.replay_lsn, "priority": r.candidate.priority,
+                       "lag_bytes": r.lag_bytes, "error": r.candidate.error} for r in self.rows],
+        }
+
+
+DEFAULT_MAX_LAG_BYTES = 1024 * 1024   # Patroni's default maximum_lag_on_failover is 1 MB too
+
+
+def elect(candidates: list[Candidate] | tuple[Candidate, ...], *, max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
+          allow_data_loss: bool = False, to: str | None = None, known_position: str | None = None,
+          known_timeline: int | None = None) -> Decision:
+    """Choose a standby to promote, or refuse. `to` forces a candidate (still subject to the guard);
+    `known_position` / `known_timeline` are the old primary's last values seen by a monitor."""
+    eligible: list[Candidate] = []
+    verdicts: dict[str, Verdict] = {}
+    for c in candidates:
+        if not c.reachable:
+            verdicts[c.name] = Verdict.UNREACHABLE
+        elif c.in_recovery is False:
+            verdicts[c.name] = Verdict.NOT_STANDBY
+        elif c.priority <= 0 and c.name != to:
+            verdicts[c.name] = Verdict.NO_FAILOVER
+        elif c.position is None:
+            verdicts[c.name] = Verdict.UNREACHABLE
+        else:
+            eligible.append(c)
+    top_tl = max([c.timeline or 0 for c in eligible] + [known_timeline or 0], default=0)
+    for c in list(eligible):
+        if (c.timeline or 0) < top_tl:
+            verdicts[c.name] = Verdict.OLD_TIMELINE
+            eligible.remove(c)
+    positions = [c.position for c in eligible if c.position is not None]
+    if known_position and (known_timeline is None or known_timeline >= top_tl):
+        positions.append(lsn_mod.parse(known_position) or 0)
+    best = max(positions) if positions else None
+
+    def lag(c: Candidate) -> int | None:
+        return None if best is None or c.position is None else max(0, best - c.position)
+
+    def table(winner: str | None) -> tuple[Row, ...]:
+        rows = []
+        for c in candidates:
+            v = verdicts.get(c.name, Verdict.CANDIDATE)
+            if c.name == winner:
+                v = Verdict.ELECTED
+            rows.append(Row(c, v, lag(c) if c in eligible or c.name == winner else None))
+        return tuple(rows)
+
+    common = dict(best_position=lsn_mod.fmt(best), allow_data_loss=allow_data_loss, max_lag_bytes=max_lag_bytes)
+    if not eligible:
+        return Decision(None, table(None), reason="no reachable standby on the latest timeline can be promoted",
+                        refused=True, **common)
+    if to is not None:
+        chosen = next((c for c in eligible if c.name == to), None)
+        if chosen is None:
+            v = verdicts.get(to)
+            why = v.value if v else "not a node of this election"
+            return Decision(None, table(None), reason=f"{to} cannot be promoted: {why}", refused=True, **common)
+    else:
+        # sort key: timeline, position, priority, then the name so that ties are deterministic
+        chosen = max(eligible, key=lambda c: (c.timeline or 0, c.position or 0, c.priority, _neg_name(c.name)))
+    behind = lag(chosen) or 0
+    if behind > max_lag_bytes and not allow_data_loss:
+        verdicts[chosen.name] = Verdict.TOO_FAR_BEHIND
+        return Decision(None, table(None), refused=True, data_loss_bytes=behind,
+                        reason=(f"{chosen.name} is {behind} bytes behind the best known position "
+                                f"(bound {max_lag_bytes}); promoting it would lose acknowledged writes "
+                                "(allow it with allow_data_loss)"), **common)
+    notes = []
+    if behind:
+        notes.append(f"{chosen.name} is {behind} bytes behind the best known position: that WAL is lost")
+    reason = (f"{chosen.name}: " + ("requested" if to else "most advanced") +
+              f" (timeline {chosen.timeline}, position {lsn_mod.fmt(chosen.position)}, priority {chosen.priority})")
+    return Decision(chosen.name, table(chosen.name), reason=reason, data_loss_bytes=behind, notes=tuple(notes),
+                    **common)
+
+
+def _neg_name(name: str) -> tuple[int, ...]:
+    # max() picks the highest key; invert the name so that "s1" beats "s2" on a full tie
+    return tuple(-ord(ch) for ch in name)

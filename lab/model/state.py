@@ -1,0 +1,117 @@
+"""Where a lab keeps what it knows about itself, and how it is found again.
+
+Each lab has a directory <home>/<name>/ holding state.json (mode 0600: it holds
+the generated passwords), a libpq password file for client DSNs, and, for the
+local runtime, one directory per node. <home> is $PGLAB_HOME or
+/tmp/pglab-<uid>; it is mode 0711 so that the unprivileged server user can reach
+its node directories when the lab runs as root.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabExists, LabNotFound
+from lab.model.names import check_name
+from lab.model.passwords import pgpass_line
+
+
+def home() -> Path:
+    base = os.environ.get("PGLAB_HOME") or f"/tmp/pglab-{os.getuid()}"
+    p = Path(base)
+    p.mkdir(mode=0o711, parents=True, exist_ok=True)
+    return p
+
+
+@dataclass
+class NodeAddr:
+    host: str          # where clients on this machine connect
+    port: int
+    peer_host: str     # where other nodes of the lab connect
+    peer_port: int
+
+
+@dataclass
+class LabState:
+    name: str
+    runtime: str
+    topology: dict[str, Any]
+    superuser_password: str
+    replication_password: str
+    nodes: dict[str, NodeAddr] = field(default_factory=dict)
+    primary: str = ""
+    created: float = 0.0
+    runtime_data: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    faults: dict[str, list[str]] = field(default_factory=dict)   # node -> faults in force
+
+    @property
+    def dir(self) -> Path:
+        return lab_dir(self.name)
+
+    @property
+    def pgpass_path(self) -> Path:
+        return self.dir / "pgpass"
+
+    def save(self) -> None:
+        d = asdict(self)
+        tmp = self.dir / "state.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(d, f, indent=1)
+        os.replace(tmp, self.dir / "state.json")
+        self._write_pgpass()
+
+    def _write_pgpass(self) -> None:
+        # Clients get DSNs with passfile= instead of password=, so a DSN printed
+        # to a terminal or a CI log carries no secret.
+        line = pgpass_line("postgres", self.superuser_password)
+        fd = os.open(self.pgpass_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(line)
+
+
+def lab_dir(name: str) -> Path:
+    return home() / name
+
+
+def create_lab_dir(name: str) -> Path:
+    check_name(name, "lab name")
+    d = lab_dir(name)
+    try:
+        d.mkdir(mode=0o711)
+    except FileExistsError:
+        raise LabExists(f"a lab named {name!r} already exists",
+                        f"use another --name, or remove it with `pglab down --name {name}`") from None
+    os.chmod(d, 0o711)  # umask may have narrowed it
+    return d
+
+
+def load(name: str) -> LabState:
+    check_name(name, "lab name")
+    f = lab_dir(name) / "state.json"
+    if not f.exists():
+        raise LabNotFound(f"no lab named {name!r}", "start one with `pglab up` or list labs with `pglab ls`")
+    d = json.loads(f.read_text())
+    d["nodes"] = {k: NodeAddr(**v) for k, v in d.get("nodes", {}).items()}
+    return LabState(**d)
+
+
+def exists(name: str) -> bool:
+    return (lab_dir(name) / "state.json").exists()
+
+
+def list_labs() -> list[str]:
+    return sorted(p.parent.name for p in home().glob("*/state.json"))
+
+
+def remove_lab_dir(name: str) -> bool:
+    d = lab_dir(name)
+    if d.exists():
+        shutil.rmtree(d, ignore_errors=True)
+        return True
+    return False

@@ -1,0 +1,1 @@
+"""Reading from followers: routing policies, anomaly checkers, and the consistency drills."""

@@ -1,0 +1,1 @@
+"""Replication itself: the sync policy, lag recording and plots, the price of commit, follower drills."""

@@ -1,0 +1,190 @@
+"""PostgreSQL images for the Docker runtime, built offline from Debian packages.
+
+Many machines (this project's CI included) cannot pull from a registry, but they can reach a
+Debian mirror. `build(15)` makes a minimal root filesystem with debootstrap (the server packages
+and iproute2 for `tc` included), trims what a server never reads, and imports it through the
+Engine API, like `tar -C ROOTFS -c . | docker import -c 'ENV PATH=…' - pglab-postgres:15`.
+The mirror is read from this machine's apt sources at run time, never written in the repository.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable
+
+#: PostgreSQL major -> the Debian release whose own archive packages it
+SUITES = {15: "bookworm", 17: "trixie"}
+REPO = "pglab-postgres"
+LABEL = "pglab.image"
+DEFAULT_MAJOR = 15
+SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+# what a server never reads: docs, man pages, translations, apt's caches, the package's own cluster
+TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
+        "var/cache/apt", "var/lib/apt/lists", "var/cache/debconf/templates.dat-old")
+
+
+def image_name(major: int) -> str:
+    return f"{REPO}:{major}"
+
+
+def official_name(major: int) -> str:
+    return f"postgres:{major}"
+
+
+def build_hint(major: int = DEFAULT_MAJOR) -> str:
+    if major in SUITES:
+        return f"build it with `pglab image build --pg {major}` or pull `{official_name(major)}`"
+    return (f"pull `{official_name(major)}`, or use a major pglab builds itself "
+            f"({' or '.join(map(str, SUITES))}: `pglab image build --pg {DEFAULT_MAJOR}`)")
+
+
+def _client():
+    from lab.runtime.docker import client  # one place turns "no daemon" into one clear line
+    return client()
+
+
+def _exists(name: str) -> bool:
+    import docker.errors
+    try:
+        _client().images.get(name)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def usable_image(major: int = DEFAULT_MAJOR) -> str | None:
+    """The image the Docker runtime would use for this major: the lab's own, else the official one."""
+    try:
+        for name in (image_name(major), official_name(major)):
+            if _exists(name):
+                return name
+    except RuntimeUnavailable:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    name: str
+    pg: str
+    size_mb: int
+    created: str
+    built_by_pglab: bool
+
+
+def list_images() -> list[ImageInfo]:
+    """The lab's images and any official postgres images present locally."""
+    out: list[ImageInfo] = []
+    for img in _client().images.list():
+        labels = img.labels or {}
+        for tag in img.tags:
+            repo = tag.rsplit(":", 1)[0]
+            if repo not in (REPO, "postgres"):
+                continue
+            pg = labels.get("pglab.pg") or tag.rsplit(":", 1)[-1]
+            out.append(ImageInfo(tag, pg, round(img.attrs.get("Size", 0) / 1e6),
+                                 str(img.attrs.get("Created", ""))[:19].replace("T", " "), LABEL in labels))
+    return sorted(out, key=lambda i: i.name)
+
+
+def debian_mirror(sources: tuple[Path, ...] = SOURCES) -> str:
+    """The main Debian archive this machine's apt uses (not the security archive)."""
+    for f in sources:
+        if not f.exists():
+            continue
+        text = f.read_text(errors="replace")
+        if f.suffix == ".sources":   # deb822 stanzas: URIs / Suites
+            for stanza in re.split(r"\n\s*\n", text):
+                uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+                suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+                if uris and suites and "security" not in suites.group(1) and "security" not in uris.group(1):
+                    return uris.group(1)
+        else:
+            for line in text.splitlines():
+                m = re.match(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
+                if m and "security" not in m.group(1) and "security" not in m.group(2):
+                    return m.group(1)
+    raise RuntimeUnavailable("no Debian mirror found in this machine's apt sources",
+                             f"add one to {SOURCES[0]} (or {SOURCES[1]}), or pull `{official_name(DEFAULT_MAJOR)}`")
+
+
+def _tar_chunks(rootfs: Path) -> Iterator[bytes]:
+    # a generator makes requests send the stream chunked, so the rootfs is never held in memory
+    p = subprocess.Popen(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    assert p.stdout is not None
+    try:
+        while chunk := p.stdout.read(1 << 20):
+            yield chunk
+    finally:
+        p.stdout.close()
+        if p.wait() != 0:
+            raise NodeFailed(f"tar of {rootfs} failed (exit {p.returncode})")
+
+
+def _trim(rootfs: Path, major: int) -> None:
+    for rel in TRIM:
+        d = rootfs / rel
+        if d.is_dir():
+            for child in d.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    # the package creates a cluster "main" the lab never uses; nodes get their own data directories
+    shutil.rmtree(rootfs / f"var/lib/postgresql/{major}", ignore_errors=True)
+    shutil.rmtree(rootfs / f"etc/postgresql/{major}", ignore_errors=True)
+
+
+def build(major: int = DEFAULT_MAJOR, *, if_missing: bool = False, keep_rootfs: bool = False,
+          say: Callable[[str], None] = lambda _: None) -> str:
+    """Build pglab-postgres:<major>; return its name. With if_missing, keep an existing one."""
+    if major not in SUITES:
+        raise InvalidInput(f"no recipe for PostgreSQL {major}",
+                           f"use --pg {' or '.join(str(m) for m in SUITES)}")
+    name = image_name(major)
+    client = _client()
+    if if_missing and _exists(name):
+        say(f"{name} is already here")
+        return name
+    if not shutil.which("debootstrap"):
+        raise RuntimeUnavailable("debootstrap is not installed", "install it (Debian: apt-get install debootstrap)")
+    suite, mirror = SUITES[major], debian_mirror()
+    t0 = time.monotonic()
+    rootfs = Path(tempfile.mkdtemp(prefix=f"pglab-rootfs-{suite}-", dir="/var/tmp"))
+    try:
+        say(f"debootstrap {suite} with postgresql-{major} into {rootfs} (a few minutes)")
+        p = subprocess.run(["debootstrap", "--variant=minbase", f"--include=postgresql-{major},iproute2",
+                            suite, str(rootfs), mirror], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, stdin=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise NodeFailed(f"debootstrap of {suite} failed (exit {p.returncode})", "its last lines are below",
+                             details="\n".join(p.stdout.strip().splitlines()[-15:]))
+        _trim(rootfs, major)
+        say(f"importing {name} ({time.monotonic() - t0:.0f} s so far)")
+        old = client.images.get(name).id if _exists(name) else None
+        changes = [f"ENV PATH=/usr/lib/postgresql/{major}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                   "ENV LANG=C.UTF-8", f"LABEL {LABEL}=1 pglab.pg={major} pglab.suite={suite}",
+                   'CMD ["sleep", "infinity"]']
+        client.api.import_image_from_data(_tar_chunks(rootfs), repository=REPO, tag=str(major), changes=changes)
+        new = client.images.get(name).id
+        if old and old != new:
+            _remove_quietly(client, old)   # the previous build, now untagged
+    finally:
+        if keep_rootfs:
+            say(f"root filesystem kept in {rootfs}")
+        else:
+            shutil.rmtree(rootfs, ignore_errors=True)
+    say(f"built {name} in {time.monotonic() - t0:.0f} s")
+    return name
+
+
+def _remove_quietly(client, image_id: str) -> None:
+    import docker.errors
+    try:
+        client.images.remove(image_id)
+    except docker.errors.APIError:
+        pass   # still used by a container: it goes when that container does
