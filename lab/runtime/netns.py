@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import shutil
 import subprocess
+import time
 
 from lab.errors import NodeFailed, Unsupported
 
@@ -104,7 +105,6 @@ def link(net: dict, node: str, up: bool) -> None:
     if up:
         # `ip link set up` returns before the veth has carrier and its bridge port forwards;
         # a connection made in between fails. Wait (briefly) until traffic can flow.
-        import time
         from pathlib import Path
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
