@@ -12,6 +12,7 @@ from lab.model import lsn
 from lab.cluster import sql
 from lab.cluster.context import Ctx
 from lab.cluster.server import log_tail
+from lab.errors import InvalidInput
 
 
 class Role(str, Enum):
@@ -60,7 +61,8 @@ class LabStatus:
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise KeyError(name)
+        raise InvalidInput(f"no node {name!r} in this status of lab {self.lab}",
+                           f"nodes are: {', '.join(n.name for n in self.nodes)}")
 
     @property
     def primaries(self) -> list[str]:

@@ -7,7 +7,6 @@ then every commit on the new primary would hang (seen on this machine with a han
 """
 from __future__ import annotations
 
-import time
 
 import psycopg
 
@@ -16,6 +15,7 @@ from lab.cluster.context import Ctx
 from lab.errors import InvalidInput, NodeFailed
 from lab.replication import syncpolicy
 from lab.model.syncspec import ASYNC, SyncSpec, parse_sync, slot_name
+from lab.wait import poll
 
 # A re-pointed standby retries streaming every wal_retrieve_retry_interval (5 s by default); a
 # shorter retry lets it find its new upstream quickly after the old one died.
@@ -87,14 +87,13 @@ def streaming(ctx: Ctx, primary: str) -> set[str]:
 
 def wait_streaming(ctx: Ctx, primary: str, nodes: list[str], timeout: float) -> set[str]:
     """Wait (bounded) until the nodes stream from primary; return those that do."""
-    deadline = time.monotonic() + timeout
-    got: set[str] = set()
-    while time.monotonic() < deadline:
-        got = streaming(ctx, primary) & set(nodes)
-        if got == set(nodes):
-            break
-        time.sleep(0.05)
-    return got
+    seen: list[set[str]] = [set()]
+
+    def all_stream() -> bool:
+        seen[0] = streaming(ctx, primary) & set(nodes)
+        return seen[0] == set(nodes)
+    poll(all_stream, timeout=timeout)
+    return seen[0]
 
 
 def restore_sync(ctx: Ctx, primary: str, *, wait: float = 10.0, expect: list[str] | None = None) -> SyncSpec:

@@ -28,7 +28,7 @@ from lab.cluster import nodes as cluster, server
 from lab.errors import Unsupported
 from lab.methods.statement import table_hash
 from lab.model.topology import topology_from_dict
-from lab.wait import wait_until
+from lab.wait import poll, wait_until
 from lab.model.state import lab_dir
 from lab.cluster.handle import Cluster
 from lab.cluster.bootstrap import down
@@ -84,12 +84,9 @@ class ShippingReport:
 
 def _visible_after(conn: psycopg.Connection, key: str, t0: float, timeout: float) -> float | None:
     """Poll (on an open connection: connecting costs more than streaming lag) until `key` shows."""
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        if conn.execute("SELECT 1 FROM marks WHERE k = %s", (key,)).fetchone():
-            return time.monotonic() - t0
-        time.sleep(0.002)
-    return None
+    seen = poll(lambda: conn.execute("SELECT 1 FROM marks WHERE k = %s", (key,)).fetchone(),
+                timeout=t0 + timeout - time.monotonic(), interval=0.002)
+    return time.monotonic() - t0 if seen else None
 
 
 def run(lab, *, archive_timeout: str = "1s", writes: int = 3, wait_s: float = 3.0) -> ShippingReport:

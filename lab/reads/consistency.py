@@ -32,7 +32,7 @@ from lab.model.syncspec import ASYNC, parse_sync
 from lab.model.topology import topology_from_dict
 from lab.cluster.handle import Cluster
 from lab.cluster.bootstrap import down
-from lab.wait import wait_until
+from lab.wait import poll, wait_until
 
 # ---- lag you can control -------------------------------------------------------------
 
@@ -344,12 +344,10 @@ def consistent_prefix(slow: Cluster, fast: Cluster, *, conversations: int = 6, s
                     wlat.append(time.monotonic() - t)
                 t = time.monotonic()
                 seen = set()
-                deadline = t + wait_s      # the observer looks until the answer shows up (bounded)
-                while time.monotonic() < deadline:
-                    if followers[pa].execute("SELECT 1 FROM messages WHERE id = %s", (a,)).fetchone():
-                        seen.add(a)
-                        break
-                    time.sleep(0.005)
+                # the observer looks until the answer shows up (bounded)
+                if poll(lambda: followers[pa].execute("SELECT 1 FROM messages WHERE id = %s", (a,)).fetchone(),
+                        timeout=wait_s, interval=0.005):
+                    seen.add(a)
                 if followers[pq].execute("SELECT 1 FROM messages WHERE id = %s", (q,)).fetchone():
                     seen.add(q)
                 rlat.append(time.monotonic() - t)

@@ -9,7 +9,6 @@ transaction's latency in microseconds; the summary line only gives an average.
 """
 from __future__ import annotations
 
-import math
 
 import glob
 import os
@@ -25,6 +24,7 @@ from lab.model.conninfo import node_dsn
 from lab.cluster.context import Ctx
 from lab.runtime import client_program
 from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable
+from lab.model.stats import percentile
 from lab.cluster import sql
 
 BUILTINS = ("tpcb-like", "simple-update", "select-only")
@@ -53,9 +53,7 @@ def summarize(latencies_s: list[float]) -> Latency:
     xs = sorted(latencies_s)
     n = len(xs)
 
-    def pct(p: float) -> float:
-        return 1000 * xs[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))]   # rank = ceil(p/100 * n)
-    return Latency(n, pct(50), pct(95), pct(99), 1000 * xs[-1], 1000 * sum(xs) / n)
+    return Latency(n, *(1000 * percentile(xs, p) for p in (50, 95, 99)), 1000 * xs[-1], 1000 * sum(xs) / n)
 
 
 @dataclass(frozen=True)
