@@ -241,7 +241,11 @@ class Lab:
     def failover(self, to: str | None = None, *, allow_data_loss: bool = False, max_lag_bytes: int | None = None,
                  fence: str = "none", force: bool = False):
         """Unplanned: elect the most advanced standby and promote it: promotion.Failover
-        (raises promotion.FailoverRefused with the decision table when no candidate is acceptable)."""
+        (raises promotion.FailoverRefused with the decision table when no candidate is acceptable).
+        The data-loss guard compares the winner with the old primary's last position that the lab
+        sampled (status, monitor, lag recorder) and refuses beyond `max_lag_bytes` (1 MB) unless
+        `allow_data_loss`; the result holds that estimate and the truth read afterwards from the old
+        primary's WAL (`loss_estimate_bytes`, `loss_true_bytes`, `loss_true_commits`)."""
         from lab.failover import promotion
         from lab.failover.election import DEFAULT_MAX_LAG_BYTES
         return promotion.failover(self.ctx, self.node(to) if to else None, allow_data_loss=allow_data_loss,
@@ -254,11 +258,15 @@ class Lab:
         return rejoin.rejoin(self.ctx, self.node(node), inspect=inspect, allow_reclone=allow_reclone)
 
     def monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill", duration: float = 60.0,
-                allow_data_loss: bool = False, say: Callable[[str], None] | None = None):
+                allow_data_loss: bool = False, max_lag_bytes: int | None = None,
+                say: Callable[[str], None] | None = None):
         """An in-process failover monitor (not started): call .run() or .start_thread()/.stop()."""
         from lab.failover.monitor import Monitor, MonitorConfig
+        from lab.failover.election import DEFAULT_MAX_LAG_BYTES  # lazy: failover code loads only when used
         return Monitor(self.ctx, MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
-                                               allow_data_loss=allow_data_loss), say=say)
+                                               allow_data_loss=allow_data_loss,
+                                               max_lag_bytes=DEFAULT_MAX_LAG_BYTES if max_lag_bytes is None
+                                               else max_lag_bytes), say=say)
 
     def ledger(self, *, clients: int = 4, duration: float | None = 10.0, count: int | None = None,
                path: str | None = None, op_timeout: float = 3.0):

@@ -44,32 +44,59 @@ def test_switchover_loses_nothing_and_demotes_the_old_primary(make_lab):
     lab.connect().execute("CREATE TABLE after_switchover (id int)")
 
 
-def test_failover_guard_refuses_then_allows_and_rejoin_rewinds(make_lab):
-    lab: Lab = make_lab(sync="none")
+def _detach_standbys_and_write(lab: Lab, rows: int = 300) -> str:
+    """Freeze every standby's receive position (no primary_conninfo), then commit `rows` rows
+    that only the primary has. Returns the primary's position after them."""
     with lab.connect() as c:
-        c.execute("CREATE TABLE t (id int)")
+        c.execute("CREATE TABLE t (id int, pad text)")
     lab.wait_caught_up()
     from lab.cluster import nodes as cluster, sql
-    for s in ("s1", "s2"):       # freeze both standbys' receive positions
-        cluster.write_config(lab.ctx, s, upstream="p1", extra={"primary_conninfo": ""})
+    for s in lab.standbys:
+        cluster.write_config(lab.ctx, s, upstream=lab.primary, extra={"primary_conninfo": ""})
         sql.query(lab.ctx.state, s, "SELECT pg_reload_conf()")
-    time.sleep(0.5)
+    lab.wait_for(lambda lb: all(n.stream_state is None for n in lb.status().nodes if n.role == Role.STANDBY),
+                 timeout=15, what="the standbys to stop streaming")
     with lab.connect() as c:
-        for i in range(200):
-            c.execute("INSERT INTO t VALUES (%s)", (i,))
-        last = c.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        for i in range(rows):
+            c.execute("INSERT INTO t VALUES (%s, repeat('x', 200))", (i,))
+        return c.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+# Estimate, truth and rewind measure the same WAL from different starting points:
+#   estimate = last sampled primary position - winner's position   (a lower bound: sampled earlier)
+#   truth    = end of valid WAL on the old primary - winner's position (pg_waldump from the winner's)
+#   rewind   = end of valid WAL (pg_waldump from the last checkpoint) - fork point (.history file)
+# The fork point is the end of the last record the winner replayed, its position the end of what it
+# received: they differ by less than one WAL page when receive = replay, as here. Tolerance 8 kB.
+FORK_SLACK = 8192
+
+
+def test_manual_failover_guard_refuses_from_the_last_sighting_and_allow_data_loss_overrides(make_lab):
+    lab: Lab = make_lab(sync="none")
+    last = _detach_standbys_and_write(lab, rows=300)
+    lab.status()                            # pglab reads the primary: it records where it saw it
     lab.fault("p1", "kill")
-    from lab.failover import promotion
-    with pytest.raises(FailoverRefused) as e:
-        promotion.failover(lab.ctx, known_position=last, max_lag_bytes=1024)
-    assert e.value.decision.refused and e.value.decision.data_loss_bytes > 1024
-    f = promotion.failover(lab.ctx, known_position=last, max_lag_bytes=1024, allow_data_loss=True)
-    new = f.decision.winner
-    assert new in ("s1", "s2") and lab.primary == new
-    r = lab.rejoin("p1", inspect="SELECT count(*) FROM t")
-    assert r.method == "rewind" and r.streaming
-    assert r.inspected == ("200",)                                  # the old primary had every row
-    assert r.discarded_bytes and r.discarded_bytes > 0 and r.discarded_commits == 200
+    r = runner.invoke(app, ["failover", "--name", lab.name, "--max-lag", "4096"])
+    assert r.exit_code == 2, r.output
+    assert f"p1 was last seen at {last}" in r.output and "would be lost" in r.output, r.output
+    assert "failover refused" in r.output and "--allow-data-loss" in r.output
+    assert Lab.open(lab.name).primary == "p1" and lab.status().primaries == []   # nothing promoted
+    r = runner.invoke(app, ["failover", "--name", lab.name, "--max-lag", "4096", "--allow-data-loss", "--json"])
+    assert r.exit_code == 0, r.output
+    f = json.loads(r.output)
+    new = f["decision"]["winner"]
+    assert new in ("s1", "s2") and Lab.open(lab.name).primary == new
+    seen = f["decision"]["seen"]
+    assert (seen["node"], seen["lsn"], seen["source"], f["decision"]["seen_used"]) == ("p1", last, "pglab status", True)
+    est, true, commits = f["loss_estimate_bytes"], f["loss_true_bytes"], f["loss_true_commits"]
+    # nothing was written after the sighting: the estimate is the truth, 300 commits
+    assert est > 4096 and est == true and commits == 300, f
+    assert f["truth"]["end_lsn"] == last
+    lab = Lab.open(lab.name)
+    rj = lab.rejoin("p1", inspect="SELECT count(*) FROM t")
+    assert rj.method == "rewind" and rj.streaming
+    assert rj.inspected == ("300",)                                  # the old primary had every row
+    assert abs(rj.discarded_bytes - true) <= FORK_SLACK and rj.discarded_commits == commits
     assert lab.connect(new).execute("SELECT count(*) FROM t").fetchone()[0] == 0
     # least privilege: the rewind role is no superuser and has no replication right
     row = lab.connect(new).execute("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = %s",
@@ -77,6 +104,28 @@ def test_failover_guard_refuses_then_allows_and_rejoin_rewinds(make_lab):
     assert row == (False, False)
     st = lab.status()
     assert st.primaries == [new] and all(n.timeline == 2 for n in st.nodes)
+
+
+def test_monitor_guard_refuses_then_allow_data_loss_fails_over(make_lab):
+    lab: Lab = make_lab(standbys=1, sync="none")
+    m = lab.monitor(interval=0.2, timeout=1.0, duration=60, max_lag_bytes=4096).start_thread()
+    lab.wait_for(lambda _: any(" ok " in ln for ln in m.lines), timeout=10, what="a good check")
+    last = _detach_standbys_and_write(lab, rows=300)
+    from lab.model.state import primary_seen
+    lab.wait_for(lambda _: primary_seen(lab.name).lsn == last, timeout=10, what="a check after the writes")
+    lab.fault("p1", "kill")
+    lab.wait_for(lambda _: any("failover refused" in ln for ln in m.lines), timeout=20, what="the refusal")
+    m.stop()
+    assert m.failovers == [] and lab.status().primaries == []
+    text = "\n".join(m.lines)
+    assert f"p1 was last seen at {last}" in text and "would be lost" in text
+    m = lab.monitor(interval=0.2, timeout=1.0, duration=60, max_lag_bytes=4096, allow_data_loss=True).start_thread()
+    lab.wait_for(lambda _: m.failovers or None, timeout=30, what="the failover")
+    m.stop()
+    fo = m.failovers[0].failover
+    assert fo.decision.winner == "s1" and fo.decision.seen.lsn == last and fo.decision.seen.source == "the monitor"
+    assert fo.loss_estimate_bytes > 4096 and fo.loss_true_bytes == fo.loss_estimate_bytes
+    assert fo.loss_true_commits == 300
 
 
 def test_sync_drill_kill_loses_no_acknowledged_write(make_lab):

@@ -10,7 +10,7 @@ from lab.api import Lab, default_name
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
 from lab.cli import app
 from lab.cli.core import JsonOpt, NameOpt
-from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
+from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table, to_jsonable
 
 monitor_app = typer.Typer(no_args_is_help=True, help="The automatic failover supervisor (foreground or background).")
 drill_app = typer.Typer(no_args_is_help=True, help="Failure drills that measure lost writes and downtime.")
@@ -69,13 +69,16 @@ def failover(to: Optional[str] = typer.Option(None, "--to", help="Promote this s
             print_json(e.decision)
         else:
             console.print(decision_table(e.decision))
+            console.print(f"guard: {e.decision.loss_line}", markup=False)
         raise
     if as_json:
-        return print_json(f)
+        return print_json({**to_jsonable(f), "loss_line": f.loss_line})
     console.print(decision_table(f.decision))
     p = f.promotion
+    console.print(f"guard: {f.decision.loss_line}", markup=False)
     console.print(f"{p.new_primary} promoted in {human_secs(p.promote_s)} (timeline {p.timeline}); sync: {p.sync or 'async'}; "
                   f"re-pointed: {', '.join(p.repointed) or 'none'}; old primary {p.old_primary}: `pglab rejoin {p.old_primary}`")
+    console.print(f"data loss: {f.loss_line}", markup=False)
 
 
 @app.command()
