@@ -139,6 +139,33 @@ def test_sync_drill_kill_loses_no_acknowledged_write(make_lab):
     assert drill["new_primary"] != "p1" and drill["rejoin"]["streaming"]
     assert drill["times"]["rto_s"] < 30        # generous: the behaviour is about time, the machine is noisy
     assert drill["decision"]["winner"] == drill["new_primary"]
+    check_phases_against_the_servers_log(Lab.open(lab.name), drill["new_primary"], drill["times"])
+
+
+# The phases (lab.failover.phases) against the new primary's own log and the client's clock. The
+# servers and pglab share this machine's clock (containers too); '%m' truncates to the millisecond.
+LOG_MS = 0.002          # truncation to ms, and rounding of the unix time conversion
+PROMOTE_POLL = 0.15     # pg_promote(wait => true) checks every 100 ms whether recovery has ended
+READY_TO_WRITE = 0.05   # a session may write once recovery ended, a moment before the postmaster
+                        # logs "ready to accept connections"
+
+
+def check_phases_against_the_servers_log(lab: Lab, new: str, times: dict) -> None:
+    from lab.failover.phases import server_marks
+    ph = times["phases"]
+    marks = server_marks(lab.ctx, new, since=ph["t_declared"])
+    assert marks.promote_request is not None and marks.ready is not None, marks
+    # the request reached the server between the election and pg_promote() returning
+    assert ph["t_elected"] - LOG_MS <= marks.promote_request <= ph["t_promoted"] + LOG_MS, (marks, ph)
+    # pg_promote() returned after recovery had ended, at most one poll after the server said so
+    assert marks.promote_request <= marks.ready <= ph["t_promoted"] + PROMOTE_POLL, (marks, ph)
+    server_promote = marks.ready - marks.promote_request
+    assert server_promote - LOG_MS <= times["promote_s"] + PROMOTE_POLL, (server_promote, times)
+    # the client's first acknowledged write on the new primary came after the server was ready
+    assert ph["t_first_write"] >= marks.ready - READY_TO_WRITE, (marks, ph)
+    # the phases add up to the RTO, each one observed
+    total = times["detect_s"] + times["elect_s"] + times["promote_s"] + times["reconnect_s"]
+    assert abs(total - times["rto_s"]) < 1e-6 and all(times[k] >= 0 for k in ("detect_s", "elect_s", "promote_s"))
 
 
 def test_async_drill_loses_exactly_what_only_the_old_primary_has(make_lab):
@@ -151,6 +178,15 @@ def test_async_drill_loses_exactly_what_only_the_old_primary_has(make_lab):
     assert r.lost_seen_on_old == len(r.check.lost) and r.old_minus_new >= len(r.check.lost)
     assert r.rejoin.discarded_bytes > 0 and r.rejoin.discarded_commits >= len(r.check.lost)
     assert r.passed, r.problems
+    # the election's estimate is a lower bound of the truth read from the old primary's WAL (it
+    # was sampled up to one check interval before the kill, and the writer kept writing)
+    assert r.loss_estimate_bytes is not None and r.loss_true_bytes is not None
+    assert 0 < r.loss_estimate_bytes <= r.loss_true_bytes, r.loss_line
+    # the truth and the rewind measure the same WAL from the winner's position / the fork point
+    assert abs(r.rejoin.discarded_bytes - r.loss_true_bytes) <= FORK_SLACK, (r.rejoin, r.loss_line)
+    assert abs(r.rejoin.discarded_commits - r.loss_true_commits) <= 1, (r.rejoin, r.loss_line)
+    # every lost acknowledged write is a commit in that WAL
+    assert r.loss_true_commits >= len(r.check.lost)
 
 
 def test_pause_shorter_than_timeout_causes_no_failover(make_lab):

@@ -166,13 +166,19 @@ def drill_tables(rep) -> None:
         t = r.times
         rows.append([i, f"{r.old_primary}->{r.new_primary}", r.check.ok, r.check.unknown, r.check.ok_unreplicated,
                      len(r.check.lost), len(r.check.recovered), human_secs(t.rto_s), human_secs(t.client_gap_s),
-                     human_secs(t.detection_s), human_secs(t.election_s), human_secs(t.promotion_s),
-                     human_secs(t.reconnection_s), human_bytes(r.rejoin.discarded_bytes if r.rejoin else None),
+                     human_secs(t.detect_s), human_secs(t.elect_s), human_secs(t.promote_s),
+                     human_secs(t.reconnect_s),
+                     ("≥" + human_bytes(r.loss_estimate_bytes)) if r.loss_estimate_bytes is not None else "?",
+                     human_bytes(r.loss_true_bytes) + (f" ({r.loss_true_commits} commits)" if r.loss_true_commits is not None else ""),
+                     human_bytes(r.rejoin.discarded_bytes if r.rejoin else None),
                      "PASS" if r.passed else "FAIL"])
     r0 = rep.results[0]
     console.print(table(f"drill failover: mode {r0.mode}, fault {r0.fault}", ["#", "leader", "ok", "unknown", "ok_unrepl",
                         "lost", "recovered", "RTO", "client gap", "detect", "elect", "promote", "reconnect",
-                        "WAL>fork", "check"], rows))
+                        "loss est.", "loss true", "WAL>fork", "check"], rows))
+    console.print("detect: fault -> declared; elect: -> winner chosen; promote: -> pg_promote() returned; "
+                  "reconnect: -> first write on the new primary; loss est.: the election's lower bound from the old "
+                  "primary's last sighting; loss true: its WAL on disk beyond the winner's position", style="dim")
     stats = [[k, *(human_bytes(int(v)) if "bytes" in k else (f"{v:.0f}" if k == "lost" else human_secs(v)) for v in vals)]
              for k, vals in rep.stats.items()]
     if len(rep.results) > 1:
@@ -181,7 +187,8 @@ def drill_tables(rep) -> None:
         led = r.ledger.outcomes["ok"]
         console.print(f"#{i} ledger: {r.ledger.attempted} writes, {r.ledger.ok_tps:.0f} ok/s, ok latency p50 "
                       f"{led.p50_ms or 0:.1f} ms p99 {led.p99_ms or 0:.1f} ms max {led.max_ms or 0:.0f} ms; "
-                      f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks"
+                      f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks; "
+                      f"data loss: {r.loss_line}"
                       + (f"; problems: {'; '.join(r.problems)}" if r.problems else ""))
 
 
