@@ -237,6 +237,10 @@ def drill_split_brain(name: Optional[str] = NameOpt,
                   + f"; replication {'synchronous' if r.synchronous else 'asynchronous'}")
     rows = [[a.node, a.id, a.outcome, f"{a.latency_s * 1000:.0f}ms"] for a in r.attempts]
     console.print(table("writes", ["node", "id", "outcome", "took"], rows))
+    def rows_line(ids, node):
+        return f"unknown only on {node} (not readable)" if ids is None else f"{len(ids)} only on {node} {list(ids)}"
     console.print(f"acknowledged by the old leader after the promotion: {r.acked_on_old_after_promotion}; "
-                  f"conflicting rows: {len(r.only_on_old)} only on {r.old_primary} {list(r.only_on_old)}, "
-                  f"{len(r.only_on_new)} only on {r.new_primary}; primaries after healing: {r.primaries_after_heal}")
+                  f"conflicting rows: {rows_line(r.only_on_old, r.old_primary)}, "
+                  f"{rows_line(r.only_on_new, r.new_primary)}; primaries after healing: {r.primaries_after_heal}",
+                  markup=False)
+    console.print(f"{r.old_primary} read from: " + (r.old_read_from or f"nowhere ({r.old_read_error})"), markup=False)
