@@ -89,3 +89,22 @@ def test_a_sighting_on_an_older_timeline_is_not_compared():
 def test_a_sighting_behind_the_winner_means_nothing_seen_is_missing():
     d = elect([c("s1", "0/3000000")], seen=LastSeen("p1", "0/2000000", 1, 9.0), max_lag_bytes=0)
     assert d.winner == "s1" and d.data_loss_bytes == 0 and "nothing seen is missing" in d.loss_line
+
+
+def test_end_of_wal_is_read_from_pg_waldump_output():
+    from lab.failover.truth import parse_end
+    out = ("rmgr: Transaction len (rec/tot):     34/    34, tx:        740, lsn: 0/0403AB58, prev 0/0403AB18, "
+           "desc: COMMIT 2026-11-28 07:24:01.1 UTC\n"
+           "pg_waldump: error: error in WAL record at 0/403AB58: invalid record length at 0/403AB90: "
+           "wanted 24, got 0\n")
+    assert parse_end(out, "0/4022000") == 0x403AB90
+    # nothing valid after the winner's position: nothing beyond it was lost
+    assert parse_end("pg_waldump: error: could not find a valid record after 0/4022000\n", "0/4022000") == 0x4022000
+    assert parse_end("pg_waldump: error: could not open file \"x\": No such file\n", "0/4022000") is None
+
+
+def test_server_log_time_stamps_are_read_in_utc_only():
+    from lab.failover.phases import parse_log_time
+    t = parse_log_time("2026-11-28 07:24:12.123 UTC [4711] LOG:  received promote request")
+    assert t is not None and abs(t - 1795850652.123) < 1e-3
+    assert parse_log_time("2026-11-28 08:24:12.123 CET [4711] LOG:  x") is None   # no guessing of zones
