@@ -69,6 +69,9 @@ def _detach_standbys_and_write(lab: Lab, rows: int = 300) -> str:
 # The fork point is the end of the last record the winner replayed, its position the end of what it
 # received: they differ by less than one WAL page when receive = replay, as here. Tolerance 8 kB.
 FORK_SLACK = 8192
+# WAL a primary writes by itself in a moment without clients: a running-xacts record (~50 B), an
+# autovacuum ANALYZE of the table just filled (a few kB with its full-page images). Tolerance 16 kB.
+BACKGROUND_SLACK = 16384
 
 
 def test_manual_failover_guard_refuses_from_the_last_sighting_and_allow_data_loss_overrides(make_lab):
@@ -89,14 +92,14 @@ def test_manual_failover_guard_refuses_from_the_last_sighting_and_allow_data_los
     seen = f["decision"]["seen"]
     assert (seen["node"], seen["lsn"], seen["source"], f["decision"]["seen_used"]) == ("p1", last, "pglab status", True)
     est, true, commits = f["loss_estimate_bytes"], f["loss_true_bytes"], f["loss_true_commits"]
-    # nothing was written after the sighting: the estimate is the truth, 300 commits
-    assert est > 4096 and est == true and commits == 300, f
-    assert f["truth"]["end_lsn"] == last
+    # nothing but the server's own housekeeping (a running-xacts record, an autovacuum ANALYZE of t)
+    # can be written between the sighting and the kill: the estimate is the truth within that slack
+    assert 4096 < est <= true <= est + BACKGROUND_SLACK and 300 <= commits <= 302, f
     lab = Lab.open(lab.name)
     rj = lab.rejoin("p1", inspect="SELECT count(*) FROM t")
     assert rj.method == "rewind" and rj.streaming
     assert rj.inspected == ("300",)                                  # the old primary had every row
-    assert abs(rj.discarded_bytes - true) <= FORK_SLACK and rj.discarded_commits == commits
+    assert abs(rj.discarded_bytes - true) <= FORK_SLACK and abs(rj.discarded_commits - commits) <= 1
     assert lab.connect(new).execute("SELECT count(*) FROM t").fetchone()[0] == 0
     # least privilege: the rewind role is no superuser and has no replication right
     row = lab.connect(new).execute("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = %s",
@@ -124,8 +127,8 @@ def test_monitor_guard_refuses_then_allow_data_loss_fails_over(make_lab):
     m.stop()
     fo = m.failovers[0].failover
     assert fo.decision.winner == "s1" and fo.decision.seen.lsn == last and fo.decision.seen.source == "the monitor"
-    assert fo.loss_estimate_bytes > 4096 and fo.loss_true_bytes == fo.loss_estimate_bytes
-    assert fo.loss_true_commits == 300
+    assert 4096 < fo.loss_estimate_bytes <= fo.loss_true_bytes <= fo.loss_estimate_bytes + BACKGROUND_SLACK
+    assert 300 <= fo.loss_true_commits <= 302
 
 
 def test_sync_drill_kill_loses_no_acknowledged_write(make_lab):

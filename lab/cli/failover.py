@@ -69,7 +69,6 @@ def failover(to: Optional[str] = typer.Option(None, "--to", help="Promote this s
             print_json(e.decision)
         else:
             console.print(decision_table(e.decision))
-            console.print(f"guard: {e.decision.loss_line}", markup=False)
         raise
     if as_json:
         return print_json({**to_jsonable(f), "loss_line": f.loss_line})
