@@ -212,6 +212,8 @@ def drill_failover(name: Optional[str] = NameOpt,
                                 "decision": r.decision.to_dict() if r.decision else None,
                                 "rejoin": r.rejoin, "old_minus_new": r.old_minus_new,
                                 "lost_seen_on_old": r.lost_seen_on_old, "passed": r.passed,
+                                "loss_estimate_bytes": r.loss_estimate_bytes, "loss_true_bytes": r.loss_true_bytes,
+                                "loss_true_commits": r.loss_true_commits, "loss_line": r.loss_line,
                                 "problems": list(r.problems)} for r in rep.results]})
     else:
         drill_tables(rep)
