@@ -108,3 +108,16 @@ def test_server_log_time_stamps_are_read_in_utc_only():
     t = parse_log_time("2026-11-28 07:24:12.123 UTC [4711] LOG:  received promote request")
     assert t is not None and abs(t - 1795850652.123) < 1e-3
     assert parse_log_time("2026-11-28 08:24:12.123 CET [4711] LOG:  x") is None   # no guessing of zones
+
+
+def test_commits_are_read_from_pg_waldump_stats():
+    from lab.failover.truth import _COMMITS_RE, parse_end
+    out = ("WAL statistics between 0/3000028 and 0/3018298:\n"
+           "Type                                           N      (%)          Record size      (%)\n"
+           "----                                           -      ---          -----------      ---\n"
+           "Transaction/COMMIT                             5 (100.00)                  541 (100.00)\n"
+           "Total                                          5                           541 [100.00%]\n"
+           "pg_waldump: error: error in WAL record at 0/3018298: invalid record length at 0/30182D0: "
+           "wanted 24, got 0\n")
+    assert int(_COMMITS_RE.search(out).group(1)) == 5
+    assert parse_end(out, "0/3000028") == 0x30182D0

@@ -55,16 +55,23 @@ def read(ctx: Ctx, node: str, from_lsn: str | None) -> LossTruth:
         if not tli_s:
             return LossTruth(node, from_lsn, None, None, None, None, f"pg_controldata: {cd.strip()[-200:]}")
         tli = int(tli_s)
+        # --stats: a summary instead of one line per record. pg_waldump's stdout is block-buffered
+        # into a pipe and its final error goes to stderr unbuffered, so in a per-record listing the
+        # error can land in the middle of a record's line and hide a COMMIT from the count.
         out = ctx.rt.run(node, ["pg_waldump", "-p", f"{data}/pg_wal", "-t", str(tli), "-s", from_lsn,
-                                "-r", "Transaction"], check=False, timeout=120).out
+                                "-r", "Transaction", "--stats=record"], check=False, timeout=120).out
     except LabError as e:
         return LossTruth(node, from_lsn, None, None, None, None, e.line())
     end = parse_end(out, from_lsn)
     if end is None:
         return LossTruth(node, from_lsn, None, tli, None, None, "pg_waldump: " + (out.strip()[-300:] or "no output"))
-    commits = sum(1 for ln in out.splitlines() if "desc: COMMIT" in ln)
+    m = _COMMITS_RE.search(out)
+    commits = int(m.group(1)) if m else 0
     start = lsn_mod.parse(from_lsn) or 0
     return LossTruth(node, from_lsn, lsn_mod.fmt(end), tli, max(0, end - start), commits)
+
+
+_COMMITS_RE = re.compile(r"^Transaction/COMMIT\s+(\d+)\s", re.M)
 
 
 def parse_end(out: str, from_lsn: str) -> int | None:
