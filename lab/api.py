@@ -125,7 +125,8 @@ class Lab:
         return lab_status.snapshot(self.ctx)
 
     def lag(self) -> dict[str, lab_status.NodeStatus]:
-        return {n.name: n for n in self.status().nodes if n.role == lab_status.Role.STANDBY}
+        """Every node but the primary, also those that do not answer (their upstream's view)."""
+        return {n.name: n for n in self.status().nodes if n.role != lab_status.Role.PRIMARY}
 
     def wait_for(self, condition: Callable[["Lab"], Any], *, timeout: float = 30, what: str = "a condition",
                  interval: float = 0.1) -> Any:

@@ -89,5 +89,6 @@ def test_lsn():
     assert lsn.parse("16/B374D848") == (0x16 << 32) + 0xB374D848
     assert lsn.fmt(lsn.parse("0/3000060")) == "0/3000060"
     assert lsn.diff("0/3000100", "0/3000000") == 256
-    assert lsn.diff("0/1", "0/2") == 0
+    assert lsn.diff("0/1", "0/2") == -1           # ahead: shown as such, not as "no lag"
+    assert lsn.diff("1/0", "0/FFFFFFFF") == 1      # across the 4 GB boundary
     assert lsn.diff(None, "0/2") is None

@@ -8,7 +8,8 @@ partitioned. The one statement is prepared once (psycopg prepare=True) and runs 
 
 Seconds of lag are computed by the recorder, the way PostgreSQL's own lag tracker does it: we
 remember when the primary's WAL reached each position (one (time, LSN) pair per tick) and a
-standby at position R lags by "how long ago the primary was at R". PostgreSQL's replay_lag stops
+standby at position R lags by "how long ago the primary's WAL went past R" (the age of the oldest
+WAL it lacks). PostgreSQL's replay_lag stops
 moving when a standby stops reporting (its last value is repeated), which hides exactly the
 stalls we want to see; its value is kept beside ours as pg_replay_lag_s.
 """
@@ -117,15 +118,18 @@ class _Tracker:
         self.ts.append(t)
         self.lsns.append(pos)
 
-    def reached(self, pos: int) -> float | None:
-        """The (interpolated) time the primary's WAL first reached pos; None if it has not yet."""
-        i = bisect.bisect_left(self.lsns, pos)
+    def passed(self, pos: int) -> float | None:
+        """When the primary's WAL first went past pos (interpolated between the last tick at or
+        before pos and the first beyond it): how long a standby at pos has lacked WAL. None if
+        it has not gone past yet. Not "when it reached pos": after an idle minute at pos, a standby
+        at pos has lacked nothing for that minute."""
+        i = bisect.bisect_right(self.lsns, pos)
         if i >= len(self.lsns):
             return None
         if i == 0:
             return self.ts[0]     # before we started: at least this long ago
         p0, p1, t0, t1 = self.lsns[i - 1], self.lsns[i], self.ts[i - 1], self.ts[i]
-        return t0 + (t1 - t0) * (pos - p0) / (p1 - p0) if p1 > p0 else t1
+        return t0 + (t1 - t0) * (pos - p0) / (p1 - p0)
 
 
 def _lag_s(tracker: _Tracker, head: int, pos: int | None, ref: float) -> float | None:
@@ -133,7 +137,7 @@ def _lag_s(tracker: _Tracker, head: int, pos: int | None, ref: float) -> float |
         return None
     if pos >= head:
         return 0.0
-    t = tracker.reached(pos)
+    t = tracker.passed(pos)
     return None if t is None else max(0.0, ref - t)
 
 
