@@ -146,9 +146,10 @@ class Lab:
         wait_until(caught_up, timeout=timeout, what="standbys to replay everything", interval=0.01)
 
     # ---- breaking ----------------------------------------------------------------
-    def fault(self, node: str, kind: str, *, rate: str = "1mbit") -> None:
-        """Inject a fault: stop, kill, pause, partition or throttle (see lab.cluster.faults)."""
-        faults.inject(self.ctx, self.node(node), kind, rate=rate)
+    def fault(self, node: str, kind: str, *, rate: str = "1mbit", latency: str | None = None) -> None:
+        """Inject a fault: stop, kill, pause, partition, isolate, throttle (`rate`) or delay
+        (`latency`, e.g. '20ms'; Unsupported where the kernel has no netem). See lab.cluster.faults."""
+        faults.inject(self.ctx, self.node(node), kind, rate=rate, latency=latency)
 
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""

@@ -10,19 +10,26 @@ from lab.cluster.faults import Fault
 from lab.cli import app
 from lab.cli.core import NameOpt
 from lab.cli.render import console
+from lab.errors import InvalidInput
 
 
 @app.command()
 def fault(
-    kind: str = typer.Argument(..., help="stop, kill, pause, partition, isolate or throttle."),
+    kind: str = typer.Argument(..., help="stop, kill, pause, partition, isolate, throttle or delay."),
     node: str = typer.Argument(..., help="The node to break."),
+    latency: Optional[str] = typer.Argument(None, help="For delay: what the node sends waits this long, e.g. 20ms."),
     rate: str = typer.Option("1mbit", "--rate", help="Bandwidth for throttle (tc units: 512kbit, 1mbit, …)."),
     name: Optional[str] = NameOpt,
 ) -> None:
-    """Inject a fault on a node (stop, kill, pause, partition, isolate, throttle)."""
+    """Inject a fault on a node (stop, kill, pause, partition, isolate, throttle, delay LATENCY).
+
+    delay needs the kernel's netem qdisc; where it has none, pglab says so and changes nothing."""
     lab = Lab.open(name or default_name())
-    lab.fault(node, kind, rate=rate)
-    console.print(f"{kind} {node}" + (f" ({rate})" if kind == Fault.THROTTLE.value else "") + f"; undo with `pglab heal {node}`")
+    if latency is not None and kind != Fault.DELAY.value:
+        raise InvalidInput(f"{kind} takes no latency ({latency!r})", f"e.g. `pglab fault {kind} {node}`")
+    lab.fault(node, kind, rate=rate, latency=latency)
+    extra = f" ({rate})" if kind == Fault.THROTTLE.value else f" ({latency})" if kind == Fault.DELAY.value else ""
+    console.print(f"{kind} {node}{extra}; undo with `pglab heal {node}`")
 
 
 @app.command()

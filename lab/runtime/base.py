@@ -86,6 +86,12 @@ class Runtime(Protocol):
 
     def unthrottle(self, node: str) -> None: ...
 
+    def delay(self, node: str, latency: str) -> None:
+        """Make everything the node sends wait `latency` (tc netem), e.g. latency='20ms'. Where the
+        kernel has no netem, raise Unsupported saying so (never pretend)."""
+
+    def undelay(self, node: str) -> None: ...
+
     def destroy(self) -> list[str]:
         """Remove everything of the lab (idempotent); return what was removed, for the user."""
 
