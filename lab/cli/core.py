@@ -102,11 +102,12 @@ def status(name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
 def node_state(n) -> str:
     """What a standby is doing, marked when pglab could not ask it, or its figures are not lag."""
     if n.role == Role.DOWN:
-        state = "down"
+        state = "down" + (", flush B from its slot" if n.slot else "")
     elif n.role == Role.UNREACHABLE:
-        state = "no answer" + (f"; {n.upstream} sees it {n.stream_state}" if n.stream_state else "")
+        state = "no answer" + (f"; {n.upstream} sees it {n.stream_state}" if n.stream_state
+                               else "; not streaming" + (", flush B from its slot" if n.slot else ""))
     else:
-        state = n.stream_state or "not streaming"
+        state = n.stream_state or ("not streaming" + (", flush B from its slot" if n.slot else ""))
     marks = [m for m in (n.replay_paused and "replay paused", n.unrecoverable and "unrecoverable", n.note) if m]
     return state + (f" ({', '.join(marks)})" if marks else "")
 

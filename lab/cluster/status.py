@@ -191,6 +191,8 @@ def snapshot(ctx: Ctx, *, timeout: float = PROBE_TIMEOUT_S) -> LabStatus:
                 # the node does not answer, but its upstream still streams to it (a slow link, a
                 # frozen process): the upstream's view is the best figure there is
                 kw = dict(upstream=upstream, **_stream_figures(r))
+            elif slot_kw["slot_retained_bytes"] is not None:
+                kw = _slot_figures(slot_kw["slot_retained_bytes"])
             nodes.append(NodeStatus(n, role, error=p["error"], **slot_kw, **kw))
             continue
         if not p["recovery"]:
@@ -203,6 +205,8 @@ def snapshot(ctx: Ctx, *, timeout: float = PROBE_TIMEOUT_S) -> LabStatus:
             # not streaming: its own replay position against the primary's. A standby cannot get
             # past what it received, so a negative figure is real (not a race): it is ahead
             kw = {"replay_lag_bytes": lsn.diff(probes[head_src]["current"] if head_src else None, p["replay"])}
+            if slot_kw["slot_retained_bytes"] is not None:
+                kw.update(flush_lag_bytes=slot_kw["slot_retained_bytes"])
             gone = wal_gone(ctx, n)
             if gone:
                 kw.update(unrecoverable=True, error=gone)
@@ -214,6 +218,13 @@ def snapshot(ctx: Ctx, *, timeout: float = PROBE_TIMEOUT_S) -> LabStatus:
             n, Role.STANDBY, timeline=p["timeline"], receive_lsn=p["receive"], replay_lsn=p["replay"],
             upstream=upstream, replay_paused=p["paused"], **slot_kw, **kw))
     return LabStatus(ctx.name, ctx.state.runtime, main, tuple(nodes), taken)
+
+
+def _slot_figures(retained: int) -> dict:
+    """A standby its upstream no longer streams to (down, or frozen past wal_sender_timeout): its
+    slot's restart_lsn is the last flush position it confirmed, so the WAL the slot holds is its
+    flush lag as the primary last saw it. Where it wrote or replayed to is not known."""
+    return {"flush_lag_bytes": retained}
 
 
 def _stream_figures(r: tuple, own_replay: str | None = None) -> dict:

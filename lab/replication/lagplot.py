@@ -115,11 +115,18 @@ def _figure(rec: LagRecording, title: str | None = None):
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
         ax.legend(loc="upper left", fontsize=8)
-    ov = rec.overhead
-    fig.suptitle(title or f"lab {rec.lab}: replication lag (sampled at {ov.achieved_hz:.1f} Hz, "
-                          f"{ov.sample_ms_mean:.1f} ms/sample; hatched: not measured)", fontsize=11)
+    fig.suptitle(title or f"lab {rec.lab}: replication lag ({_rate(rec)}; hatched: not measured)", fontsize=11)
     fig.tight_layout()
     return fig, plt
+
+
+def _rate(rec: LagRecording) -> str:
+    """How often it was sampled: the recorder's own account, or (a CSV keeps none) the samples'."""
+    ov = rec.overhead
+    if ov.achieved_hz:
+        return f"sampled at {ov.achieved_hz:.1f} Hz, {ov.sample_ms_mean:.1f} ms/sample"
+    ts = sorted({s.t for s in rec.samples})
+    return f"{len(ts)} samples, {(len(ts) - 1) / (ts[-1] - ts[0]):.1f} Hz" if len(ts) > 1 else f"{len(ts)} sample"
 
 
 def _mb(b: int | None) -> float | None:
