@@ -40,15 +40,18 @@ MAX_HZ = 10.0
 # written is waiting and its last reply is older than this: then it is stalled, count until now.
 STALE_REPLY_S = 0.3
 
+# The primary's position comes last: the sub-selects are evaluated as their columns are reached,
+# so the head is read after the standbys' positions and none of them can be past it (bytes behind
+# are signed: a negative figure would then be real, never a race between the two readings).
 _SAMPLE_SQL = """
-SELECT pg_current_wal_lsn()::text,
-       (SELECT json_agg(json_build_array(application_name, state, sync_state, write_lsn::text,
+SELECT (SELECT json_agg(json_build_array(application_name, state, sync_state, write_lsn::text,
                                          flush_lsn::text, replay_lsn::text,
                                          extract(epoch FROM replay_lag)::float8,
                                          extract(epoch FROM reply_time)::float8))
         FROM pg_stat_replication),
        (SELECT json_agg(json_build_array(slot_name, restart_lsn::text))
-        FROM pg_replication_slots WHERE slot_type = 'physical')
+        FROM pg_replication_slots WHERE slot_type = 'physical'),
+       pg_current_wal_lsn()::text
 """
 
 FIELDS = ("t", "node", "connected", "sync_state", "write_lag_bytes", "flush_lag_bytes", "replay_lag_bytes",
@@ -181,7 +184,7 @@ class LagRecorder:
         return conn
 
     def sample_once(self, conn: psycopg.Connection, tracker: _Tracker) -> list[LagSample]:
-        head_s, repl, slots = conn.execute(_SAMPLE_SQL, prepare=True).fetchone()
+        repl, slots, head_s = conn.execute(_SAMPLE_SQL, prepare=True).fetchone()
         now = time.time()
         head = lsnmod.parse(head_s) or 0
         tracker.add(now, head)
