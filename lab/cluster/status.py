@@ -147,18 +147,22 @@ def _probe_all(ctx: Ctx, names: list[str], timeout: float) -> dict[str, dict]:
     late = [n for n in names if n not in out]
     if late:
         # a late node that its upstream heard from just now is alive: give it its full connect time
-        heard = {r[0]: r[9] for p in out.values() if "error" not in p and not p["recovery"] for r in p["repl"]}
+        heard = {r[0]: r[9] for p in dict(out).values() if "error" not in p and not p["recovery"]
+                 for r in p["repl"]}
         for n in late:
             age = heard.get(n)
             if age is not None and age < LIVE_REPLY_S:
                 threads[n].join(max(0.0, t0 + CONNECT_TIMEOUT_S + 0.5 - time.monotonic()))
+    # a copy: a probe that answers from now on must not change what this snapshot decided
+    got = dict(out)
+    waited = time.monotonic() - t0
+    res: dict[str, dict] = {}
     for n in names:
-        p = out.get(n)
-        if p is None:
-            out[n] = {"error": f"no answer within {time.monotonic() - t0:.1f} s", "late": True}
-        if "error" in out[n]:
-            out[n]["running"] = ctx.rt.postmaster_running(n)
-    return {n: out[n] for n in names}
+        p = dict(got.get(n) or {"error": f"no answer within {waited:.1f} s", "late": True})
+        if "error" in p:
+            p["running"] = ctx.rt.postmaster_running(n)
+        res[n] = p
+    return res
 
 
 def snapshot(ctx: Ctx, *, timeout: float = PROBE_TIMEOUT_S) -> LabStatus:
