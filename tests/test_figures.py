@@ -260,6 +260,66 @@ def test_anomaly_counts_agree_with_an_independent_reader():
     assert_clean(f"{base}a")
 
 
+class _ClockReader:
+    """An independent reader of the monotonic drill's clock: one user alternating between the
+    two followers (s1 current, s2 150 ms late), one user always on s2; plain connections, the
+    pure checker judges. Reads that fail (s1 is killed half-way by the drill) are not recorded."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.stop = threading.Event()
+        self.reads: dict[str, list[anomalies.Read]] = {"alternating": [], "s2 only": []}
+
+    def _read(self, node: str) -> int | None:
+        try:
+            with psycopg.connect(self.lab.dsn(node), autocommit=True, connect_timeout=2) as c:
+                row = c.execute("SELECT v FROM clock WHERE id = 1").fetchone()
+                return row[0] if row else None
+        except psycopg.Error:
+            return None
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            for user, node in (("alternating", ("s1", "s2")[i % 2]), ("s2 only", "s2")):
+                t = time.monotonic()
+                v = self._read(node)
+                if v is not None:
+                    self.reads[user].append(anomalies.Read(user, frozenset(), t, v, node))
+            i += 1
+            self.stop.wait(0.02)
+
+    def count(self, user: str) -> tuple[int, int]:
+        return len(anomalies.monotonic(self.reads[user])), len(self.reads[user])
+
+
+def test_monotonic_counts_agree_with_an_independent_reader():
+    """pglab's monotonic-reads drill vs a second reader beside it, on the same ticking clock.
+
+    Reading a random follower goes back in time when the followers' lags differ (150 ms here, far
+    more than a tick): pglab counts > 0, and so does the independent reader alternating between
+    s1 and s2. A sticky follower never goes back (one follower replays in order): pglab counts 0,
+    and the independent reader that stays on s2 counts 0 too. Tolerance: none (zero is zero; the
+    non-zero counts are random, so only their sign is compared)."""
+    base = unique("fm")
+    with cons.drill_labs("150ms", name=base, partitions=False) as (a, _):
+        ind = _ClockReader(a)
+        th = threading.Thread(target=ind.run, daemon=True)
+        th.start()
+        try:
+            d = cons.monotonic_reads(a, users=4, steps=24)
+        finally:
+            ind.stop.set()
+            th.join(10)
+        rnd, sticky = d.runs[0], d.runs[1]
+        alt_bad, alt_n = ind.count("alternating")
+        s2_bad, s2_n = ind.count("s2 only")
+        assert alt_n >= 10 and s2_n >= 10, (alt_n, s2_n)
+        assert rnd.anomalies > 0 and alt_bad > 0
+        assert sticky.anomalies == 0 and s2_bad == 0
+    assert_clean(f"{base}a")
+
+
 def test_lsn_diff_is_pg_wal_lsn_diff(shared_lab):
     """lsn.diff against PostgreSQL's pg_wal_lsn_diff, signs and the 4 GB boundary included."""
     pairs = [("0/3000100", "0/3000000"), ("0/1", "0/2"), ("1/0", "0/FFFFFFFF"), ("16/B374D848", "17/0")]
