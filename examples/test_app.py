@@ -17,25 +17,38 @@ def test_survives_a_failover_through_the_routed_dsn(pglab_factory):
     dsn = lab.dsn(role="primary")                      # every node, target_session_attrs=read-write
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute(SCHEMA)
-    saved: list[int] = []
-    stop = threading.Event()
+    saved: list[int] = []                              # acknowledged before the failover was done
+    after: list[int] = []                              # acknowledged after it: by the new primary
+    stop, failed_over = threading.Event(), threading.Event()
+    errors: list[Exception] = []
 
     def writer() -> None:
-        for i in range(2000):                          # bounded
-            if stop.is_set():
-                return
-            saved.append(save_comment(dsn, "alice", f"comment {i}"))
+        try:
+            for i in range(2000):                      # bounded
+                if stop.is_set():
+                    return
+                row = save_comment(dsn, "alice", f"comment {i}")
+                (after if failed_over.is_set() else saved).append(row)
+        except Exception as e:                         # noqa: BLE001 - reported by the test below
+            errors.append(e)
 
     t = threading.Thread(target=writer)
     t.start()
     lab.fault("p1", "kill")                            # the primary dies…
     lab.failover()                                     # …the most up-to-date standby takes over
-    stop.set()
-    t.join(timeout=60)
+    failed_over.set()
+    try:
+        # the application keeps working through the same DSN: writes succeed on the new primary
+        lab.wait_for(lambda _: len(after) >= 5 or errors, timeout=30, what="5 writes after the failover")
+    finally:
+        stop.set()
+        t.join(timeout=60)
+    assert not errors, errors
     assert lab.status().primaries == ["s1"]
-    with psycopg.connect(dsn) as c:                    # the same DSN now reaches s1
+    with lab.connect("s1") as c:                       # read on s1 itself, not through the DSN
         present = {r[0] for r in c.execute("SELECT id FROM comments")}
     assert saved and set(saved) <= present             # synchronous replication: nothing acknowledged is lost
+    assert len(after) >= 5 and set(after) <= present   # and what was written after the failover is on s1
 
 
 def test_reads_its_own_writes_with_a_causal_token(pglab_factory):

@@ -21,13 +21,23 @@ def _write(lab, rows: int = 20000, pad: int = 100) -> None:
         c.execute("INSERT INTO lagtest SELECT g, repeat('x', %s) FROM generate_series(1, %s) g", (pad, rows))
 
 
-def test_tracker_interpolates_when_the_primary_reached_a_position():
+def test_tracker_interpolates_when_the_primary_went_past_a_position():
     t = _Tracker()
     t.add(10.0, 1000)
     t.add(11.0, 2000)
-    assert t.reached(1500) == pytest.approx(10.5)
-    assert t.reached(500) == 10.0          # before the first sample: at least that long ago
-    assert t.reached(3000) is None         # not reached yet
+    assert t.passed(1500) == pytest.approx(10.5)
+    assert t.passed(500) == 10.0           # before the first sample: at least that long ago
+    assert t.passed(2000) is None          # not gone past yet: a standby there lacks nothing
+    assert t.passed(3000) is None
+
+
+def test_tracker_an_idle_primary_ages_nothing():
+    # idle at 2000 from 11 s to 70 s, then a write: a standby at 2000 lacks WAL since ~70 s, not 11 s
+    t = _Tracker()
+    for i, pos in enumerate([1000, 2000] + [2000] * 59 + [3000]):
+        t.add(10.0 + i, pos)
+    assert t.passed(2000) == pytest.approx(70.0)
+    assert lagrec._lag_s(t, 3000, 2000, 71.0) == pytest.approx(1.0)
 
 
 def test_lag_grows_under_a_paused_standby_and_returns_after_heal(make_lab, tmp_path):
@@ -63,7 +73,8 @@ def test_lag_record_and_plot_cli(make_lab, tmp_path):
     assert res.exit_code == 0, res.output
     assert "recorder overhead" in res.output
     res = runner.invoke(app, ["lag", "plot", str(out), "--out", str(tmp_path / "r.png")])
-    assert res.exit_code == 0, res.output and (tmp_path / "r.png").exists()
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "r.png").stat().st_size > 10_000
     res = runner.invoke(app, ["lag", "record", "--name", lab.name, "--duration", "1", "--interval", "0.01",
                               "--out", str(out)])
     assert res.exit_code == 2 and "at most 10 times per second" in res.output

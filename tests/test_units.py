@@ -89,7 +89,8 @@ def test_lsn():
     assert lsn.parse("16/B374D848") == (0x16 << 32) + 0xB374D848
     assert lsn.fmt(lsn.parse("0/3000060")) == "0/3000060"
     assert lsn.diff("0/3000100", "0/3000000") == 256
-    assert lsn.diff("0/1", "0/2") == 0
+    assert lsn.diff("0/1", "0/2") == -1           # ahead: shown as such, not as "no lag"
+    assert lsn.diff("1/0", "0/FFFFFFFF") == 1      # across the 4 GB boundary
     assert lsn.diff(None, "0/2") is None
 
 
@@ -108,3 +109,44 @@ def test_conninfo_is_what_libpq_parses_back():
     assert "password" not in make_conninfo(host="h", password=None)
     moved = with_dbname(make_conninfo(host="h", port=1, dbname="a b", passfile="/x y"), "other")
     assert conninfo_to_dict(moved) == {"host": "h", "port": "1", "dbname": "other", "passfile": "/x y"}
+
+
+def test_stream_figures_age_a_stage_stuck_since_the_last_reply():
+    from lab.cluster.status import _stream_figures
+    # name, state, sync, write, flush, replay LSN, write/flush/replay lag (PostgreSQL's), reply age, head
+    frozen = ("s2", "streaming", "async", "0/1000", "0/1000", "0/1000", 0.1, 0.1, 0.2, 5.0, "0/3000")
+    f = _stream_figures(frozen)
+    assert f["write_lag_bytes"] == f["replay_lag_bytes"] == 0x2000
+    assert f["write_lag_s"] == pytest.approx(5.1) and f["replay_lag_s"] == pytest.approx(5.2)
+    # live (replied 0.3 s ago) with replay paused: the standby says it is still where it reported
+    paused = ("s2", "streaming", "async", "0/3000", "0/3000", "0/1000", 0.0, 0.0, 1.0, 0.3, "0/3000")
+    f = _stream_figures(paused, own_replay="0/1000")
+    assert f["write_lag_s"] == 0.0 and f["replay_lag_s"] == pytest.approx(1.3)
+    # live and replaying: the standby is past what it reported; PostgreSQL's figure stands
+    f = _stream_figures(paused, own_replay="0/2000")
+    assert f["replay_lag_bytes"] == 0x1000 and f["replay_lag_s"] == 1.0
+    # read after the primary's position was taken: a race, not "ahead"
+    f = _stream_figures(paused, own_replay="0/3100")
+    assert f["replay_lag_bytes"] == 0
+    # never replied about anything: unknown stays unknown
+    none = ("s2", "startup", None, None, None, None, None, None, None, None, "0/3000")
+    f = _stream_figures(none)
+    assert f["write_lag_bytes"] is None and f["write_lag_s"] is None
+
+
+def test_lag_table_lists_every_standby_and_marks_its_state():
+    from rich.console import Console
+    from lab.cli.core import lag_table, node_state
+    from lab.cluster.status import LabStatus, NodeStatus, Role
+    nodes = (NodeStatus("p1", Role.PRIMARY, current_lsn="0/3000"),
+             NodeStatus("s1", Role.STANDBY, stream_state="streaming", replay_lag_bytes=-16, note="ahead of p1"),
+             NodeStatus("s2", Role.UNREACHABLE, upstream="p1", stream_state="streaming", replay_lag_bytes=8192,
+                        replay_lag_s=5.2, reply_age_s=5.0),
+             NodeStatus("s3", Role.DOWN, slot="s3", flush_lag_bytes=4096, slot_retained_bytes=4096))
+    st = LabStatus("x", "local", "p1", nodes, 0.0)
+    assert [node_state(n) for n in nodes[1:]] == ["streaming (ahead of p1)", "no answer; p1 sees it streaming",
+                                                   "down, flush B from its slot"]
+    con = Console(width=250, record=True)
+    con.print(lag_table(st))
+    text = con.export_text()
+    assert all(n in text for n in ("s1", "s2", "s3")) and "-16B" in text and "5.20s" in text

@@ -38,7 +38,8 @@ def status_table(st: "LabStatus", title: str | None = None):
     for n in st.nodes:
         lsn = n.current_lsn if n.role.value == "primary" else n.replay_lsn
         lag = lambda b, s: None if b is None and s is None else f"{human_bytes(b)}/{human_secs(s)}"  # noqa: E731
-        role = n.role.value + (" (paused)" if n.replay_paused else "") + (" (unrecoverable)" if n.unrecoverable else "")
+        marks = [m for m in (n.replay_paused and "paused", n.unrecoverable and "unrecoverable", n.note) if m]
+        role = n.role.value + (f" ({', '.join(marks)})" if marks else "")
         rows.append([n.name, role, n.timeline, lsn, n.sync_state, n.upstream, n.slot,
                      lag(n.write_lag_bytes, n.write_lag_s), lag(n.flush_lag_bytes, n.flush_lag_s),
                      lag(n.replay_lag_bytes, n.replay_lag_s)])
@@ -110,14 +111,29 @@ def status(name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
         console.print(status_table(st, f"lab {st.lab} ({st.runtime})"))
 
 
+def node_state(n) -> str:
+    """What a standby is doing, marked when pglab could not ask it, or its figures are not lag."""
+    if n.role.value == "down":
+        state = "down" + (", flush B from its slot" if n.slot else "")
+    elif n.role.value == "unreachable":
+        state = "no answer" + (f"; {n.upstream} sees it {n.stream_state}" if n.stream_state
+                               else "; not streaming" + (", flush B from its slot" if n.slot else ""))
+    else:
+        state = n.stream_state or ("not streaming" + (", flush B from its slot" if n.slot else ""))
+    marks = [m for m in (n.replay_paused and "replay paused", n.unrecoverable and "unrecoverable", n.note) if m]
+    return state + (f" ({', '.join(marks)})" if marks else "")
+
+
 def lag_table(st: "LabStatus"):
-    rows = [[n.name, n.sync_state, n.stream_state, human_bytes(n.write_lag_bytes), human_secs(n.write_lag_s),
+    """Every node that is not the primary, whatever its state: the one that lags most is often
+    the one that cannot be asked (frozen, partitioned); its figures are its upstream's view."""
+    rows = [[n.name, node_state(n), n.sync_state, human_bytes(n.write_lag_bytes), human_secs(n.write_lag_s),
              human_bytes(n.flush_lag_bytes), human_secs(n.flush_lag_s), human_bytes(n.replay_lag_bytes),
-             human_secs(n.replay_lag_s), "yes" if n.replay_paused else ""]
-            for n in st.nodes if n.role.value == "standby"]
+             human_secs(n.replay_lag_s), human_secs(n.reply_age_s), human_bytes(n.slot_retained_bytes)]
+            for n in st.nodes if n.role.value != "primary"]
     return table(f"lag behind {st.primary} at {time.strftime('%H:%M:%S', time.localtime(st.taken_at))}",
-                 ["standby", "sync", "state", "write B", "write s", "flush B", "flush s", "replay B", "replay s",
-                  "paused"], rows)
+                 ["standby", "state", "sync", "write B", "write s", "flush B", "flush s", "replay B", "replay s",
+                  "last reply", "slot holds"], rows)
 
 
 # `pglab lag` (show, --watch, record, plot) lives in lagcmd.py

@@ -8,19 +8,26 @@ import typer
 from lab.cli.root import app
 from lab.cli.core import NameOpt, open_cluster
 from lab.cli.render import console
+from lab.errors import InvalidInput
 
 
 @app.command()
 def fault(
-    kind: str = typer.Argument(..., help="stop, kill, pause, partition, isolate or throttle."),
+    kind: str = typer.Argument(..., help="stop, kill, pause, partition, isolate, throttle or delay."),
     node: str = typer.Argument(..., help="The node to break."),
+    latency: Optional[str] = typer.Argument(None, help="For delay: what the node sends waits this long, e.g. 20ms."),
     rate: str = typer.Option("1mbit", "--rate", help="Bandwidth for throttle (tc units: 512kbit, 1mbit, …)."),
     name: Optional[str] = NameOpt,
 ) -> None:
-    """Inject a fault on a node (stop, kill, pause, partition, isolate, throttle)."""
+    """Inject a fault on a node (stop, kill, pause, partition, isolate, throttle, delay LATENCY).
+
+    delay needs the kernel's netem qdisc; where it has none, pglab says so and changes nothing."""
     lab = open_cluster(name)
-    lab.fault(node, kind, rate=rate)
-    console.print(f"{kind} {node}" + (f" ({rate})" if kind == "throttle" else "") + f"; undo with `pglab heal {node}`")
+    if latency is not None and kind != "delay":
+        raise InvalidInput(f"{kind} takes no latency ({latency!r})", f"e.g. `pglab fault {kind} {node}`")
+    lab.fault(node, kind, rate=rate, latency=latency)
+    extra = f" ({rate})" if kind == "throttle" else f" ({latency})" if kind == "delay" else ""
+    console.print(f"{kind} {node}{extra}; undo with `pglab heal {node}`")
 
 
 @app.command()

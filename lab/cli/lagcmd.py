@@ -33,7 +33,9 @@ def lag(
     duration: Optional[float] = typer.Option(None, "--duration", help="Stop watching after this many seconds."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Replication lag of every standby, in bytes and seconds, per stage (write, flush, replay)."""
+    """Replication lag of every standby, in bytes and seconds, per stage (write, flush, replay).
+
+    A standby that does not answer (frozen, cut off) is listed too, with its upstream's figures."""
     ctx.obj = {"name": name}
     if ctx.invoked_subcommand is not None:
         return
@@ -41,7 +43,7 @@ def lag(
     if not watch:
         st = lab.status()
         if as_json:
-            print_json([n for n in st.nodes if n.role.value == "standby"])
+            print_json([n for n in st.nodes if n.role.value != "primary"])
         else:
             console.print(lag_table(st))
         return

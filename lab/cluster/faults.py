@@ -8,9 +8,13 @@ partition  cut off the lab network (peers and clients)    reconnect
 isolate    cut off from the other nodes only; clients on  remove the blackhole routes
            this machine still reach it (split brain)
 throttle   outgoing bandwidth limited (tc tbf)            remove the limit
+delay      what the node sends waits, e.g. 20ms (tc netem; remove the qdisc
+           refused with the reason where the kernel has
+           no netem)
 """
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 from lab.cluster import server
@@ -25,6 +29,17 @@ class Fault(str, Enum):
     PARTITION = "partition"
     ISOLATE = "isolate"
     THROTTLE = "throttle"
+    DELAY = "delay"
+
+
+# tc's time units; a latency without a unit is refused rather than read as microseconds
+LATENCY_RE = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
+
+
+def parse_latency(latency: str | None) -> str:
+    if not latency or not LATENCY_RE.match(latency):
+        raise InvalidInput(f"invalid latency {latency!r}", "give a time with its unit, e.g. `pglab fault delay s1 20ms`")
+    return latency
 
 
 def parse_fault(kind: str) -> Fault:
@@ -34,10 +49,17 @@ def parse_fault(kind: str) -> Fault:
         raise InvalidInput(f"unknown fault {kind!r}", f"use one of: {', '.join(f.value for f in Fault)}") from None
 
 
-def inject(ctx: Ctx, node: str, kind: str | Fault, *, rate: str = "1mbit") -> None:
+def inject(ctx: Ctx, node: str, kind: str | Fault, *, rate: str = "1mbit", latency: str | None = None) -> None:
     fault = parse_fault(kind) if isinstance(kind, str) else kind
     if node not in ctx.state.nodes:
         raise InvalidInput(f"no node {node!r} in lab {ctx.name}", f"nodes are: {', '.join(ctx.state.nodes)}")
+    if fault is Fault.DELAY:
+        parse_latency(latency)
+    # both are the root qdisc of the node's link: one would silently replace the other
+    other = {Fault.DELAY: Fault.THROTTLE, Fault.THROTTLE: Fault.DELAY}.get(fault)
+    if other and other.value in active(ctx, node):
+        raise InvalidInput(f"{node} is under a {other.value} already, and {fault.value} would replace it",
+                           f"undo it first with `pglab heal {node} {other.value}`")
     if fault is Fault.STOP:
         server.stop(ctx.rt, node)
     elif fault is Fault.KILL:
@@ -50,10 +72,13 @@ def inject(ctx: Ctx, node: str, kind: str | Fault, *, rate: str = "1mbit") -> No
         ctx.rt.isolate(node)
     elif fault is Fault.THROTTLE:
         ctx.rt.throttle(node, rate)
+    elif fault is Fault.DELAY:
+        ctx.rt.delay(node, latency)
     in_force = ctx.state.faults.setdefault(node, [])
     if fault.value not in in_force:
         in_force.append(fault.value)
-    ctx.event(f"fault:{fault.value}", node, **({"rate": rate} if fault is Fault.THROTTLE else {}))
+    detail = {"rate": rate} if fault is Fault.THROTTLE else {"latency": latency} if fault is Fault.DELAY else {}
+    ctx.event(f"fault:{fault.value}", node, **detail)
 
 
 def active(ctx: Ctx, node: str) -> list[str]:
@@ -75,6 +100,8 @@ def heal(ctx: Ctx, node: str, kind: str | Fault | None = None) -> list[str]:
             ctx.rt.unisolate(node)
         elif f == Fault.THROTTLE.value:
             ctx.rt.unthrottle(node)
+        elif f == Fault.DELAY.value:
+            ctx.rt.undelay(node)
         healed.append(f)
     if kind is None or todo[0] in (Fault.STOP.value, Fault.KILL.value):
         if not ctx.rt.postmaster_running(node):

@@ -50,8 +50,8 @@ class Node:
     def connect(self, *, autocommit: bool = True, connect_timeout: int = 3) -> psycopg.Connection:
         return self.cluster.connect(self.name, autocommit=autocommit, connect_timeout=connect_timeout)
 
-    def fault(self, kind: str, *, rate: str = "1mbit") -> None:
-        self.cluster.fault(self.name, kind, rate=rate)
+    def fault(self, kind: str, *, rate: str = "1mbit", latency: str | None = None) -> None:
+        self.cluster.fault(self.name, kind, rate=rate, latency=latency)
 
     def heal(self, kind: str | None = None) -> list[str]:
         return self.cluster.heal(self.name, kind)
@@ -160,7 +160,8 @@ class Cluster:
         return lab_status.snapshot(self.ctx)
 
     def lag(self) -> dict[str, lab_status.NodeStatus]:
-        return {n.name: n for n in self.status().nodes if n.role == lab_status.Role.STANDBY}
+        """Every node but the primary, also those that do not answer (their upstream's view)."""
+        return {n.name: n for n in self.status().nodes if n.role != lab_status.Role.PRIMARY}
 
     def client_program(self, name: str) -> str | None:
         """psql or pgbench that runs here against this lab's nodes (the servers' version if possible)."""
@@ -187,9 +188,10 @@ class Cluster:
         wait_until(caught_up, timeout=timeout, what="standbys to replay everything", interval=0.01)
 
     # ---- breaking --------------------------------------------------------------------------
-    def fault(self, node: str, kind: str, *, rate: str = "1mbit") -> None:
-        """Inject a fault: stop, kill, pause, partition, isolate or throttle (see lab.cluster.faults)."""
-        faults.inject(self.ctx, self.check_node(node), kind, rate=rate)
+    def fault(self, node: str, kind: str, *, rate: str = "1mbit", latency: str | None = None) -> None:
+        """Inject a fault: stop, kill, pause, partition, isolate, throttle (`rate`) or delay
+        (`latency`, e.g. '20ms'; Unsupported where the kernel has no netem). See lab.cluster.faults."""
+        faults.inject(self.ctx, self.check_node(node), kind, rate=rate, latency=latency)
 
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""

@@ -214,9 +214,13 @@ def _ddl_drill(pub, sub, pd: str, sd: str) -> dict:
     before = _apply_errors(sd)
     with psycopg.connect(pd, autocommit=True) as c:
         c.execute("ALTER TABLE orders ADD COLUMN note text")
-        c.execute("INSERT INTO orders (customer, amount, note) VALUES (2, 2, 'new column')")
+        noted = c.execute("INSERT INTO orders (customer, amount, note) VALUES (2, 2, 'new column') "
+                          "RETURNING id").fetchone()[0]
+    # ask whether the DDL came across only once the subscriber has reached the row that uses the
+    # column (after the ALTER in the WAL): it either failed on it or applied it
+    wait_until(lambda: _apply_errors(sd) > before or has(sd, noted), timeout=30,
+               what="the subscriber to apply, or fail on, the row with the new column")
     replicated = "note" in _columns(sd)
-    wait_until(lambda: _apply_errors(sd) > before, timeout=30, what="the apply worker to fail on the new column")
     log = server.log_tail(sub.ctx.rt, sub.primary, lines=60)
     err = next((ln.split("ERROR:", 1)[1].strip() for ln in reversed(log.splitlines()) if "ERROR:" in ln), None)
     errors = _apply_errors(sd) - before

@@ -17,9 +17,13 @@ def fmt(pos: int | None) -> str | None:
 
 
 def diff(a: str | int | None, b: str | int | None) -> int | None:
-    """a - b in bytes (never negative: a standby can't be ahead of what we compare it to)."""
+    """a - b in bytes, signed, like PostgreSQL's pg_wal_lsn_diff(a, b).
+
+    Negative means b is ahead of a: a standby ahead of the primary it is compared with (another
+    timeline, a primary that was reset, a stale reading of the primary). That is shown as such,
+    never folded into "no lag"; None (unknown) when either side is unknown."""
     pa = a if isinstance(a, int) else parse(a)
     pb = b if isinstance(b, int) else parse(b)
     if pa is None or pb is None:
         return None
-    return max(0, pa - pb)
+    return pa - pb

@@ -41,6 +41,12 @@ class CommitCell:
     tps_x_local: float | None
     probes: int                    # commits checked for visibility on the synchronous standbys
     not_visible: int               # … that were not yet visible right after the acknowledgement
+    # the percentiles' own sample (pgbench's per-transaction log) beside pgbench's summary of the
+    # same run, so that each can be checked against the other
+    logged: int = 0                # transactions in the log (the sample of p50/p99)
+    mean_ms: float | None = None   # their mean latency
+    pgbench_avg_ms: float | None = None   # pgbench's own "latency average"
+    run_s: float = 0.0             # pgbench's -T
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,9 @@ def run(ctx: Ctx, *, clients: int = 4, duration: float = 2.0, levels: tuple[str,
                         probe.join(10)
                 cell = CommitCell(text if not spec.is_async else "none", level, r.tps, r.latency.p50_ms,
                                   r.latency.p99_ms, r.transactions, None, None,
-                                  counts[0] if counts else 0, counts[1] if counts else 0)
+                                  counts[0] if counts else 0, counts[1] if counts else 0,
+                                  r.latency.count, r.latency.mean_ms, r.latency_avg_ms,
+                                  float(max(1, int(round(duration)))))
                 group.append(cell)
                 if on_cell:
                     on_cell(cell)

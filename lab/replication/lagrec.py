@@ -8,7 +8,8 @@ partitioned. The one statement is prepared once (psycopg prepare=True) and runs 
 
 Seconds of lag are computed by the recorder, the way PostgreSQL's own lag tracker does it: we
 remember when the primary's WAL reached each position (one (time, LSN) pair per tick) and a
-standby at position R lags by "how long ago the primary was at R". PostgreSQL's replay_lag stops
+standby at position R lags by "how long ago the primary's WAL went past R" (the age of the oldest
+WAL it lacks). PostgreSQL's replay_lag stops
 moving when a standby stops reporting (its last value is repeated), which hides exactly the
 stalls we want to see; its value is kept beside ours as pg_replay_lag_s.
 """
@@ -39,15 +40,18 @@ MAX_HZ = 10.0
 # written is waiting and its last reply is older than this: then it is stalled, count until now.
 STALE_REPLY_S = 0.3
 
+# The primary's position comes last: the sub-selects are evaluated as their columns are reached,
+# so the head is read after the standbys' positions and none of them can be past it (bytes behind
+# are signed: a negative figure would then be real, never a race between the two readings).
 _SAMPLE_SQL = """
-SELECT pg_current_wal_lsn()::text,
-       (SELECT json_agg(json_build_array(application_name, state, sync_state, write_lsn::text,
+SELECT (SELECT json_agg(json_build_array(application_name, state, sync_state, write_lsn::text,
                                          flush_lsn::text, replay_lsn::text,
                                          extract(epoch FROM replay_lag)::float8,
                                          extract(epoch FROM reply_time)::float8))
         FROM pg_stat_replication),
        (SELECT json_agg(json_build_array(slot_name, restart_lsn::text))
-        FROM pg_replication_slots WHERE slot_type = 'physical')
+        FROM pg_replication_slots WHERE slot_type = 'physical'),
+       pg_current_wal_lsn()::text
 """
 
 FIELDS = ("t", "node", "connected", "sync_state", "write_lag_bytes", "flush_lag_bytes", "replay_lag_bytes",
@@ -117,15 +121,18 @@ class _Tracker:
         self.ts.append(t)
         self.lsns.append(pos)
 
-    def reached(self, pos: int) -> float | None:
-        """The (interpolated) time the primary's WAL first reached pos; None if it has not yet."""
-        i = bisect.bisect_left(self.lsns, pos)
+    def passed(self, pos: int) -> float | None:
+        """When the primary's WAL first went past pos (interpolated between the last tick at or
+        before pos and the first beyond it): how long a standby at pos has lacked WAL. None if
+        it has not gone past yet. Not "when it reached pos": after an idle minute at pos, a standby
+        at pos has lacked nothing for that minute."""
+        i = bisect.bisect_right(self.lsns, pos)
         if i >= len(self.lsns):
             return None
         if i == 0:
             return self.ts[0]     # before we started: at least this long ago
         p0, p1, t0, t1 = self.lsns[i - 1], self.lsns[i], self.ts[i - 1], self.ts[i]
-        return t0 + (t1 - t0) * (pos - p0) / (p1 - p0) if p1 > p0 else t1
+        return t0 + (t1 - t0) * (pos - p0) / (p1 - p0)
 
 
 def _lag_s(tracker: _Tracker, head: int, pos: int | None, ref: float) -> float | None:
@@ -133,7 +140,7 @@ def _lag_s(tracker: _Tracker, head: int, pos: int | None, ref: float) -> float |
         return None
     if pos >= head:
         return 0.0
-    t = tracker.reached(pos)
+    t = tracker.passed(pos)
     return None if t is None else max(0.0, ref - t)
 
 
@@ -176,7 +183,7 @@ class LagRecorder:
 
     def sample_once(self, conn: psycopg.Connection, tracker: _Tracker) -> list[LagSample]:
         asked = time.time()
-        head_s, repl, slots = conn.execute(_SAMPLE_SQL, prepare=True).fetchone()
+        repl, slots, head_s = conn.execute(_SAMPLE_SQL, prepare=True).fetchone()
         now = time.time()
         self._saw_primary(conn, head_s, asked)
         head = lsnmod.parse(head_s) or 0

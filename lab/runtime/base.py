@@ -94,6 +94,12 @@ class Runtime(Protocol):
         """A client program (psql, pgbench) that runs on this machine and talks to the nodes:
         the servers' own version where this runtime has it; None when there is none."""
 
+    def delay(self, node: str, latency: str) -> None:
+        """Make everything the node sends wait `latency` (tc netem), e.g. latency='20ms'. Where the
+        kernel has no netem, raise Unsupported saying so (never pretend)."""
+
+    def undelay(self, node: str) -> None: ...
+
     def destroy(self) -> list[str]:
         """Remove everything of the lab (idempotent); return what was removed, for the user."""
 

@@ -31,6 +31,7 @@ from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
 from lab.model.state import NodeAddr
 from lab.model.topology import NodeSpec, Topology
 from lab.runtime.base import CommandResult, NodePaths
+from lab.runtime import netns
 from lab.runtime.local import pick_port
 from lab.runtime.programs import client_program
 from lab.runtime.dockerapi import client
@@ -446,6 +447,15 @@ class DockerRuntime:
         host_if = self._host_veth(node)
         if host_if:
             subprocess.run(["tc", "qdisc", "del", "dev", host_if, "root"], capture_output=True)
+
+    def delay(self, node: str, latency: str) -> None:
+        res = self._tc(node, 'tc qdisc replace dev "$dev" root netem delay "$1"', latency)
+        if res.rc != 0:
+            raise netns.netem_refused(node, res.out) or NodeFailed(
+                f"tc could not delay node {node} (exit {res.rc})", details=res.out[-1000:])
+
+    def undelay(self, node: str) -> None:
+        self._tc(node, 'tc qdisc del dev "$dev" root 2>/dev/null; true')
 
     def _host_veth(self, node: str) -> str | None:
         """The host end of the node's lab interface (None when the daemon is not on this machine)."""

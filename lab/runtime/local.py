@@ -295,6 +295,18 @@ class LocalRuntime:
     def client_program(self, name: str) -> str | None:
         return client_program(name, self.bindir)
 
+    def delay(self, node: str, latency: str) -> None:
+        # the kernel first: without netem, namespaces would not help either
+        missing = netns.netem_probe(node)
+        if missing:
+            raise missing
+        self._need_netns("added latency")
+        netns.delay(self.net, self.lab, node, latency)
+
+    def undelay(self, node: str) -> None:
+        self._need_netns("added latency")
+        netns.undelay(self.net, self.lab, node)
+
     # ---- teardown ----------------------------------------------------------
     def destroy(self) -> list[str]:
         removed = []

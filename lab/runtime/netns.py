@@ -4,12 +4,13 @@ One bridge per lab with a private /24 that the lab picks among unused
 10.213.x.0/24 networks; one namespace per node, joined to the bridge by a veth
 pair. The namespaces have no default route: nothing in them can reach anything
 but the lab's bridge. A partition takes the host side of the node's veth down;
-a throttle puts a tbf qdisc on the node's side.
+a throttle puts a tbf qdisc on the node's side; a delay a netem qdisc, where the kernel has one.
 """
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -144,6 +145,47 @@ def throttle(net: dict, lab: str, node: str, rate: str) -> None:
 def unthrottle(net: dict, lab: str, node: str) -> None:
     _tc(["ip", "netns", "exec", ns_name(lab, node)], "del", "dev", "eth0", "root")
     _tc([], "del", "dev", net["nodes"][node]["host_if"], "root")
+
+
+# what tc says when the kernel has no sch_netem (module absent and not built in)
+NETEM_UNKNOWN = ("qdisc kind is unknown", "Unknown qdisc")
+
+
+def netem_refused(node: str, tc_output: str) -> Unsupported | None:
+    """The error for a tc that could not add netem because the kernel lacks it (else None)."""
+    if not any(m in tc_output for m in NETEM_UNKNOWN):
+        return None
+    said = next((ln.strip() for ln in tc_output.splitlines() if any(m in ln for m in NETEM_UNKNOWN)), "")
+    return Unsupported(f"cannot add latency to {node}: this kernel has no netem qdisc (tc: {said!r})",
+                       f"limit bandwidth instead (`pglab fault throttle {node} --rate 1mbit`), "
+                       "or run the lab on a kernel with sch_netem")
+
+
+def netem_probe(node: str) -> Unsupported | None:
+    """Try netem in a scratch namespace (root only): the error saying this kernel has none, or None
+    when it has it or this cannot be checked here (not root, no `ip`/`tc`)."""
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+        return None
+    ns = f"pglab-netem-probe-{os.getpid()}"
+    if _ip("netns", "add", ns, check=False).returncode != 0:
+        return None
+    try:
+        _ip("-n", ns, "link", "set", "lo", "up", check=False)
+        p = _tc(["ip", "netns", "exec", ns], "add", "dev", "lo", "root", "netem", "delay", "1ms")
+        return netem_refused(node, p.stderr + p.stdout) if p.returncode != 0 else None
+    finally:
+        _ip("netns", "del", ns, check=False)
+
+
+def delay(net: dict, lab: str, node: str, latency: str) -> None:
+    """Everything the node sends waits `latency` (netem on its side of the veth)."""
+    p = _tc(["ip", "netns", "exec", ns_name(lab, node)], "replace", "dev", "eth0", "root", "netem", "delay", latency)
+    if p.returncode != 0:
+        raise netem_refused(node, p.stderr) or NodeFailed(f"could not delay {node}: {p.stderr.strip()}")
+
+
+def undelay(net: dict, lab: str, node: str) -> None:
+    _tc(["ip", "netns", "exec", ns_name(lab, node)], "del", "dev", "eth0", "root")
 
 
 def destroy_lab_network(net: dict, lab: str) -> list[str]:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from lab.replication.lagplot import draw_band, draw_series, gaps
 from lab.scenario.runner import RunResult
 
 
@@ -59,7 +60,7 @@ def markdown(res: RunResult, chart: str | None = None) -> str:
     for e in res.expectations:
         lines.append(f"| `{e.text}` | {'pass' if e.passed else 'FAIL'} | {_fmt(e.actual)} |")
     if chart:
-        lines += ["", "## Lag and writes over time", "", f"![lag and writes]({chart})"]
+        lines += ["", "## Lag and writes over time", "", sampling(res), "", f"![lag and writes]({chart})"]
     return "\n".join(lines) + "\n"
 
 
@@ -93,6 +94,31 @@ def _fmt(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def sample_spacing(res: RunResult) -> float | None:
+    ts = [s["t"] for s in res.samples]
+    return (ts[-1] - ts[0]) / (len(ts) - 1) if len(ts) > 1 else None
+
+
+def sampling(res: RunResult) -> str:
+    """How often the chart's figures were measured, in words, for the report."""
+    gap = sample_spacing(res)
+    if gap is None:
+        return "Lag was sampled fewer than twice: no chart."
+    ts = [s["t"] for s in res.samples]
+    longest = max(b - a for a, b in zip(ts, ts[1:]))
+    return (f"Lag was sampled {len(ts)} times over {ts[-1] - ts[0]:.1f} s: one `pglab status` reading every "
+            f"{gap:.2f} s on average ({1 / gap:.1f} Hz; longest interval {longest:.2f} s). What happened between two "
+            "samples was not measured. A node that was down or did not answer is a hatched band, never a line; for "
+            "10 Hz lag curves record with `pglab lag record` beside the scenario.")
+
+
+def _node_series(res: RunResult, node: str, suffix: str, t0: float):
+    ts = [s["t"] - t0 for s in res.samples]
+    vals = [s.get(f"{node}{suffix}") for s in res.samples]
+    states = [s.get(f"{node}.state") for s in res.samples]
+    return ts, vals, states
+
+
 def write_chart(res: RunResult, path: Path) -> Path | None:
     if len(res.samples) < 2:
         return None
@@ -103,19 +129,30 @@ def write_chart(res: RunResult, path: Path) -> Path | None:
     evs = [e for e in res.events if e.get("kind") != "up" and e.get("t", 0) >= res.started]
     t0 = min([res.samples[0]["t"]] + [e["t"] for e in evs])
     fig, (ax0, ax1, ax2) = plt.subplots(3, 1, figsize=(10, 7.5), sharex=True)
-    for suffix, ax, label in ((".replay_lag_bytes", ax0, "replay lag (MB)"), (".replay_lag_s", ax1, "replay lag (s)")):
-        keys = sorted({k for s in res.samples for k in s if k.endswith(suffix)})
-        for k in keys:
-            pts = [(s["t"] - t0, s[k]) for s in res.samples if s.get(k) is not None]
-            scale = 1 / 1048576 if suffix.endswith("bytes") else 1
-            ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], label=k.split(".")[0])
-        if suffix.endswith("bytes"):
-            # WAL held for each standby by its slot: grows while a standby is away
-            for k in sorted({k for s in res.samples for k in s if k.endswith(".slot_retained_bytes")}):
-                pts = [(s["t"] - t0, s[k] / 1048576) for s in res.samples if s.get(k) is not None]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=":", label=k.split(".")[0] + " slot")
-        ax.set_ylabel(label)
-        if keys:
+    spacing = sample_spacing(res) or 0.25
+    max_gap = 2.5 * spacing
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    nodes = sorted({k.split(".")[0] for s in res.samples for k in s
+                    if k.endswith((".replay_lag_bytes", ".replay_lag_s", ".slot_retained_bytes"))})
+    for i, node in enumerate(nodes):
+        c = colours[i % len(colours)]
+        for suffix, ax, scale in ((".replay_lag_bytes", ax0, 1 / 1048576), (".replay_lag_s", ax1, 1)):
+            ts, vals, states = _node_series(res, node, suffix, t0)
+            ok = [v is not None for v in vals]
+            draw_series(ax, ts, [None if v is None else v * scale for v in vals], ok, max_gap, color=c, label=node)
+            if ax is ax0:
+                # WAL held for each standby by its slot: grows while a standby is away
+                ks, kv, _ = _node_series(res, node, ".slot_retained_bytes", t0)
+                draw_series(ax, ks, [None if v is None else v / 1048576 for v in kv], [v is not None for v in kv],
+                            max_gap, color=c, linestyle=":", label=node + " slot")
+            for a, b in gaps(ts, ok, max_gap):
+                seen = [st for t, st in zip(ts, states) if a <= t <= b and st and st != "standby"]
+                text = f"{node} {max(set(seen), key=seen.count)}" if seen else f"{node} not measured"
+                draw_band(ax, a, b, text, c)
+    ax0.set_ylabel("replay lag (MB)")
+    ax1.set_ylabel("replay lag (s)")
+    for ax in (ax0, ax1):
+        if nodes:
             ax.legend(loc="upper left")
     xs = [s["t"] - t0 for s in res.samples]
     oks = [s.get("writes_ok") or 0 for s in res.samples]
@@ -129,7 +166,8 @@ def write_chart(res: RunResult, path: Path) -> Path | None:
                 ax.axvline(e["t"] - t0, color="tab:red", alpha=0.5, linestyle="--")
             ax0.annotate(f"{e['kind']} {e.get('node') or e.get('text') or ''}".strip(), (e["t"] - t0, 1.0),
                          xycoords=("data", "axes fraction"), rotation=90, va="top", fontsize=7)
-    fig.suptitle(f"{res.scenario} ({res.runtime})")
+    fig.suptitle(f"{res.scenario} ({res.runtime}): lag sampled every {spacing:.2f} s on average; "
+                 "hatched: not measured")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

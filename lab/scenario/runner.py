@@ -78,7 +78,10 @@ class _Sampler(threading.Thread):
             sample: dict[str, Any] = {"t": st.taken_at, "primary": st.primary,
                                       "writes_ok": self.rctx.writes_ok()}
             for n in st.nodes:
-                if n.role == Role.STANDBY:
+                # what each node was at that moment, so that a chart shows a down node as a gap
+                sample[f"{n.name}.state"] = n.role.value
+                if n.role != Role.PRIMARY and (n.replay_lag_bytes is not None or n.replay_lag_s is not None):
+                    # a standby that does not answer still has its upstream's figures: measured
                     sample[f"{n.name}.replay_lag_bytes"] = n.replay_lag_bytes
                     sample[f"{n.name}.replay_lag_s"] = n.replay_lag_s
                 if n.slot_retained_bytes is not None:
