@@ -9,6 +9,7 @@ from typing import Any
 
 from lab.api import Lab
 from lab.errors import InvalidInput, LabError, WaitTimeout
+from lab.scenario import drillsteps, narration
 from lab.scenario.conditions import parse_condition, parse_value
 from lab.scenario.spec import Step
 
@@ -25,6 +26,7 @@ class RunCtx:
         self.workloads: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.last_sample: dict[str, Any] = {}   # the runner's latest lag sample, for the live view
+        self.learner: Any = None                # who reads narration and answers questions (lessons)
 
     def timeout(self, step: Step, default: float = DEFAULT_WAIT) -> float:
         return (step.timeout or default) * self.mult
@@ -209,4 +211,6 @@ _ACTIONS = {
     "parallel": _parallel, "drill": _drill, "workload": _workload, "stop": _stop, "check": _check, "monitor": _monitor,
     "promote": _api("promote"), "switchover": _api("switchover"), "failover": _api("failover"),
     "rejoin": _api("rejoin"), "reclone": _api("reclone"), "set_sync": _api("set_sync"),
+    "say": narration.say, "ask": narration.ask,
+    "consistency": drillsteps.consistency_step, "methods": drillsteps.methods_step,
 }

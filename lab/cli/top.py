@@ -1,0 +1,1 @@
+"""pglab top: placeholder until the dashboard lands."""
