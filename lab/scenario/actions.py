@@ -107,6 +107,9 @@ def _sql(run: RunCtx, step: Step) -> str:
         with run.lock:
             run.figures["sql_unreplicated"] = run.figures.get("sql_unreplicated", 0) + 1
     got = rows[0][0] if rows and len(rows[0]) == 1 and len(rows) == 1 else rows
+    if "figure" in step.options:
+        with run.lock:
+            run.figures[str(step.options["figure"])] = got if not isinstance(got, list) else len(got)
     if "expect" in step.options:
         want = step.options["expect"]
         want_v = parse_value(want) if isinstance(want, str) else want
@@ -213,4 +216,5 @@ _ACTIONS = {
     "rejoin": _api("rejoin"), "reclone": _api("reclone"), "set_sync": _api("set_sync"),
     "say": narration.say, "ask": narration.ask,
     "consistency": drillsteps.consistency_step, "methods": drillsteps.methods_step,
+    "measure": drillsteps.measure_step,
 }

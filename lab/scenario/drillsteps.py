@@ -1,5 +1,5 @@
-"""Scenario steps that run the reading-from-followers and shipping-methods drills, so a lesson can
-show them and ask about their figures.
+"""Scenario steps lessons use to show and ask about figures: the reading-from-followers and
+shipping-methods drills, and `measure` (the lab's status as figures at that moment).
 
 Figures of `consistency: DRILL`: `anomalies` and `reads` of the first run (no remedy), and per
 remedy i (1, 2, …, in the drill's order) `remedy<i>.anomalies`, `remedy<i>.read_ms`,
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.api import Lab
+from lab.cluster.status import Role
 from lab.methods import compare
 from lab.reads import consistency
 
@@ -35,7 +36,8 @@ def consistency_step(run, step) -> str:
                                "read_ms": res.runs[0].read_ms}
     for i, r in enumerate(res.runs[1:], 1):
         figures.update({f"remedy{i}.name": r.remedy, f"remedy{i}.anomalies": r.anomalies,
-                        f"remedy{i}.read_ms": r.read_ms, f"remedy{i}.waited_ms": r.waited_ms})
+                        f"remedy{i}.read_ms": r.read_ms, f"remedy{i}.waited_ms": r.waited_ms,
+                        f"remedy{i}.fell_back": r.fell_back})
     run.add_figures(figures)
     return "; ".join(f"{r.remedy}: {r.anomalies}/{r.reads} anomalies, read {r.read_ms:.1f} ms" for r in res.runs)
 
@@ -54,3 +56,16 @@ def methods_step(run, step) -> str:
         "logical_ddl_errors": lg.apply_errors,
     })
     return "; ".join(f"{m.method}: {m.determinism}" for m in rep.methods)
+
+
+def measure_step(run, step) -> str:
+    """`primaries` (how many nodes accept writes now), `primary` (joined by commas if several) and
+    `timeline` (the highest primary's); unknown figures are left out, never set to 0."""
+    st = run.lab.status()
+    prims = st.primaries
+    figures: dict[str, Any] = {"primaries": len(prims), "primary": ",".join(prims)}
+    tls = [n.timeline for n in st.nodes if n.role == Role.PRIMARY and n.timeline]
+    if tls:
+        figures["timeline"] = max(tls)
+    run.add_figures(figures)
+    return ", ".join(f"{k}={v}" for k, v in figures.items())

@@ -39,7 +39,8 @@ ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
     "heal": ({"kind"}, set(), "undo the faults on a node (or only `kind:` one of them; a stopped one is started)"),
     "wait": (set(), set(), "wait until a condition holds: 'primary is s2', 'standby s1 lag_bytes < 1MB'"),
     "sleep": (set(), set(), "sleep this many seconds"),
-    "sql": ({"node", "expect"}, set(), "run SQL on a node (default: the primary), optionally checking the result"),
+    "sql": ({"node", "expect", "figure"}, set(),
+            "run SQL on a node (default: the primary), optionally checking the result or keeping it as a figure"),
     "promote": (set(), set(), "promote a standby by hand and reconfigure the others"),
     "switchover": (set(), set(), "planned change of leader to a node (or the best standby)"),
     "failover": ({"to", "allow_data_loss", "fence", "force"}, set(),
@@ -59,6 +60,7 @@ ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
     "consistency": ({"follower", "delay"}, set(),
                     "a reading-from-followers drill on this lab: read-after-write, monotonic or prefix"),
     "methods": ({"seconds"}, set(), "statement vs WAL vs logical shipping, measured (brings its own labs)"),
+    "measure": (set(), set(), "read the lab's status now: figures primaries, primary, timeline"),
 }
 
 
