@@ -47,7 +47,8 @@ class ConsoleLearner:
 
     def answer(self, question: str, given: str | None, measured: Any, right: bool | None, explain: str) -> None:
         verdict = {None: "", True: "  [green]right[/]", False: f"  [red]not quite[/] (you said {given})"}[right]
-        console.print(f"  measured: [bold]{measured}[/]{verdict}")
+        shown = f"{measured:.3g}" if isinstance(measured, float) else measured
+        console.print(f"  measured: [bold]{shown}[/]{verdict}")
         if explain:
             console.print(f"  {explain}", soft_wrap=True)
 

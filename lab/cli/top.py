@@ -29,11 +29,12 @@ def top(
 ) -> None:
     """A live dashboard of a lab: roles, LSNs, lag sparklines, events; keys inject faults and fail over."""
     _need("textual")
-    lab = Lab.open(name or default_name())
     if web:
         _need("textual_serve")
         if not 1024 <= port <= 65535:
             raise InvalidInput(f"--port {port} is out of range", "use 1024-65535")
+    lab = Lab.open(name or default_name())
+    if web:
         from lab.ui import web as ui_web  # lazy: textual-serve and aiohttp load only with --web
         console.print(f"serving pglab top for lab {lab.name} on http://{ui_web.HOST}:{port}  (Ctrl-C stops)")
         ui_web.serve(lab.name, port)

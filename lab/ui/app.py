@@ -19,6 +19,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, RichLog, Sparkline, Static
 
 from lab.api import Lab
+from lab.errors import LabError
+from lab.model import state as lab_state
 from lab.cluster.status import LabStatus, NodeStatus, Role
 from lab.ui import events
 from lab.ui.feed import LagFeed, MonitorSwitch, Writer, still_broken
@@ -157,6 +159,8 @@ class TopApp(App):
         self.last_command = ""
         self._polling = False
         self._events_seen = len(lab.ctx.state.events)
+        self.saved_events: list[dict] = list(lab.ctx.state.events)
+        self.saved_faults: dict[str, list[str]] = dict(lab.ctx.state.faults)
         self.broken: list[str] = []
         self.known_primaries: list[str] = []
 
@@ -215,6 +219,13 @@ class TopApp(App):
         except Exception as e:  # noqa: BLE001 - shown, and the next poll tries again
             self.call_from_thread(self._apply, None, str(e))
             return
+        try:
+            # faults and events made by other processes too (`pglab fault` in another terminal):
+            # read from the lab's saved state, for display only
+            saved = lab_state.load(self.lab.name)
+            self.saved_events, self.saved_faults = saved.events, saved.faults
+        except LabError:
+            pass
         # the recorder samples the primary's view: follow a failover (here, off the UI thread,
         # because stopping the old recorder may wait for a query on a frozen node)
         self.feed.follow(st.primary if st.primary in st.primaries else None)
@@ -230,7 +241,7 @@ class TopApp(App):
         if st.primaries:
             # remembered across a gap with no primary, so the failover after it is named as one
             self.known_primaries = list(st.primaries)
-        new = self.lab.ctx.state.events[self._events_seen:]
+        new = self.saved_events[self._events_seen:]
         self._events_seen += len(new)
         for e in new:
             self.log_event("lab: " + events.describe_event(e))
@@ -240,7 +251,7 @@ class TopApp(App):
                 n = st.node(p.node)
             except KeyError:
                 n = None
-            p.show(n, self.lab.ctx.state.faults.get(p.node, []))
+            p.show(n, self.saved_faults.get(p.node, []))
         self.writer.tick()
         self._show_writer()
 

@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 from lab.api import Lab
 from lab.cluster.status import LabStatus, Role
+from lab.errors import LabError
+from lab.model import state as lab_state
 
 HISTORY = 120          # samples kept per standby: 12 s at the recorder's 10 Hz
 
@@ -135,7 +137,11 @@ def still_broken(lab: Lab, st: LabStatus | None) -> list[str]:
     """What the learner leaves behind: faults in force, nodes down or unreachable, paused replay,
     several primaries; each with the command that repairs it."""
     out = []
-    for node, faults in sorted(lab.ctx.state.faults.items()):
+    try:
+        in_force = lab_state.load(lab.name).faults     # also those made by other processes
+    except LabError:
+        in_force = lab.ctx.state.faults
+    for node, faults in sorted(in_force.items()):
         if faults:
             out.append(f"{node}: {', '.join(faults)} in force  (pglab heal {node} --name {lab.name})")
     if st is None:
@@ -143,7 +149,7 @@ def still_broken(lab: Lab, st: LabStatus | None) -> list[str]:
     if len(st.primaries) > 1:
         out.append(f"{len(st.primaries)} primaries: {', '.join(st.primaries)}  (pglab rejoin NODE --name {lab.name})")
     for n in st.nodes:
-        if n.role in (Role.DOWN, Role.UNREACHABLE) and not lab.ctx.state.faults.get(n.name):
+        if n.role in (Role.DOWN, Role.UNREACHABLE) and not in_force.get(n.name):
             out.append(f"{n.name}: {n.role.value}  (pglab heal {n.name} --name {lab.name}, or pglab rejoin {n.name})")
         if n.replay_paused:
             out.append(f"{n.name}: replay paused  (pglab psql {n.name} --name {lab.name} -c 'SELECT pg_wal_replay_resume()')")
