@@ -32,6 +32,11 @@ def test_kill_key_on_primary_with_monitor_shows_failover(make_lab):
             panels = {p.node: p for p in app.query(NodePanel)}
             await _until(pilot, lambda: panels["p1"].plain.startswith("PRIMARY"), 20, "p1 shown as primary")
             assert app.selected_node == "p1"            # the primary is selected at start
+            await pilot.press("question_mark")
+            assert type(app.screen).__name__ == "HelpScreen"
+            assert f"pglab fault kill NODE --name {lab.name}" in str(app.screen.query_one("#help").render())
+            await pilot.press("escape")
+            assert type(app.screen).__name__ != "HelpScreen"
             await pilot.press("m")
             await _until(pilot, lambda: app.mon.running, 10, "the monitor starting")
             await pilot.press("l")

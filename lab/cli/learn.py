@@ -100,6 +100,9 @@ def learn(
     current: dict = {"step": "bringing up the lab", "t0": time.monotonic(), "run": None}
 
     def on_step(name, run) -> None:
+        if current["run"] is None:
+            console.print(f"  [dim]the lesson's lab is up: watch it in another terminal with "
+                          f"`pglab top --name {run.lab.name}`[/]")
         current["step"], current["run"] = name, run
         step = steps.get(name)
         if step is not None and step.action not in ("say", "ask"):
