@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -116,3 +119,13 @@ def test_bad_input_is_one_line_and_exit_2(args, msg):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
     assert msg in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_top_without_the_ui_extra_says_how_to_install_it():
+    # Textual made unimportable in a fresh interpreter, as in an install without pglab[ui]
+    script = ("import sys; sys.modules['textual'] = None; sys.argv = ['pglab', 'top', '--name', 'x']; "
+              "from lab.cli import main; main()")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "pip install 'pglab[ui]'" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

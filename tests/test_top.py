@@ -37,6 +37,14 @@ def test_kill_key_on_primary_with_monitor_shows_failover(make_lab):
             assert f"pglab fault kill NODE --name {lab.name}" in str(app.screen.query_one("#help").render())
             await pilot.press("escape")
             assert type(app.screen).__name__ != "HelpScreen"
+            # replay on a standby: paused and resumed by one key, as the server reports it
+            await pilot.press("right")
+            assert app.selected_node == "s1"
+            await pilot.press("r")
+            await _until(pilot, lambda: "REPLAY PAUSED" in panels["s1"].plain, 20, "s1's replay paused")
+            await pilot.press("r")
+            await _until(pilot, lambda: "REPLAY PAUSED" not in panels["s1"].plain, 20, "s1's replay resumed")
+            await pilot.press("left")
             await pilot.press("m")
             await _until(pilot, lambda: app.mon.running, 10, "the monitor starting")
             await pilot.press("l")

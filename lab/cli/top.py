@@ -16,7 +16,11 @@ UI_EXTRA = "pip install 'pglab[ui]'"
 
 
 def _need(module: str) -> None:
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):     # a module blocked or half-installed counts as missing
+        found = False
+    if not found:
         raise RuntimeUnavailable(f"pglab top needs {module.replace('_', '-')}, which is not installed",
                                  f"install it with: {UI_EXTRA}")
 

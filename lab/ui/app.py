@@ -292,12 +292,6 @@ class TopApp(App):
     def action_node(self, name: str) -> None:
         a = BY_NAME[name]
         node = self.selected_node
-        if name == "replay":
-            paused = bool(self.status and self.status.node(node).replay_paused)
-            fn = "resume" if paused else "pause"
-            self._say_command(f"pglab psql {node} --name {self.lab.name} -c 'SELECT pg_wal_replay_{fn}()'")
-            self._act(f"replay {fn} {node}", lambda: (self.lab.resume_replay if paused else self.lab.pause_replay)(node))
-            return
         self._say_command(a.command(node, self.lab.name))
         self._act(f"{name} {node}", lambda: a.call(self.lab, node))
 
@@ -348,6 +342,8 @@ class TopApp(App):
 def _summary(result) -> str:
     if result is None:
         return ""
+    if isinstance(result, str):
+        return ": " + result
     if isinstance(result, list):
         return ": " + (", ".join(map(str, result)) or "nothing to do")
     for attr in ("new_primary", "method"):

@@ -17,6 +17,15 @@ class NodeAction:
     call: Callable[[Lab, str], Any]            # what the key does
 
 
+def toggle_replay(lab: Lab, node: str) -> str:
+    """Pause replay, or resume it when it is paused (read from the server, not remembered)."""
+    if lab.status().node(node).replay_paused:
+        lab.resume_replay(node)
+        return "replay resumed"
+    lab.pause_replay(node)
+    return "replay paused"
+
+
 def _fault(kind: str) -> NodeAction:
     return NodeAction({"kill": "k", "stop": "s", "pause": "p", "partition": "x", "isolate": "i",
                        "throttle": "t"}[kind], kind, f"{kind} the selected node (a fault; heal with h)",
@@ -30,7 +39,7 @@ ACTIONS: tuple[NodeAction, ...] = (
                lambda n, lab: f"pglab heal {n} --name {lab}", lambda lab, n: lab.heal(n)),
     NodeAction("r", "replay", "pause WAL replay on the selected standby, or resume it",
                lambda n, lab: f"pglab psql {n} --name {lab} -c 'SELECT pg_wal_replay_pause()'  (or _resume())",
-               None),  # type: ignore[arg-type]  # decided from the last status: see app.action_replay
+               lambda lab, n: toggle_replay(lab, n)),
     NodeAction("P", "promote", "promote the selected standby by hand and re-point the others",
                lambda n, lab: f"pglab promote {n} --name {lab}", lambda lab, n: lab.promote(n)),
     NodeAction("w", "switchover", "planned switchover to the selected standby (no lost writes)",
