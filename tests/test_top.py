@@ -95,3 +95,6 @@ def test_a_figure_that_was_not_read_is_unknown_not_zero():
     text = node_text(NodeStatus("s1", Role.STANDBY), [])
     assert "lag unknown / unknown" in text and "timeline unknown" in text
     assert " 0 B" not in text
+    down = node_text(NodeStatus("p1", Role.DOWN, error="connection refused", slot="p1", slot_active=False), ["kill"])
+    assert down.splitlines()[:2] == ["[bold red]DOWN[/]", "[red]faults: kill[/]"]
+    assert "keeps unknown" in down and "connection refused" in down

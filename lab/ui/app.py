@@ -48,10 +48,16 @@ def node_text(n: NodeStatus | None, faults: list[str]) -> str:
              + ("  [red]UNRECOVERABLE[/]" if n.unrecoverable else "")]
     if faults:
         lines.append(f"[red]faults: {', '.join(faults)}[/]")
-    lines.append(f"timeline {n.timeline if n.timeline is not None else 'unknown'}")
-    if n.role == Role.PRIMARY:
+    if n.role in (Role.DOWN, Role.UNREACHABLE):
+        # nothing answers on the node itself: only what its primary still sees of it
+        if n.upstream:
+            lines.append(f"{n.upstream} still streams to it ({n.stream_state or 'unknown'}); "
+                         f"lag {_b(n.replay_lag_bytes)} / {_s(n.replay_lag_s)}")
+    elif n.role == Role.PRIMARY:
+        lines.append(f"timeline {n.timeline if n.timeline is not None else 'unknown'}")
         lines.append(f"write LSN {n.current_lsn or 'unknown'}")
     else:
+        lines.append(f"timeline {n.timeline if n.timeline is not None else 'unknown'}")
         lines.append(f"receive {n.receive_lsn or 'unknown'}")
         lines.append(f"replay  {n.replay_lsn or 'unknown'}")
         lines.append(f"from {n.upstream or 'unknown'} ({n.stream_state or 'not streaming'})")
