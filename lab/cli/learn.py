@@ -62,7 +62,7 @@ def _list() -> None:
         done = "-" if p is None else (
             ("done" if p.passed else "failed") + f", {p.runs} run(s), last {datetime.fromtimestamp(p.last):%Y-%m-%d %H:%M}"
             + (f", {p.answered_right}/{p.questions} answered right" if p.answered else ", watched (--yes)"))
-        rows.append([ls.number, sc.name, done])
+        rows.append([ls.number, sc.name.split(". ", 1)[-1], done])
     console.print(table("lessons (pglab learn N runs one)", ["#", "lesson", "progress"], rows))
     console.print(f"progress is saved in {progress.progress_path()}", style="dim")
 
@@ -74,8 +74,14 @@ def _status_line(current: dict) -> Text:
         line += f" | writes acknowledged {run.writes_ok()}, errors {run.write_errors()}"
     if run is not None and run.last_sample:
         s = run.last_sample
-        lags = [f"{k.split('.')[0]} {'unknown' if s[k] is None else f'{s[k] / 1024:.0f}kB'}"
-                for k in sorted(s) if k.endswith(".replay_lag_bytes")]
+        lags = []
+        for node in sorted({k.split(".")[0] for k in s if "." in k}):
+            lag, kept = s.get(f"{node}.replay_lag_bytes"), s.get(f"{node}.slot_retained_bytes")
+            if f"{node}.replay_lag_bytes" in s:
+                lags.append(f"{node} {'unknown' if lag is None else f'{lag / 1024:.0f}kB'}")
+            elif kept is not None:
+                # away from the primary: its slot shows how much it has missed so far
+                lags.append(f"{node} away, its slot holds {kept / 1024:.0f}kB")
         line += f" | primary {s.get('primary') or 'unknown'}" + (f" | lag {', '.join(lags)}" if lags else "")
     return Text(line, style="dim")
 
