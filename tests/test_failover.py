@@ -5,14 +5,12 @@ import json
 import time
 
 import psycopg
-import pytest
 from typer.testing import CliRunner
 
 from lab import Lab, Role
 from lab.failover.checker import check
 from lab.cli import app
 from lab.failover.monitor import log_tail
-from lab.failover.promotion import FailoverRefused
 from lab.failover.rejoin import REWIND_USER
 from lab.workload.ledger import final_ids
 

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lab.errors import InvalidInput, LabError, WaitTimeout
+from lab.scenario import drillsteps, narration
 from lab.scenario.conditions import parse_condition, parse_value
 from lab.scenario.spec import Step
 from lab.scenario.context import RunCtx
@@ -72,6 +73,9 @@ def _sql(run: RunCtx, step: Step) -> str:
         with run.lock:
             run.figures["sql_unreplicated"] = run.figures.get("sql_unreplicated", 0) + 1
     got = rows[0][0] if rows and len(rows[0]) == 1 and len(rows) == 1 else rows
+    if "figure" in step.options:
+        with run.lock:
+            run.figures[str(step.options["figure"])] = got if not isinstance(got, list) else len(got)
     if "expect" in step.options:
         want = step.options["expect"]
         want_v = parse_value(want) if isinstance(want, str) else want
@@ -171,4 +175,7 @@ _ACTIONS = {
     "parallel": _parallel, "drill": _drill, "workload": _workload, "stop": _stop, "check": _check, "monitor": _monitor,
     "promote": _api("promote"), "switchover": _api("switchover"), "failover": _api("failover"),
     "rejoin": _api("rejoin"), "reclone": _api("reclone"), "set_sync": _api("set_sync"),
+    "say": narration.say, "ask": narration.ask,
+    "consistency": drillsteps.consistency_step, "methods": drillsteps.methods_step,
+    "measure": drillsteps.measure_step,
 }

@@ -21,6 +21,7 @@ class RunCtx:
         self.workloads: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.last_sample: dict[str, Any] = {}   # the runner's latest lag sample, for the live view
+        self.learner: Any = None                # who reads narration and answers questions (lessons)
 
     def timeout(self, step: Step, default: float = DEFAULT_WAIT) -> float:
         return (step.timeout or default) * self.mult

@@ -92,9 +92,10 @@ class _Sampler(threading.Thread):
 
 
 def run_scenario(sc: Scenario, *, runtime: str | None = None, keep: bool = False, timeout_multiplier: float = 1.0,
-                 on_step: Callable[[str, RunCtx], None] | None = None) -> RunResult:
+                 on_step: Callable[[str, RunCtx], None] | None = None, learner: Any = None,
+                 name: str | None = None) -> RunResult:
     kind = runtime or sc.runtime or "auto"
-    name = f"sc-{uuid.uuid4().hex[:6]}"
+    name = name or f"sc-{uuid.uuid4().hex[:6]}"
     res = RunResult(sc.name, sc.path, sc.description, kind, name, time.time(), topology=sc.topology.to_dict())
     try:
         lab = Lab.up(sc.topology, name=name, runtime=kind)
@@ -103,6 +104,7 @@ def run_scenario(sc: Scenario, *, runtime: str | None = None, keep: bool = False
         return res
     res.runtime = lab.runtime
     run = RunCtx(lab, res.figures, timeout_multiplier)
+    run.learner = learner
     sampler = _Sampler(run, res.samples)
     sampler.start()
     try:

@@ -40,7 +40,8 @@ ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
     "heal": ({"kind"}, set(), "undo the faults on a node (or only `kind:` one of them; a stopped one is started)"),
     "wait": (set(), set(), "wait until a condition holds: 'primary is s2', 'standby s1 lag_bytes < 1MB'"),
     "sleep": (set(), set(), "sleep this many seconds"),
-    "sql": ({"node", "expect"}, set(), "run SQL on a node (default: the primary), optionally checking the result"),
+    "sql": ({"node", "expect", "figure"}, set(),
+            "run SQL on a node (default: the primary), optionally checking the result or keeping it as a figure"),
     "promote": (set(), set(), "promote a standby by hand and reconfigure the others"),
     "switchover": (set(), set(), "planned change of leader to a node (or the best standby)"),
     "failover": ({"to", "allow_data_loss", "fence", "force"}, set(),
@@ -53,6 +54,14 @@ ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
     "drill": ({"node", "fault", "outage", "remedy", "clients", "other"}, set(),
               "a built-in follower drill: catchup, noslot or sync_failure (its figures become results)"),
     "parallel": (set(), set(), "run a list of steps at the same time"),
+    # lessons (pglab learn): narration, questions, and the reads/methods drills on the lesson's lab
+    "say": ({"pause"}, set(), "narrate what is about to happen and what to watch ({figure} = a measured value)"),
+    "ask": ({"answer", "tolerance", "explain"}, {"answer"},
+            "ask a question whose answer is a measured figure; the learner's answer is checked against it"),
+    "consistency": ({"follower", "delay"}, set(),
+                    "a reading-from-followers drill on this lab: read-after-write, monotonic or prefix"),
+    "methods": ({"seconds"}, set(), "statement vs WAL vs logical shipping, measured (brings its own labs)"),
+    "measure": (set(), set(), "read the lab's status now: figures primaries, primary, timeline"),
 }
 
 
@@ -204,6 +213,10 @@ def _step(p: Path, raw: Any, nodes: list[str], index: int) -> Step:
         raise InvalidInput(f"{where}: drill {arg!r} is not known", "use catchup, noslot or sync_failure")
     elif action == "monitor" and arg not in ("start", "stop"):
         raise InvalidInput(f"{where}: monitor {arg!r}", "use monitor: start or monitor: stop")
+    elif action in ("say", "ask") and not isinstance(arg, str):
+        raise InvalidInput(f"{where}: {action} takes text", f"e.g. {action}: \"What do you expect?\"")
+    elif action == "consistency" and arg not in ("read-after-write", "monotonic", "prefix"):
+        raise InvalidInput(f"{where}: consistency drill {arg!r} is not known", "use read-after-write, monotonic or prefix")
     elif action == "sleep" and not isinstance(arg, (int, float)):
         raise InvalidInput(f"{where}: sleep takes seconds", "e.g. sleep: 1.5")
     elif action == "parallel":

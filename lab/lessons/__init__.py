@@ -1,0 +1,1 @@
+"""Guided lessons (`pglab learn`): scenario files with narration and questions, one per idea."""

@@ -1,0 +1,106 @@
+"""`pglab top` driven by Textual's pilot against a real lab: keys press real faults, the panels and
+the event log must show what the servers report."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+try:
+    import textual  # noqa: F401
+except ImportError:
+    if os.environ.get("CI") == "true":
+        raise           # in CI the ui extra is installed (.ci/run): the dashboard tests must run
+    pytest.skip("pglab top needs the ui extra: pip install 'pglab[ui]'", allow_module_level=True)
+
+from lab.cluster.status import LabStatus, NodeStatus, Role  # noqa: E402
+from lab.ui import events  # noqa: E402
+from lab.ui.app import NodePanel, TopApp, node_text  # noqa: E402
+
+
+async def _until(pilot, cond, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        await pilot.pause(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
+
+
+def test_kill_key_on_primary_with_monitor_shows_failover(make_lab):
+    lab = make_lab(standbys=2)      # p1 primary, s1 synchronous, s2 asynchronous
+
+    async def drive() -> TopApp:
+        app = TopApp(lab)
+        async with app.run_test(size=(180, 60)) as pilot:
+            panels = {p.node: p for p in app.query(NodePanel)}
+            await _until(pilot, lambda: panels["p1"].plain.startswith("PRIMARY"), 20, "p1 shown as primary")
+            assert app.selected_node == "p1"            # the primary is selected at start
+            await pilot.press("question_mark")
+            assert type(app.screen).__name__ == "HelpScreen"
+            assert f"pglab fault kill NODE --name {lab.name}" in str(app.screen.query_one("#help").render())
+            await pilot.press("escape")
+            assert type(app.screen).__name__ != "HelpScreen"
+            # replay on a standby: paused and resumed by one key, as the server reports it
+            await pilot.press("right")
+            assert app.selected_node == "s1"
+            await pilot.press("r")
+            await _until(pilot, lambda: "REPLAY PAUSED" in panels["s1"].plain, 20, "s1's replay paused")
+            await pilot.press("r")
+            await _until(pilot, lambda: "REPLAY PAUSED" not in panels["s1"].plain, 20, "s1's replay resumed")
+            await pilot.press("left")
+            await pilot.press("m")
+            await _until(pilot, lambda: app.mon.running, 10, "the monitor starting")
+            await pilot.press("l")
+            await _until(pilot, lambda: app.writer.running and app.writer.counts()[0] > 0, 20, "acknowledged writes")
+            await pilot.press("k")
+            assert app.last_command == f"pglab fault kill p1 --name {lab.name}"
+            await _until(pilot, lambda: panels["s1"].plain.startswith("PRIMARY"), 40, "s1 shown as the new primary")
+            await _until(pilot, lambda: any("FAILOVER detected: primary p1 -> s1" in x for x in app.event_lines), 10,
+                         "the failover in the event log")
+            assert not panels["p1"].plain.startswith("PRIMARY")
+            # the manager's view: the monitor's decision, in the same log
+            await _until(pilot, lambda: any("monitor: decision: promoted s1" in x for x in app.event_lines), 10,
+                         "the monitor's decision in the event log")
+            await pilot.press("q")
+            await _until(pilot, lambda: not app.is_running, 30, "the app exiting")
+        return app
+
+    app = asyncio.run(drive())
+    # on exit it names what is still broken: p1 was killed (and fenced) and not healed
+    assert any(line.startswith("p1:") for line in app.return_value), app.return_value
+    assert not app.mon.running and not app.writer.running
+
+
+def _st(*nodes: NodeStatus) -> LabStatus:
+    return LabStatus("x", "local", next((n.name for n in nodes if n.role == Role.PRIMARY), None), nodes, 0.0)
+
+
+def test_event_diff_names_failover_timeline_and_sync_changes():
+    before = _st(NodeStatus("p1", Role.PRIMARY, timeline=1),
+                 NodeStatus("s1", Role.STANDBY, timeline=1, sync_state="sync", upstream="p1"))
+    after = _st(NodeStatus("p1", Role.DOWN), NodeStatus("s1", Role.PRIMARY, timeline=2))
+    lines = events.diff(before, after)
+    assert "FAILOVER detected: primary p1 -> s1" in lines
+    assert "s1: timeline 1 -> 2" in lines
+    assert "p1: primary -> down" in lines
+    resync = _st(NodeStatus("p1", Role.PRIMARY, timeline=1),
+                 NodeStatus("s1", Role.STANDBY, timeline=1, sync_state="async", upstream="p1"))
+    assert events.diff(before, resync) == ["s1: sync state sync -> async"]
+    assert events.diff(None, after) == []
+    # seen through a gap with no primary: still named as the failover it is, or as a return
+    gap = _st(NodeStatus("p1", Role.DOWN), NodeStatus("s1", Role.STANDBY, timeline=1))
+    assert events.diff(before, gap)[:2] == ["no primary answers any more (was p1)", "p1: primary -> down"]
+    assert events.diff(gap, after, ["p1"])[0] == "FAILOVER detected: primary p1 -> s1"
+    assert events.diff(gap, before, ["p1"])[0] == "primary p1 answers again"
+
+
+def test_a_figure_that_was_not_read_is_unknown_not_zero():
+    text = node_text(NodeStatus("s1", Role.STANDBY), [])
+    assert "lag unknown / unknown" in text and "timeline unknown" in text
+    assert " 0 B" not in text
+    down = node_text(NodeStatus("p1", Role.DOWN, error="connection refused", slot="p1", slot_active=False), ["kill"])
+    assert down.splitlines()[:2] == ["[bold red]DOWN[/]", "[red]faults: kill[/]"]
+    assert "keeps unknown" in down and "connection refused" in down
