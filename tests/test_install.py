@@ -3,7 +3,10 @@
 Each test builds a fresh virtual environment (no system site-packages), installs a copy of this
 checkout into it with pip as a user would, and runs the installed `pglab`. The machine's own
 Python and the environment the suite runs in may hold packages pglab forgets to declare; a fresh
-venv does not. pip uses this machine's own index configuration (pip.conf, PIP_* variables).
+venv does not. pip uses this machine's own index configuration (pip.conf, PIP_* variables):
+once per session it downloads what `.[test]` needs into a wheelhouse (resolving over the network
+takes minutes here), and each venv installs from that wheelhouse alone (`--no-index`), so a
+package pglab does not declare is not there either. The lowest-versions test resolves on its own.
 
 The venvs live in a world-readable temporary directory: as root the servers run as the
 `postgres` user, which must be able to read the server files the lab picks (they may live in the
@@ -61,13 +64,33 @@ def copy_checkout(dest: Path) -> Path:
     return src
 
 
+def readable_tmpdir(prefix: str) -> Path:
+    """A world-readable temporary directory (mkdtemp makes 0700 ones)."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    d.chmod(0o755)
+    return d
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    """A world-readable temporary directory (mkdtemp makes 0700 ones) removed after the test."""
-    d = Path(tempfile.mkdtemp(prefix="pglab-install-", dir="/tmp"))
-    d.chmod(0o755)
+    d = readable_tmpdir("pglab-install-")
     try:
         yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def wheelhouse() -> Iterator[Path]:
+    """Every wheel `pip install '.[test]'` needs (and the build backend), downloaded once."""
+    d = readable_tmpdir("pglab-wheelhouse-")
+    try:
+        src = copy_checkout(d)
+        p = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(d / "wheels"), ".[test]",
+                            "setuptools>=64", "wheel"], cwd=src, capture_output=True, text=True, timeout=PIP_TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        yield d / "wheels"
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -80,8 +103,9 @@ def fresh_venv(workdir: Path) -> Path:
     return venv
 
 
-def pip_install(venv: Path, cwd: Path, *args: str) -> None:
-    run(venv, [str(venv / "bin/python"), "-m", "pip", "install", "-q", *args], cwd, timeout=PIP_TIMEOUT)
+def pip_install(venv: Path, cwd: Path, *args: str, wheels: Path | None = None) -> None:
+    only = ["--no-index", "--find-links", str(wheels)] if wheels else []
+    run(venv, [str(venv / "bin/python"), "-m", "pip", "install", "-q", *only, *args], cwd, timeout=PIP_TIMEOUT)
 
 
 def installed_lab(venv: Path, cwd: Path) -> Path:
@@ -112,31 +136,32 @@ def assert_default_lab(status: dict) -> None:
     assert nodes["s1"]["sync_state"] == "sync" and nodes["s2"]["sync_state"] == "async", nodes
 
 
-def test_pip_install_then_up_status_down(workdir: Path):
+def test_pip_install_then_up_status_down(workdir: Path, wheelhouse: Path):
     """A normal install (`pip install .`) in a venv without system site-packages runs a lab."""
     src = copy_checkout(workdir)
     venv = fresh_venv(workdir)
-    pip_install(venv, src, ".")
+    pip_install(venv, src, ".", wheels=wheelhouse)
     assert installed_lab(venv, workdir).is_relative_to(venv), "lab imported from outside the venv"
-    # not even the click that typer < 0.29 brought along: the CLI must not need it
+    assert run(venv, [str(venv / "bin/python"), "-c", "import importlib.util as u; print(u.find_spec('click'))"],
+               workdir).stdout.strip() == "None", "click is installed: typer >= 0.29 does not bring it"
     assert_default_lab(lab_round_trip(venv, workdir))
 
 
-def test_editable_install_runs_pglab(workdir: Path):
+def test_editable_install_runs_pglab(workdir: Path, wheelhouse: Path):
     """`pip install -e .` (what a contributor does) gives a working `pglab` too."""
     src = copy_checkout(workdir)
     venv = fresh_venv(workdir)
-    pip_install(venv, src, "-e", ".")
+    pip_install(venv, src, "-e", ".", wheels=wheelhouse)
     assert installed_lab(venv, workdir).is_relative_to(src)
     assert "Usage" in run(venv, [str(venv / "bin/pglab"), "--help"], workdir).stdout
     run(venv, [str(venv / "bin/pglab"), "ls"], workdir)
 
 
-def test_test_extra_runs_the_fast_tests(workdir: Path):
+def test_test_extra_runs_the_fast_tests(workdir: Path, wheelhouse: Path):
     """`pip install '.[test]'` brings what the README's test command needs (pytest, --reruns)."""
     src = copy_checkout(workdir)
     venv = fresh_venv(workdir)
-    pip_install(venv, src, ".[test]")
+    pip_install(venv, src, ".[test]", wheels=wheelhouse)
     shutil.rmtree(src / "lab")   # the tests must run against the installed package
     p = run(venv, [str(venv / "bin/python"), "-m", "pytest", "-q", "--reruns", "1", "-p", "no:cacheprovider",
                    "tests/test_units.py"], src)
@@ -154,6 +179,14 @@ def lowest_requirements() -> list[str]:
     return pinned
 
 
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _trim_zeros(version: str) -> str:
+    return re.sub(r"(\.0)+$", "", version)
+
+
 def test_lowest_declared_versions_run_a_lab(workdir: Path):
     """The lower bounds in pyproject.toml are real: with exactly those versions, a lab runs."""
     src = copy_checkout(workdir)
@@ -161,11 +194,11 @@ def test_lowest_declared_versions_run_a_lab(workdir: Path):
     pins = lowest_requirements()
     pip_install(venv, src, *pins)
     pip_install(venv, src, "--no-deps", ".")
-    freeze = run(venv, [str(venv / "bin/python"), "-m", "pip", "freeze"], workdir).stdout.lower()
+    freeze = run(venv, [str(venv / "bin/python"), "-m", "pip", "freeze"], workdir).stdout
+    installed = {_norm(line.split("==")[0]): line.split("==")[1] for line in freeze.splitlines() if "==" in line}
     for pin in pins:
         pkg, version = re.sub(r"\[.*\]", "", pin).split("==")
-        assert re.search(rf"^{re.escape(pkg.lower()).replace('-', '[-_]')}=={re.escape(version)}(\.0)*$",
-                         freeze, re.M), f"{pin} not installed:\n{freeze}"
+        assert _trim_zeros(installed.get(_norm(pkg), "")) == _trim_zeros(version), f"{pin} not installed:\n{freeze}"
     shutil.rmtree(src / "lab")
     p = run(venv, [str(venv / "bin/python"), "-m", "pytest", "-q", "--reruns", "1", "-p", "no:cacheprovider",
                    "tests/test_units.py", "tests/test_bad_input.py"], src, timeout=600)
