@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 from lab.errors import LabError
@@ -20,7 +21,9 @@ class LabGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except LabError as e:
-            err_console.print(f"[bold red]pglab: error:[/] {e.line()}", highlight=False, soft_wrap=True)
+            # the message is literal text: "[[nodes]]" or "[postgres]" must not be read as markup
+            err_console.print(Text.assemble(("pglab: error:", "bold red"), " ", e.line()), highlight=False,
+                              soft_wrap=True)
             if e.details:
                 err_console.print(e.details, style="dim", highlight=False, markup=False)
             raise typer.Exit(e.exit_code) from None
