@@ -19,11 +19,28 @@ from lab.cluster import bootstrap, faults, status as lab_status
 from lab.model import state as lab_state
 from lab.model.conninfo import client_dsn, multi_host_dsn
 from lab.cluster.context import Ctx
+from lab import runtime as runtimes
+from lab.runtime import ServerOffer
 from lab.errors import InvalidInput
 from lab.model.topology import Topology, default_topology, load_topology
 from lab.wait import wait_until
 
 DEFAULT_NAME = "pglab"
+
+
+def versions() -> list[ServerOffer]:
+    """Every PostgreSQL this machine can run (local installations, Docker images), default first."""
+    return runtimes.versions()
+
+
+def default_pg() -> int | None:
+    """$PGLAB_PG: the PostgreSQL major for labs that name none (e.g. to run a test suite on 15)."""
+    raw = os.environ.get("PGLAB_PG", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise InvalidInput(f"PGLAB_PG={raw!r} is not a major version", "set it to a number, e.g. PGLAB_PG=15, or unset it")
+    return int(raw)
 
 
 def default_name() -> str:
@@ -37,10 +54,12 @@ class Lab:
     # ---- life cycle ------------------------------------------------------------
     @classmethod
     def up(cls, topology: Topology | str | None = None, *, name: str | None = None, runtime: str = "auto",
-           standbys: int = 2, sync: str | None = None, netns: bool = False,
+           standbys: int = 2, sync: str | None = None, netns: bool = False, pg: int | None = None,
            say: Callable[[str], None] | None = None) -> "Lab":
         """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
-        default (p1 primary, s1 synchronous, the rest asynchronous)."""
+        default (p1 primary, s1 synchronous, the rest asynchronous). `pg` picks the PostgreSQL
+        major (default: the topology's version, else $PGLAB_PG, else the runtime's default: the
+        embedded 18 locally; see `versions()`)."""
         if isinstance(topology, (str, os.PathLike)):
             topology = load_topology(topology)
         if topology is None:
@@ -50,6 +69,13 @@ class Lab:
                                "set it in the file's [replication] section")
         if netns:
             topology = topology.with_changes(netns=True)
+        if pg is None and topology.pg_version is None:
+            pg = default_pg()
+        if pg is not None:
+            if topology.pg_version not in (None, pg):
+                raise InvalidInput(f"--pg {pg} and the topology's version = {topology.pg_version} disagree",
+                                   "drop one of them")
+            topology = topology.with_changes(pg_version=pg)
         ctx = bootstrap.up(topology, name or default_name(), runtime, say or (lambda _: None))
         return cls(ctx)
 
