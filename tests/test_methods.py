@@ -49,6 +49,8 @@ def test_archive_shipping_lag_hashes_and_version_coupling():
     with shipping.archive_lab(name=name) as lab:
         r = shipping.run(lab, writes=2, wait_s=1.5)
         st = lab.status()
+        with lab.connect() as c:
+            major = str(int(c.execute("SHOW server_version_num").fetchone()[0]) // 10000)
         assert st.node("a1").upstream is None          # no streaming connection at all
     assert_clean(name)
     assert not r.small_write_visible_without_timeout   # stuck in an unfinished segment
@@ -56,7 +58,7 @@ def test_archive_shipping_lag_hashes_and_version_coupling():
     assert all(0.2 < s < 10 for s in r.archive_lag_s)   # about archive_timeout = 1s
     assert all(0 <= s < max(r.archive_lag_s) for s in r.streaming_lag_s)
     assert r.hashes_equal and r.segments_archived >= 3
-    assert "15" in r.version_check
+    assert major in r.version_check    # "initialized by PostgreSQL version 18, … not compatible with … 17"
 
 
 def test_logical_replication_local_hashes_ddl_and_lag():

@@ -151,22 +151,26 @@ def _count(dsn: str) -> int:
         return c.execute("SELECT count(*) FROM marks").fetchone()[0]
 
 
-def version_check(lab, node: str, other_major: int = 17) -> str:
+def version_check(lab, node: str, other_major: int | None = None) -> str:
     """Start a server of another major version on a copy of this standby's data directory
     (with the Docker image of that version, when it is here) and return what it says."""
     from lab.runtime.images import image_name
+    data = lab.ctx.rt.paths(node).data
+    version = (Path(data) / "PG_VERSION").read_text().strip()
+    other_major = other_major or (15 if version == "17" else 17)
     image = image_name(other_major)
     try:
         have = subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.SubprocessError):
         have = False
-    data = lab.ctx.rt.paths(node).data
-    version = (Path(data) / "PG_VERSION").read_text().strip()
     if not have:
         return (f"{node}'s data directory says PG_VERSION {version}; no {image} image here to try "
                 f"another major (a physical standby needs the same major: WAL and data files are binary)")
+    # an empty configuration: a newer major's settings (18's io_method, …) would stop an older
+    # server before it even looks at the data files' version
     script = ("mkdir /tmp/d && tar -C /tmp/d -x && rm -f /tmp/d/postmaster.pid && chown -R postgres /tmp/d && "
-              "chmod 700 /tmp/d && timeout 20 su postgres -s /bin/sh -c 'postgres -D /tmp/d' 2>&1")
+              "chmod 700 /tmp/d && touch /tmp/empty.conf && "
+              "timeout 20 su postgres -s /bin/sh -c 'postgres -D /tmp/d -c config_file=/tmp/empty.conf' 2>&1")
     tar = subprocess.Popen(["tar", "-C", data, "-c", "."], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         out = subprocess.run(["docker", "run", "--rm", "-i", "--network", "none", "--entrypoint", "sh", image,
