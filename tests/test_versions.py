@@ -79,9 +79,8 @@ def test_a_lab_on_every_version_found(runtime, major):
         assert_clean(name)
 
 
+@pytest.mark.parametrize("runtime", ["local"])   # the embedded 18 is the local runtime's default
 def test_up_without_pg_runs_18_and_a_postgres_only_file_gets_the_default_shape(make_lab, runtime, tmp_path):
-    if runtime != "local":
-        pytest.skip("the embedded 18 is the local runtime's default")
     f = tmp_path / "only-postgres.toml"
     f.write_text("[postgres]\nversion = 18\n")
     lab = make_lab(str(f))
