@@ -1,4 +1,4 @@
-"""The Python API: `Lab`, a running replicated cluster you can inspect and break.
+"""The Python API: `Lab`, a running replicated cluster you can inspect, load and break.
 
     from lab import Lab
     with Lab.up(standbys=2, runtime="local") as lab:
@@ -6,26 +6,32 @@
             conn.execute("CREATE TABLE t (id int)")
         print(lab.status().node("s1").sync_state)   # 'sync'
 
-The CLI calls these same methods.
+`Lab.up()` owns the lab it makes (leaving the `with` block removes it); `Lab.open(name)` attaches
+to a lab that exists and leaves it alone. The CLI calls these same methods.
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Callable
+import threading
+import time
+from typing import Callable
 
-import psycopg
-
-from lab.cluster import bootstrap, faults, status as lab_status
-from lab.model import state as lab_state
-from lab.model.conninfo import client_dsn, multi_host_dsn
-from lab.cluster.context import Ctx
+from lab.cluster import bootstrap, nodes as cluster
+from lab.cluster.handle import Cluster, Node, default_name
 from lab import runtime as runtimes
 from lab.runtime import ServerOffer
-from lab.errors import InvalidInput
-from lab.model.topology import Topology, default_topology, load_topology
-from lab.wait import wait_until
+from lab.failover import drill, monitor as monitor_mod, promotion, rejoin as rejoin_mod, splitbrain
+from lab.failover.election import DEFAULT_MAX_LAG_BYTES
+from lab.model import state as lab_state
+from lab.model.conninfo import role_dsn
+from lab.model.syncspec import SyncSpec
+from lab.model.topology import SYNC_COMMIT_LEVELS
+from lab.reads import consistency
+from lab.reads.routing import Router
+from lab.replication import commitbench, follower, lagrec
+from lab.workload import pgbench as pgbench_mod, reader
+from lab.workload.ledger import LedgerWriter
 
-DEFAULT_NAME = "pglab"
+__all__ = ["Lab", "Node", "default_name", "down", "list_labs", "versions"]
 
 
 def versions() -> list[ServerOffer]:
@@ -33,276 +39,177 @@ def versions() -> list[ServerOffer]:
     return runtimes.versions()
 
 
-def default_pg() -> int | None:
-    """$PGLAB_PG: the PostgreSQL major for labs that name none (e.g. to run a test suite on 15)."""
-    raw = os.environ.get("PGLAB_PG", "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit():
-        raise InvalidInput(f"PGLAB_PG={raw!r} is not a major version", "set it to a number, e.g. PGLAB_PG=15, or unset it")
-    return int(raw)
+class Lab(Cluster):
+    """A lab: `Cluster` (life cycle, connecting, status, faults) plus workloads, lag over time,
+    the price of commit, follower drills, reading from followers and leader failure."""
 
-
-def default_name() -> str:
-    return os.environ.get("PGLAB_NAME", DEFAULT_NAME)
-
-
-class Lab:
-    def __init__(self, ctx: Ctx):
-        self.ctx = ctx
-
-    # ---- life cycle ------------------------------------------------------------
-    @classmethod
-    def up(cls, topology: Topology | str | None = None, *, name: str | None = None, runtime: str = "auto",
-           standbys: int = 2, sync: str | None = None, netns: bool = False, pg: int | None = None,
-           say: Callable[[str], None] | None = None) -> "Lab":
-        """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
-        default (p1 primary, s1 synchronous, the rest asynchronous). `pg` picks the PostgreSQL
-        major (default: the topology's version, else $PGLAB_PG, else the runtime's default: the
-        embedded 18 locally; see `versions()`)."""
-        if isinstance(topology, (str, os.PathLike)):
-            topology = load_topology(topology)
-        if topology is None:
-            topology = default_topology(standbys, sync)
-        elif sync is not None:
-            raise InvalidInput("--sync and a topology file both set synchronous_standby_names",
-                               "set it in the file's [replication] section")
-        if netns:
-            topology = topology.with_changes(netns=True)
-        if pg is None and topology.pg_version is None:
-            pg = default_pg()
-        if pg is not None:
-            if topology.pg_version not in (None, pg):
-                raise InvalidInput(f"--pg {pg} and the topology's version = {topology.pg_version} disagree",
-                                   "drop one of them")
-            topology = topology.with_changes(pg_version=pg)
-        ctx = bootstrap.up(topology, name or default_name(), runtime, say or (lambda _: None))
-        return cls(ctx)
-
-    @classmethod
-    def open(cls, name: str | None = None) -> "Lab":
-        return cls(Ctx.open(name or default_name()))
-
-    def down(self) -> list[str]:
-        return bootstrap.down(self.name)
-
-    def __enter__(self) -> "Lab":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.down()
-
-    # ---- what it is ------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.ctx.name
-
-    @property
-    def runtime(self) -> str:
-        return self.ctx.state.runtime
-
-    @property
-    def primary(self) -> str:
-        """The node the lab last made primary (`status()` asks the servers)."""
-        return self.ctx.state.primary
-
-    @property
-    def standbys(self) -> list[str]:
-        return self.ctx.standbys
-
-    @property
-    def nodes(self) -> list[str]:
-        return list(self.ctx.state.nodes)
-
-    @property
-    def topology(self) -> Topology:
-        return self.ctx.topology
-
-    def node(self, name: str) -> str:
-        if name not in self.ctx.state.nodes:
-            raise InvalidInput(f"no node {name!r} in lab {self.name}", f"nodes are: {', '.join(self.nodes)}")
-        return name
-
-    # ---- connecting ------------------------------------------------------------
-    def dsn(self, node: str | None = None, *, role: str | None = None, dbname: str = "postgres") -> str:
-        """A libpq connection string. With a node: that node. With role='primary' (or 'standby'):
-        every node, and libpq picks whichever is primary (standby) when it connects."""
-        passfile = str(self.ctx.state.pgpass_path)
-        if node and role:
-            raise InvalidInput("give a node or --role, not both", "e.g. `pglab dsn s1` or `pglab dsn --role primary`")
-        if node:
-            a = self.ctx.state.nodes[self.node(node)]
-            return client_dsn(a.host, a.port, passfile, dbname=dbname)
-        role = role or "primary"
-        attrs = {"primary": "read-write", "standby": "standby", "any": "any"}.get(role)
-        if attrs is None:
-            raise InvalidInput(f"unknown role {role!r}", "use primary, standby or any")
-        order = [self.primary, *self.standbys] if role != "standby" else [*self.standbys, self.primary]
-        addrs = [(self.ctx.state.nodes[n].host, self.ctx.state.nodes[n].port) for n in order]
-        return multi_host_dsn(addrs, passfile, attrs, dbname=dbname)
-
-    def connect(self, node: str | None = None, *, role: str | None = None, autocommit: bool = True,
-                **kw: Any) -> psycopg.Connection:
-        dsn = self.dsn(node, role=role) if node else self.dsn(role=role or "primary")
-        return psycopg.connect(dsn, autocommit=autocommit, **kw)
-
-    # ---- looking ---------------------------------------------------------------
-    def status(self) -> lab_status.LabStatus:
-        return lab_status.snapshot(self.ctx)
-
-    def lag(self) -> dict[str, lab_status.NodeStatus]:
-        return {n.name: n for n in self.status().nodes if n.role == lab_status.Role.STANDBY}
-
-    def wait_for(self, condition: Callable[["Lab"], Any], *, timeout: float = 30, what: str = "a condition",
-                 interval: float = 0.1) -> Any:
-        return wait_until(lambda: condition(self), timeout=timeout, what=what, interval=interval)
-
-    def wait_caught_up(self, timeout: float = 30) -> None:
-        """Until every streaming standby has replayed everything the primary has written.
-        One query on the primary (pg_stat_replication), so a test can afford it between steps."""
-        from lab.cluster import sql
-        expected = len(self.standbys)
-
-        def caught_up() -> bool:
-            row = sql.query(self.ctx.state, self.primary,
-                            "SELECT count(*), coalesce(bool_and(coalesce(replay_lsn >= pg_current_wal_lsn(), false)), true) "
-                            "FROM pg_stat_replication WHERE state = 'streaming'")[0]
-            return row[0] >= expected and row[1]
-        wait_until(caught_up, timeout=timeout, what="standbys to replay everything", interval=0.01)
-
-    # ---- breaking ----------------------------------------------------------------
-    def fault(self, node: str, kind: str, *, rate: str = "1mbit") -> None:
-        """Inject a fault: stop, kill, pause, partition or throttle (see lab.cluster.faults)."""
-        faults.inject(self.ctx, self.node(node), kind, rate=rate)
-
-    def heal(self, node: str, kind: str | None = None) -> list[str]:
-        """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
-        return faults.heal(self.ctx, self.node(node), kind)
-
-    # ---- workloads and lag ----------------------------------------------------------
-    # (issue 4: lab/lagrec.py, lab/workload/{pgbench,reader}.py, lab/commitbench.py, lab/follower.py)
-    def record_lag(self, *, duration: float, interval: float = 0.1, on_sample: Callable | None = None):
-        """Sample every standby's lag for `duration` seconds (blocking): a lagrec.LagRecording."""
-        from lab.replication import lagrec
+    # ---- lag over time -------------------------------------------------------------------------
+    def record_lag(self, *, duration: float, interval: float = 0.1,
+                   on_sample: Callable[[list[lagrec.LagSample]], None] | None = None) -> lagrec.LagRecording:
+        """Sample every standby's lag for `duration` seconds (blocking)."""
         return lagrec.record(self.ctx, interval=interval, duration=duration, on_sample=on_sample)
 
-    def lag_recorder(self, *, interval: float = 0.1, duration: float | None = None):
+    def lag_recorder(self, *, interval: float = 0.1, duration: float | None = None) -> lagrec.LagRecorder:
         """A background lag recorder: `with lab.lag_recorder() as rec: ...; rec.result()`."""
-        from lab.replication import lagrec
         return lagrec.LagRecorder(self.ctx, interval=interval, duration=duration)
 
-    def set_sync(self, spec: str):
-        """Change synchronous_standby_names live (e.g. 'ANY 1 (s1, s2)', 'none'); the lab's saved
-        topology follows, so later reconfigurations keep it. Returns the SyncSpec."""
-        from lab.replication import follower
+    # ---- synchronous replication and followers ---------------------------------------------------
+    def set_sync(self, spec: str | SyncSpec) -> SyncSpec:
+        """Change synchronous_standby_names live (e.g. 'ANY 1 (s1, s2)', 'none'). It becomes the
+        lab's synchronous policy: later reconfigurations (failover, re-clone) keep it."""
         return follower.set_sync(self.ctx, spec)
 
     def reclone(self, node: str) -> None:
         """Rebuild a standby from the current primary (fresh base backup, fresh slot)."""
-        from lab.cluster import nodes as cluster
-        cluster.reclone(self.ctx, self.node(node))
+        cluster.reclone(self.ctx, self.check_node(node))
 
-    def pgbench(self, **kw: Any):
-        """Run the real pgbench against the primary (see lab.workload.pgbench.run)."""
-        from lab.workload import pgbench
-        return pgbench.run(self.ctx, **kw)
+    def drill_catchup(self, node: str, *, fault: str = "stop", outage: float = 3.0,
+                      threshold_bytes: int = 256 * 1024, clients: int = 2, timeout: float = 60,
+                      rate: str = "1mbit") -> follower.CatchupResult:
+        """Take a standby away while writes go on, bring it back: it resumes from its slot."""
+        return follower.catchup(self.ctx, self.check_node(node), fault=fault, outage=outage,
+                                threshold_bytes=threshold_bytes, clients=clients, timeout=timeout, rate=rate)
 
-    def read_workload(self, **kw: Any):
+    def drill_noslot(self, node: str, *, reclone: bool = True, max_segments: int = 64,
+                     timeout: float = 30) -> follower.NoSlotResult:
+        """Without a slot and retained WAL, a standby that falls behind cannot catch up."""
+        return follower.noslot(self.ctx, self.check_node(node), reclone=reclone, max_segments=max_segments,
+                               timeout=timeout)
+
+    def drill_sync_failure(self, *, remedy: str = "none", node: str | None = None, other: str | None = None,
+                           outage: float = 3.0, clients: int = 2, switch_after: float = 1.0,
+                           fault: str = "stop") -> follower.SyncFailureResult:
+        """A synchronous standby fails: commits stall; a remedy (any, first2, async) lifts them."""
+        return follower.sync_failure(self.ctx, remedy=remedy, node=node, other=other, outage=outage,
+                                     clients=clients, switch_after=switch_after, fault=fault)
+
+    # ---- workloads --------------------------------------------------------------------------------
+    def pgbench(self, *, clients: int = 4, duration: float | None = 10, transactions: int | None = None,
+                builtin: str = "tpcb-like", script: str | None = None, insert: bool = False, do_init: bool = True,
+                scale: int = 1, node: str | None = None, jobs: int | None = None, log_latencies: bool = True,
+                on_progress: Callable[[pgbench_mod.Progress], None] | None = None,
+                extra_args: list[str] | None = None, stop: threading.Event | None = None, keep_tx: bool = False,
+                options: str | None = None) -> pgbench_mod.PgbenchResult:
+        """Run the real pgbench against the primary (or `node`); see lab.workload.pgbench.run."""
+        return pgbench_mod.run(self.ctx, clients=clients, duration=duration, transactions=transactions,
+                               builtin=builtin, script=script, insert=insert, do_init=do_init, scale=scale,
+                               node=node, jobs=jobs, log_latencies=log_latencies, on_progress=on_progress,
+                               extra_args=extra_args, stop=stop, keep_tx=keep_tx, options=options)
+
+    def prepare_insert_table(self) -> None:
+        """The table pgbench's INSERT script and the readers use."""
+        pgbench_mod.prepare_insert_table(self.ctx)
+
+    def read_workload(self, *, target: str = "standby", clients: int = 2, duration: float | None = 5.0,
+                      count: int | None = None, acked: Callable[[], int | None] | None = None,
+                      stop: threading.Event | None = None,
+                      on_read: Callable[[str, int, float], None] | None = None) -> reader.ReadResult:
         """Readers on the primary/standbys that record what they saw and how stale it was."""
-        from lab.workload import reader
-        return reader.run(self.ctx, **kw)
+        return reader.run(self.ctx, target=target, clients=clients, duration=duration, count=count, acked=acked,
+                          stop=stop, on_read=on_read)
 
-    def bench_commit(self, **kw: Any):
-        """The price of synchronous commit (see lab.replication.commitbench.run)."""
-        from lab.replication import commitbench
-        return commitbench.run(self.ctx, **kw)
+    def ledger(self, *, clients: int = 4, duration: float | None = 10.0, count: int | None = None,
+               path: str | None = None, op_timeout: float = 3.0) -> LedgerWriter:
+        """A ledger writer through the routed DSN (not started): .start(), .stop(), .wait() -> summary."""
+        nodes = {f"{a.host}:{a.port}": n for n, a in self.ctx.state.nodes.items()}
+        path = path or str(self.ctx.state.dir / "ledger" / f"{int(time.time() * 1000)}.jsonl")
+        return LedgerWriter(lambda: role_dsn(self.ctx.state, "primary"), path, clients=clients, duration=duration,
+                            count=count, op_timeout=op_timeout, nodes=nodes)
 
-    def drill_catchup(self, node: str, **kw: Any):
-        from lab.replication import follower
-        return follower.catchup(self.ctx, self.node(node), **kw)
+    def bench_commit(self, *, clients: int = 4, duration: float = 2.0,
+                     levels: tuple[str, ...] = SYNC_COMMIT_LEVELS,
+                     specs: tuple[str, ...] = commitbench.DEFAULT_SPECS, visibility: bool = True,
+                     on_cell: Callable[[commitbench.CommitCell], None] | None = None) -> commitbench.CommitBench:
+        """The price of synchronous commit: synchronous_commit × synchronous_standby_names."""
+        return commitbench.run(self.ctx, clients=clients, duration=duration, levels=levels, specs=specs,
+                               visibility=visibility, on_cell=on_cell)
 
-    def drill_noslot(self, node: str, **kw: Any):
-        from lab.replication import follower
-        return follower.noslot(self.ctx, self.node(node), **kw)
-
-    def drill_sync_failure(self, **kw: Any):
-        from lab.replication import follower
-        return follower.sync_failure(self.ctx, **kw)
-    # ---- end of workloads and lag ----------------------------------------------------
-
-    # ---- reading from followers ----------------------------------------------------
-    # (issue 7: lab/routing.py, lab/anomalies.py, lab/consistency.py)
-    def router(self, followers: list[str] | None = None, **kw: Any):
-        """A read router over this lab (leader / any / sticky / token-bounded follower): routing.Router."""
-        from lab.reads.routing import Router
-        return Router.from_lab(self, followers, **kw)
+    # ---- reading from followers --------------------------------------------------------------------
+    def router(self, followers: list[str] | None = None, *, token_timeout: float = 2.0, window_s: float = 1.0,
+               down_for_s: float = 1.0, connect_timeout: int = 2, seed: int | None = None,
+               monotonic_floor: bool = True) -> Router:
+        """A read router over this lab (leader / any / sticky / token-bounded follower)."""
+        return Router.from_lab(self, followers, token_timeout=token_timeout, window_s=window_s,
+                               down_for_s=down_for_s, connect_timeout=connect_timeout, seed=seed,
+                               monotonic_floor=monotonic_floor)
 
     def set_apply_delay(self, node: str, delay: str | None) -> None:
         """recovery_min_apply_delay on a standby, live (None or '0' removes it)."""
-        from lab.reads import consistency
-        consistency.set_apply_delay(self, self.node(node), delay)
+        consistency.set_apply_delay(self, self.check_node(node), delay)
 
     def pause_replay(self, node: str) -> None:
-        from lab.reads import consistency
-        consistency.pause_replay(self, self.node(node))
+        consistency.pause_replay(self, self.check_node(node))
 
     def resume_replay(self, node: str) -> None:
-        from lab.reads import consistency
-        consistency.resume_replay(self, self.node(node))
-    # ---- end of reading from followers ----------------------------------------------
+        consistency.resume_replay(self, self.check_node(node))
 
-    # ---- leader failure ----------------------------------------------------------------
-    # (issue 5: lab/election.py, promotion.py, reconfigure.py, rejoin.py, monitor.py, drill.py,
-    # workload/ledger.py, checker.py)
-    def promote(self, node: str):
-        """pg_promote() a standby, then reconfigure the rest around it: promotion.Promotion."""
-        from lab.failover import promotion
-        return promotion.promote(self.ctx, self.node(node))
+    # ---- leader failure ------------------------------------------------------------------------------
+    def promote(self, node: str) -> promotion.Promotion:
+        """pg_promote() a standby, then reconfigure the rest around it."""
+        return promotion.promote(self.ctx, self.check_node(node))
 
-    def switchover(self, to: str | None = None):
-        """Planned change of leader with zero lost writes: promotion.Switchover."""
-        from lab.failover import promotion
-        return promotion.switchover(self.ctx, self.node(to) if to else None)
+    def switchover(self, to: str | None = None) -> promotion.Switchover:
+        """Planned change of leader with zero lost writes."""
+        return promotion.switchover(self.ctx, self.check_node(to) if to else None)
 
     def failover(self, to: str | None = None, *, allow_data_loss: bool = False, max_lag_bytes: int | None = None,
-                 fence: str = "none", force: bool = False):
-        """Unplanned: elect the most advanced standby and promote it: promotion.Failover
-        (raises promotion.FailoverRefused with the decision table when no candidate is acceptable)."""
-        from lab.failover import promotion
-        from lab.failover.election import DEFAULT_MAX_LAG_BYTES
-        return promotion.failover(self.ctx, self.node(to) if to else None, allow_data_loss=allow_data_loss,
+                 fence: str = "none", force: bool = False) -> promotion.Failover:
+        """Unplanned: elect the most advanced standby and promote it (raises lab.errors.FailoverRefused
+        with the decision table when no candidate is acceptable)."""
+        return promotion.failover(self.ctx, self.check_node(to) if to else None, allow_data_loss=allow_data_loss,
                                   max_lag_bytes=DEFAULT_MAX_LAG_BYTES if max_lag_bytes is None else max_lag_bytes,
                                   fence_with=fence, force=force)
 
-    def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True):
-        """An old primary back as a standby of the current primary (pg_rewind, else re-clone): rejoin.Rejoin."""
-        from lab.failover import rejoin
-        return rejoin.rejoin(self.ctx, self.node(node), inspect=inspect, allow_reclone=allow_reclone)
+    def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True) -> rejoin_mod.Rejoin:
+        """An old primary back as a standby of the current primary (pg_rewind, else re-clone)."""
+        return rejoin_mod.rejoin(self.ctx, self.check_node(node), inspect=inspect, allow_reclone=allow_reclone)
 
     def monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill", duration: float = 60.0,
-                allow_data_loss: bool = False, say: Callable[[str], None] | None = None):
+                max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES, allow_data_loss: bool = False,
+                say: Callable[[str], None] | None = None, log_path: str | None = None,
+                reload_state: bool = False) -> monitor_mod.Monitor:
         """An in-process failover monitor (not started): call .run() or .start_thread()/.stop()."""
-        from lab.failover.monitor import Monitor, MonitorConfig
-        return Monitor(self.ctx, MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
-                                               allow_data_loss=allow_data_loss), say=say)
+        cfg = monitor_mod.MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
+                                        max_lag_bytes=max_lag_bytes, allow_data_loss=allow_data_loss)
+        return monitor_mod.Monitor(self.ctx, cfg, say=say, log_path=log_path, reload_state=reload_state)
 
-    def ledger(self, *, clients: int = 4, duration: float | None = 10.0, count: int | None = None,
-               path: str | None = None, op_timeout: float = 3.0):
-        """A ledger writer through the routed DSN (not started): .start(), .stop(), .wait() -> summary."""
-        import time as _time
-        from lab.failover.drill import routed_dsn
-        from lab.workload.ledger import LedgerWriter
-        nodes = {f"{a.host}:{a.port}": n for n, a in self.ctx.state.nodes.items()}
-        path = path or str(self.ctx.state.dir / "ledger" / f"{int(_time.time() * 1000)}.jsonl")
-        return LedgerWriter(lambda: routed_dsn(self.ctx), path, clients=clients, duration=duration, count=count,
-                            op_timeout=op_timeout, nodes=nodes)
+    def start_monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill",
+                      duration: float = 3600.0, max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
+                      allow_data_loss: bool = False) -> int:
+        """Start the monitor as a detached process (`down` stops it too); returns its pid."""
+        cfg = monitor_mod.MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
+                                        max_lag_bytes=max_lag_bytes, allow_data_loss=allow_data_loss)
+        return monitor_mod.start_background(self.ctx, cfg)
 
-    def drill_failover(self, *, repeat: int = 1, **kw: Any):
-        """`pglab drill failover`: drill.DrillReport over `repeat` drills."""
-        from lab.failover import drill
-        return drill.repeat(self.ctx, repeat, **kw)
-    # ---- end of leader failure ---------------------------------------------------------
+    def stop_monitor(self) -> int | None:
+        """Stop the background monitor; its pid, or None if none ran."""
+        return monitor_mod.stop_background(self.name)
+
+    def monitor_pid(self) -> int | None:
+        return monitor_mod.background_pid(self.name)
+
+    def monitor_log(self, lines: int = 20) -> list[str]:
+        return monitor_mod.log_tail(self.name, lines)
+
+    def drill_failover(self, *, repeat: int = 1, mode: str = "sync", fault: str = "kill",
+                       lag_standby: str | None = None, clients: int = 4, interval: float = 0.5, timeout: float = 2.0,
+                       fence: str = "kill", settle: float = 1.0,
+                       say: Callable[[str], None] | None = None) -> drill.DrillReport:
+        """`pglab drill failover`: write, break the primary, let the monitor fail over, check."""
+        return drill.repeat(self.ctx, repeat, mode=mode, fault=fault, lag_standby=lag_standby, clients=clients,
+                            interval=interval, timeout=timeout, fence=fence, settle=settle, say=say)
+
+    def drill_split_brain(self, *, fence: str = "none", writes: int = 3,
+                          timeout: float = 2.0) -> splitbrain.SplitBrainResult:
+        """Cut the primary off from its peers (its clients still reach it), fail over, write to both."""
+        return splitbrain.drill(self.ctx, fence=fence, writes=writes, timeout=timeout)
 
 
 def list_labs() -> list[str]:
     return lab_state.list_labs()
+
+
+def down(name: str | None = None) -> list[str]:
+    """Remove everything of a lab by name, whether or not its state can be read (idempotent)."""
+    return bootstrap.down(name or default_name())
+

@@ -7,6 +7,11 @@ hold passwords).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab.failover.election import Decision
+
 
 class LabError(Exception):
     """Base class: a message fit for one line, and an optional hint."""
@@ -53,3 +58,12 @@ class NodeFailed(LabError):
 
 class WaitTimeout(LabError):
     """A condition did not hold within its timeout."""
+
+
+class FailoverRefused(LabError):
+    """The election refused every candidate; `decision` holds the table it decided from."""
+
+    def __init__(self, decision: "Decision"):
+        super().__init__(f"failover refused: {decision.reason}",
+                         "fix the standby, or pass --allow-data-loss to promote it anyway")
+        self.decision = decision

@@ -140,11 +140,10 @@ def _status_text(lab: Lab) -> str:
 
 
 def _logs_text(lab: Lab, lines: int = 15) -> str:
-    from lab.cluster.server import log_tail
     out = []
     for node in lab.nodes:
         try:
-            out.append(f"--- {node} ---\n{log_tail(lab.ctx.rt, node, lines)}")
+            out.append(f"--- {node} ---\n{lab.logs(node, lines)}")
         except Exception as e:  # noqa: BLE001
             out.append(f"--- {node} --- (log unavailable: {e})")
     return "\n".join(out)

@@ -1,48 +1,47 @@
 """The `pglab` command: a thin layer over the `lab` API.
 
-Each command parses its options, calls one API function and renders the result
-(a rich table, or JSON with --json). A LabError becomes one line on stderr and
-exit status 2, here at the edge and nowhere else.
+Each command parses its options, calls one API function and renders the result (a rich table, or
+JSON with --json). Command modules register themselves on the root app (`lab.cli.root`).
+
+Start-up is part of the interface: `pglab status` and `pglab dsn` must answer in a fraction of a
+second. So `main()` imports only the module that defines the command being run (Typer builds a
+parameter converter for every option of every command it knows), and command modules import the
+library inside their functions. `lab.cli.app` is the whole command tree (for tests and --help).
 """
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
-import typer
-from rich.text import Text
-from typer.core import TyperGroup
-
-from lab.errors import LabError
-from lab.cli.render import err_console
-
-
-class LabGroup(TyperGroup):
-    def invoke(self, ctx: typer.Context):  # type: ignore[override]
-        try:
-            return super().invoke(ctx)
-        except LabError as e:
-            # the message is literal text: "[[nodes]]" or "[postgres]" must not be read as markup
-            err_console.print(Text.assemble(("pglab: error:", "bold red"), " ", e.line()), highlight=False,
-                              soft_wrap=True)
-            if e.details:
-                err_console.print(e.details, style="dim", highlight=False, markup=False)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("pglab: interrupted; what this command had made was removed", highlight=False)
-            raise typer.Exit(130) from None
+#: command (first word after `pglab`) -> the modules that define it; the order is --help's order
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "up": ("core",), "down": ("core",), "ls": ("core",), "status": ("core",), "dsn": ("core",), "psql": ("core",),
+    "versions": ("core",),
+    "fault": ("faults",), "heal": ("faults",),
+    "scenario": ("scenario",),
+    "image": ("images",), "compose": ("images",), "prune": ("images",),
+    "bench": ("bench",), "lag": ("lagcmd",), "node": ("node",), "sync": ("node",), "workload": ("workload",),
+    "lab": ("consistency",),
+    "promote": ("failover",), "switchover": ("failover",), "failover": ("failover",), "rejoin": ("failover",),
+    "monitor": ("failover",), "drill": ("failover", "node"),
+}
+MODULES = tuple(dict.fromkeys(m for mods in COMMANDS.values() for m in mods))
 
 
-app = typer.Typer(cls=LabGroup, no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_show_locals=False,
-                  help="A PostgreSQL streaming-replication lab: real servers, real faults, measured.")
+def load(modules: tuple[str, ...] = MODULES) -> Any:
+    """Import command modules (each registers its commands on the root app); the root app."""
+    for m in modules:
+        importlib.import_module(f"lab.cli.{m}")
+    return importlib.import_module("lab.cli.root").app
 
-# command modules register themselves on `app`
-from lab.cli import core, faults, scenario  # noqa: E402,F401
-from lab.cli import images  # noqa: E402,F401  (issue 3: image, prune, compose)
-from lab.cli import bench, lagcmd, node, workload  # noqa: E402,F401  (issue 4: workloads, lag, bench, drills)
-from lab.cli import consistency as _consistency  # noqa: E402,F401  (issue 7: pglab lab consistency|methods)
-from lab.cli import failover  # noqa: E402,F401  (issue 5: promote, switchover, failover, rejoin, monitor, drill)
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return load()
+    raise AttributeError(f"module 'lab.cli' has no attribute {name!r}")
 
 
 def main() -> None:
-    sys.exit(app())
+    word = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    sys.exit(load(COMMANDS.get(word, MODULES))())

@@ -5,9 +5,10 @@ from typing import Optional
 
 import typer
 
-from lab.replication import commitbench
-from lab.cli import app
-from lab.cli.core import JsonOpt, NameOpt, _open
+from lab.model.syncspec import BENCH_SPECS
+from lab.model.topology import SYNC_COMMIT_LEVELS
+from lab.cli.root import app
+from lab.cli.core import JsonOpt, NameOpt, open_lab
 from lab.cli.render import console, err_console, print_json, table
 
 bench_app = typer.Typer(no_args_is_help=True, help="Measurements on a running lab.")
@@ -18,8 +19,8 @@ app.add_typer(bench_app, name="bench")
 def commit(
     clients: int = typer.Option(4, "--clients", "-c", min=1),
     duration: float = typer.Option(2, "--duration", "-d", min=1, help="Seconds per cell (20 cells by default)."),
-    levels: str = typer.Option(",".join(commitbench.SYNC_COMMIT_LEVELS), "--levels", help="synchronous_commit levels."),
-    specs: str = typer.Option(";".join(commitbench.DEFAULT_SPECS), "--specs",
+    levels: str = typer.Option(",".join(SYNC_COMMIT_LEVELS), "--levels", help="synchronous_commit levels."),
+    specs: str = typer.Option(";".join(BENCH_SPECS), "--specs",
                               help="synchronous_standby_names rules, separated by ';'."),
     markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (for the README)."),
     name: Optional[str] = NameOpt,
@@ -27,14 +28,15 @@ def commit(
 ) -> None:
     """For each synchronous_standby_names rule and synchronous_commit level: TPS, commit p50/p99,
     ratios to `local`, and how often a row was not yet visible on the synchronous standby."""
-    lab = _open(name)
+    lab = open_lab(name)
     b = lab.bench_commit(clients=clients, duration=duration, levels=tuple(x.strip() for x in levels.split(",") if x.strip()),
                          specs=tuple(x.strip() for x in specs.split(";") if x.strip()),
                          on_cell=lambda c: err_console.print(f"  {c.spec} / {c.level}: {c.tps:.0f} tps", style="dim"))
     if as_json:
         print_json(b)
     elif markdown:
-        print(commitbench.markdown(b))
+        from lab.replication.commitbench import markdown  # lazy: start-up
+        print(markdown(b))
     else:
         rows = [[c.spec, c.level, f"{c.tps:.0f}", _f(c.p50_ms), _f(c.p99_ms), _f(c.p50_x_local), _f(c.tps_x_local),
                  "-" if not c.probes else f"{c.not_visible}/{c.probes}"] for c in b.cells]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import app
+from lab.cli.root import app
 from lab.cli.render import console, print_json, table
 
 
@@ -30,8 +30,8 @@ def consistency(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Read from lagging followers: anomaly counts without and with each remedy, and what the remedy costs."""
-    from lab.reads.consistency import run
-    from lab.errors import InvalidInput
+    from lab.errors import InvalidInput  # lazy: start-up
+    from lab.reads.consistency import run  # lazy: start-up
     if which not in DRILLS:
         raise InvalidInput(f"unknown drill {which!r}", f"use one of: {', '.join(DRILLS)}")
     results = run(which, delay=delay, runtime=runtime)
@@ -57,7 +57,7 @@ def methods(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Statement-based vs WAL shipping vs logical replication, side by side, from a real run."""
-    from lab.methods.compare import compare
+    from lab.methods.compare import compare  # lazy: start-up
     res = compare(runtime=runtime, seconds=seconds)
     if as_json:
         print_json(res)

@@ -2,31 +2,41 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from lab.api import Lab, default_name, list_labs, versions as api_versions
-from lab.errors import InvalidInput, RuntimeUnavailable
-from lab.cluster.status import LabStatus, Role
-from lab.cli import app
+from lab.cli.root import app
 from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
+from lab.errors import RuntimeUnavailable
+from lab.model.names import default_name
+
+if TYPE_CHECKING:
+    from lab.api import Lab
+    from lab.cluster.handle import Cluster
+    from lab.cluster.status import LabStatus
 
 NameOpt = typer.Option(None, "--name", "-n", help="Lab name (default: $PGLAB_NAME or 'pglab').")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
-def _open(name: Optional[str]) -> Lab:
+def open_cluster(name: Optional[str]) -> "Cluster":
+    """For the commands that only look (status, dsn, lag): the cluster handle, quick to import."""
+    from lab.cluster.handle import Cluster  # lazy: start-up (status and dsn need only the cluster)
+    return Cluster.open(name or default_name())
+
+
+def open_lab(name: Optional[str]) -> "Lab":
+    from lab.api import Lab  # lazy: start-up (the whole API pulls in every area package)
     return Lab.open(name or default_name())
 
 
-def status_table(st: LabStatus, title: str | None = None):
+def status_table(st: "LabStatus", title: str | None = None):
     rows = []
     for n in st.nodes:
-        lsn = n.current_lsn if n.role == Role.PRIMARY else n.replay_lsn
+        lsn = n.current_lsn if n.role.value == "primary" else n.replay_lsn
         lag = lambda b, s: None if b is None and s is None else f"{human_bytes(b)}/{human_secs(s)}"  # noqa: E731
         role = n.role.value + (" (paused)" if n.replay_paused else "") + (" (unrecoverable)" if n.unrecoverable else "")
         rows.append([n.name, role, n.timeline, lsn, n.sync_state, n.upstream, n.slot,
@@ -51,6 +61,7 @@ def up(
     as_json: bool = JsonOpt,
 ) -> None:
     """Bring up a lab: a primary and streaming standbys (default: p1, s1 sync, s2 async)."""
+    from lab.api import Lab  # lazy: start-up
     t0 = time.monotonic()
     lab = Lab.up(str(topology) if topology else None, name=name, runtime=runtime, standbys=standbys, sync=sync,
                  netns=netns, pg=pg, say=lambda m: err_console.print(m, style="dim"))
@@ -65,7 +76,8 @@ def up(
 @app.command()
 def versions(as_json: bool = JsonOpt) -> None:
     """The PostgreSQL versions this machine can run, and where each comes from."""
-    offers = api_versions()
+    from lab.api import versions as find_versions  # lazy: start-up
+    offers = find_versions()
     if as_json:
         print_json(offers)
         return
@@ -78,7 +90,7 @@ def versions(as_json: bool = JsonOpt) -> None:
 @app.command()
 def down(name: Optional[str] = NameOpt) -> None:
     """Stop and remove everything of a lab (servers, data, containers, networks). Idempotent."""
-    from lab.cluster.bootstrap import down as lab_down
+    from lab.api import down as lab_down  # lazy: start-up
     lab_name = name or default_name()
     removed = lab_down(lab_name)
     if removed:
@@ -90,10 +102,11 @@ def down(name: Optional[str] = NameOpt) -> None:
 @app.command("ls")
 def ls(as_json: bool = JsonOpt) -> None:
     """List the labs on this machine."""
+    from lab.api import list_labs  # lazy: start-up
     labs = []
     for n in list_labs():
         try:
-            lab = Lab.open(n)
+            lab = open_cluster(n)
             labs.append({"name": n, "runtime": lab.runtime, "primary": lab.primary, "nodes": lab.nodes})
         except Exception as e:  # noqa: BLE001 - one broken lab must not hide the others
             labs.append({"name": n, "runtime": "?", "primary": None, "nodes": [], "error": str(e)})
@@ -107,18 +120,18 @@ def ls(as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
     """One row per node: role, timeline, LSNs, sync state, lag per stage in bytes and seconds, slot."""
-    st = _open(name).status()
+    st = open_cluster(name).status()
     if as_json:
         print_json(st)
     else:
         console.print(status_table(st, f"lab {st.lab} ({st.runtime})"))
 
 
-def lag_table(st: LabStatus):
+def lag_table(st: "LabStatus"):
     rows = [[n.name, n.sync_state, n.stream_state, human_bytes(n.write_lag_bytes), human_secs(n.write_lag_s),
              human_bytes(n.flush_lag_bytes), human_secs(n.flush_lag_s), human_bytes(n.replay_lag_bytes),
              human_secs(n.replay_lag_s), "yes" if n.replay_paused else ""]
-            for n in st.nodes if n.role == Role.STANDBY]
+            for n in st.nodes if n.role.value == "standby"]
     return table(f"lag behind {st.primary} at {time.strftime('%H:%M:%S', time.localtime(st.taken_at))}",
                  ["standby", "sync", "state", "write B", "write s", "flush B", "flush s", "replay B", "replay s",
                   "paused"], rows)
@@ -135,7 +148,9 @@ def dsn(
     dbname: str = typer.Option("postgres", "--dbname", "-d"),
 ) -> None:
     """Print a libpq connection string (the password stays in the lab's passfile)."""
-    print(_open(name).dsn(node, role=role, dbname=dbname) if node else _open(name).dsn(role=role or "primary", dbname=dbname))
+    from lab.model import state  # lazy: start-up (a DSN needs only the lab's saved state)
+    from lab.model.conninfo import lab_dsn  # lazy: start-up
+    print(lab_dsn(state.load(name or default_name()), node, role=role, dbname=dbname))
 
 
 @app.command()
@@ -145,17 +160,11 @@ def psql(
     command: Optional[str] = typer.Option(None, "--command", "-c", help="Run one command and exit."),
 ) -> None:
     """Open psql on a node."""
-    lab = _open(name)
-    target = lab.dsn(lab.node(node)) if node else lab.dsn(role="primary")
-    bindir = lab.ctx.state.runtime_data.get("bindir") or ""
-    exe = os.path.join(bindir, "psql") if bindir and os.access(os.path.join(bindir, "psql"), os.X_OK) else shutil.which("psql")
+    lab = open_cluster(name)
+    target = lab.dsn(node) if node else lab.dsn(role="primary")
+    exe = lab.client_program("psql")
     if not exe:
         raise RuntimeUnavailable("psql is not installed here", "install the PostgreSQL client (Debian: apt-get install postgresql-client)")
     args = [exe, target] + (["-c", command] if command else [])
     os.execv(exe, args)
 
-
-def _check_node(lab: Lab, node: str) -> str:
-    if node not in lab.nodes:
-        raise InvalidInput(f"no node {node!r} in lab {lab.name}", f"nodes are: {', '.join(lab.nodes)}")
-    return node

@@ -6,20 +6,16 @@ from typing import Optional
 
 import typer
 
-from lab.api import Lab, default_name
+from lab.cli.root import app
+from lab.cli.core import JsonOpt, NameOpt, open_lab
+from lab.errors import FailoverRefused
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
-from lab.cli import app
-from lab.cli.core import JsonOpt, NameOpt
 from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
 
 monitor_app = typer.Typer(no_args_is_help=True, help="The automatic failover supervisor (foreground or background).")
 drill_app = typer.Typer(no_args_is_help=True, help="Failure drills that measure lost writes and downtime.")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(drill_app, name="drill")
-
-
-def _open(name: Optional[str]) -> Lab:
-    return Lab.open(name or default_name())
 
 
 def decision_table(d: Decision):
@@ -32,7 +28,7 @@ def decision_table(d: Decision):
 def promote(node: str = typer.Argument(..., help="The standby to promote."), name: Optional[str] = NameOpt,
             as_json: bool = JsonOpt) -> None:
     """Promote a standby by hand (pg_promote()), then re-point the others and fix synchronous_standby_names."""
-    p = _open(name).promote(node)
+    p = open_lab(name).promote(node)
     if as_json:
         return print_json(p)
     console.print(f"{p.new_primary} promoted in {human_secs(p.promote_s)} (timeline {p.timeline}); "
@@ -45,7 +41,7 @@ def promote(node: str = typer.Argument(..., help="The standby to promote."), nam
 def switchover(to: Optional[str] = typer.Option(None, "--to", help="The new primary (default: the most advanced standby)."),
                name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
     """Planned change of leader with zero lost writes; reports the write-unavailable window."""
-    s = _open(name).switchover(to)
+    s = open_lab(name).switchover(to)
     if as_json:
         return print_json(s)
     console.print(table(f"switchover {s.old_primary} -> {s.new_primary}: writes unavailable for {human_secs(s.window_s)}",
@@ -61,9 +57,8 @@ def failover(to: Optional[str] = typer.Option(None, "--to", help="Promote this s
              force: bool = typer.Option(False, "--force", help="Fail over even though the primary answers."),
              name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
     """Unplanned: elect the most advanced standby and promote it; prints the table it decided from."""
-    from lab.failover.promotion import FailoverRefused
     try:
-        f = _open(name).failover(to, allow_data_loss=allow_data_loss, max_lag_bytes=max_lag, fence=fence, force=force)
+        f = open_lab(name).failover(to, allow_data_loss=allow_data_loss, max_lag_bytes=max_lag, fence=fence, force=force)
     except FailoverRefused as e:
         if as_json:
             print_json(e.decision)
@@ -83,7 +78,7 @@ def rejoin(node: str = typer.Argument(..., help="The old primary (or stray stand
            no_reclone: bool = typer.Option(False, "--no-reclone", help="Fail instead of re-cloning when rewind is impossible."),
            name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
     """Bring a node back as a standby of the primary (pg_rewind, else re-clone); reports discarded WAL."""
-    r = _open(name).rejoin(node, allow_reclone=not no_reclone)
+    r = open_lab(name).rejoin(node, allow_reclone=not no_reclone)
     if as_json:
         return print_json(r)
     console.print(f"{r.node}: {r.method} ({r.reason}) in {human_secs(r.duration_s)}; streaming from {r.primary}: {r.streaming}")
@@ -91,11 +86,6 @@ def rejoin(node: str = typer.Argument(..., help="The old primary (or stray stand
         console.print(f"old timeline {r.old_timeline} ended at {r.old_end_lsn}, fork point {r.fork_lsn}: "
                       f"{human_bytes(r.discarded_bytes)} of WAL ({r.discarded_commits} commits) discarded")
 
-
-def _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss):
-    from lab.failover.monitor import MonitorConfig
-    return MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration, max_lag_bytes=max_lag,
-                         allow_data_loss=allow_data_loss).check()
 
 
 IntervalOpt = typer.Option(0.5, "--interval", help="Seconds between health checks.")
@@ -112,10 +102,10 @@ def monitor_run(name: Optional[str] = NameOpt, interval: float = IntervalOpt, ti
                 log: Optional[str] = typer.Option(None, "--log", help="Log file (default: <lab dir>/monitor.log)."),
                 quiet: bool = typer.Option(False, "--quiet", help="Log to the file only.")) -> None:
     """Run the monitor in the foreground (bounded by --duration; Ctrl-C or SIGTERM stops it)."""
-    from lab.failover.monitor import Monitor
-    lab = _open(name)
-    m = Monitor(lab.ctx, _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss),
-                say=None if quiet else (lambda line: console.print(line, markup=False)), log_path=log, reload_state=True)
+    lab = open_lab(name)
+    m = lab.monitor(interval=interval, timeout=timeout, fence=fence, duration=duration, max_lag_bytes=max_lag,
+                    allow_data_loss=allow_data_loss, say=None if quiet else (lambda line: console.print(line, markup=False)),
+                    log_path=log, reload_state=True)
     signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
     try:
         m.run()
@@ -128,17 +118,16 @@ def monitor_start(name: Optional[str] = NameOpt, interval: float = IntervalOpt, 
                   fence: str = FenceOpt, duration: float = typer.Option(3600.0, "--duration", help="Stop by itself after this many seconds."),
                   max_lag: int = MaxLagOpt, allow_data_loss: bool = AllowOpt) -> None:
     """Start the monitor in the background (a detached process; `pglab down` stops it too)."""
-    from lab.failover.monitor import start_background
-    lab = _open(name)
-    pid = start_background(lab.ctx, _cfg(interval, timeout, fence, duration, max_lag, allow_data_loss))
-    console.print(f"monitor started (pid {pid}); log: {lab.ctx.state.dir / 'monitor.log'}")
+    lab = open_lab(name)
+    pid = lab.start_monitor(interval=interval, timeout=timeout, fence=fence, duration=duration, max_lag_bytes=max_lag,
+                            allow_data_loss=allow_data_loss)
+    console.print(f"monitor started (pid {pid}); log: {lab.state_dir / 'monitor.log'}")
 
 
 @monitor_app.command("stop")
 def monitor_stop(name: Optional[str] = NameOpt) -> None:
     """Stop the background monitor."""
-    from lab.failover.monitor import stop_background
-    pid = stop_background((name or default_name()))
+    pid = open_lab(name).stop_monitor()
     console.print(f"monitor (pid {pid}) stopped" if pid else "no monitor runs")
 
 
@@ -146,10 +135,8 @@ def monitor_stop(name: Optional[str] = NameOpt) -> None:
 def monitor_status(name: Optional[str] = NameOpt, lines: int = typer.Option(10, "--lines", help="Log lines to show."),
                    as_json: bool = JsonOpt) -> None:
     """Whether the background monitor runs, and its last log lines."""
-    from lab.failover.monitor import background_pid, log_tail
-    n = name or default_name()
-    _open(n)
-    pid, tail = background_pid(n), log_tail(n, lines)
+    lab = open_lab(name)
+    pid, tail = lab.monitor_pid(), lab.monitor_log(lines)
     if as_json:
         return print_json({"running": pid is not None, "pid": pid, "log": tail})
     console.print(f"monitor: {'running (pid ' + str(pid) + ')' if pid else 'not running'}")
@@ -192,7 +179,7 @@ def drill_failover(name: Optional[str] = NameOpt,
                    interval: float = IntervalOpt, timeout: float = TimeoutOpt, fence: str = FenceOpt,
                    as_json: bool = JsonOpt) -> None:
     """Write through the routed DSN, break the primary, let the monitor fail over, rejoin, check lost writes and RTO."""
-    lab = _open(name)
+    lab = open_lab(name)
     say = (lambda _: None) if as_json else (lambda line: err_console.print(line, style="dim", markup=False))
     rep = lab.drill_failover(repeat=repeat, mode=mode, fault=fault, lag_standby=lag_standby, clients=clients,
                              interval=interval, timeout=timeout, fence=fence, say=say)
@@ -217,8 +204,7 @@ def drill_split_brain(name: Optional[str] = NameOpt,
                       as_json: bool = JsonOpt) -> None:
     """Cut the primary off from the other nodes (its clients still reach it), fail over, keep writing
     to both leaders, heal: report the writes the old leader acknowledged and the conflicting rows."""
-    from lab.failover.splitbrain import drill
-    r = drill(_open(name).ctx, fence=fence, writes=writes)
+    r = open_lab(name).drill_split_brain(fence=fence, writes=writes)
     if as_json:
         print_json(r)
         return

@@ -5,10 +5,8 @@ from typing import Optional
 
 import typer
 
-from lab.api import Lab, default_name
-from lab.cluster.faults import Fault
-from lab.cli import app
-from lab.cli.core import NameOpt
+from lab.cli.root import app
+from lab.cli.core import NameOpt, open_cluster
 from lab.cli.render import console
 
 
@@ -20,9 +18,9 @@ def fault(
     name: Optional[str] = NameOpt,
 ) -> None:
     """Inject a fault on a node (stop, kill, pause, partition, isolate, throttle)."""
-    lab = Lab.open(name or default_name())
+    lab = open_cluster(name)
     lab.fault(node, kind, rate=rate)
-    console.print(f"{kind} {node}" + (f" ({rate})" if kind == Fault.THROTTLE.value else "") + f"; undo with `pglab heal {node}`")
+    console.print(f"{kind} {node}" + (f" ({rate})" if kind == "throttle" else "") + f"; undo with `pglab heal {node}`")
 
 
 @app.command()
@@ -32,5 +30,5 @@ def heal(
     name: Optional[str] = NameOpt,
 ) -> None:
     """Undo faults on a node; a stopped or killed server is started again."""
-    done = Lab.open(name or default_name()).heal(node, kind)
+    done = open_cluster(name).heal(node, kind)
     console.print(f"{node}: " + (", ".join(done) if done else "nothing to heal"))

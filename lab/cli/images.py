@@ -6,8 +6,7 @@ from typing import Optional
 
 import typer
 
-from lab.runtime import images as lab_images
-from lab.cli import app
+from lab.cli.root import app
 from lab.cli.render import console, err_console, print_json, table
 
 image_app = typer.Typer(no_args_is_help=True, help="PostgreSQL images for the Docker runtime (built offline).")
@@ -18,12 +17,13 @@ app.add_typer(compose_app, name="compose")
 
 @image_app.command("build")
 def image_build(
-    pg: int = typer.Option(lab_images.DEFAULT_MAJOR, "--pg", help="PostgreSQL major: 15 (bookworm) or 17 (trixie)."),
+    pg: Optional[int] = typer.Option(None, "--pg", help="PostgreSQL major: 15 (bookworm, the default) or 17 (trixie)."),
     if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the image is already here."),
     keep_rootfs: bool = typer.Option(False, "--keep-rootfs", help="Keep the debootstrap root filesystem."),
 ) -> None:
     """Build pglab-postgres:<major> from Debian packages (debootstrap + import; no registry needed)."""
-    name = lab_images.build(pg, if_missing=if_missing, keep_rootfs=keep_rootfs,
+    from lab.runtime import images as lab_images  # lazy: start-up (the Docker SDK is slow to import)
+    name = lab_images.build(pg or lab_images.DEFAULT_MAJOR, if_missing=if_missing, keep_rootfs=keep_rootfs,
                             say=lambda m: err_console.print(m, style="dim"))
     console.print(f"image {name} is ready")
 
@@ -31,6 +31,7 @@ def image_build(
 @image_app.command("list")
 def image_list(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
     """The PostgreSQL images here: the lab's own and official postgres ones."""
+    from lab.runtime import images as lab_images  # lazy: start-up (the Docker SDK is slow to import)
     imgs = lab_images.list_images()
     if as_json:
         print_json(imgs)
@@ -44,7 +45,7 @@ def image_list(as_json: bool = typer.Option(False, "--json", help="Print JSON in
 @app.command()
 def prune() -> None:
     """Remove what labs whose state is gone left behind: labelled containers, networks, volumes, directories."""
-    from lab.cluster.prune import prune as do_prune
+    from lab.cluster.prune import prune as do_prune  # lazy: start-up
     removed = do_prune()
     console.print(("removed: " + ", ".join(removed)) if removed else "nothing to prune")
 
@@ -56,8 +57,8 @@ def compose_render(
     image: Optional[str] = typer.Option(None, "--image", help="Default image (else $PGLAB_IMAGE at run time, then postgres:<major>)."),
 ) -> None:
     """Write docker-compose.yml, init scripts and a .env with generated passwords for a topology."""
-    from lab.runtime.compose import render_to
-    from lab.model.topology import default_topology, load_topology
+    from lab.model.topology import default_topology, load_topology  # lazy: start-up
+    from lab.runtime.compose import render_to  # lazy: start-up
     topo = load_topology(topology) if topology else default_topology()
     files = render_to(topo, out, image=image)
     console.print(f"wrote {', '.join(str(f) for f in files)}")

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.live import Live
 
-from lab.replication import lagplot, lagrec
-from lab.api import Lab
-from lab.cluster.status import Role
-from lab.cli import app
-from lab.cli.core import JsonOpt, NameOpt, _open, lag_table
+from lab.cli.root import app
+from lab.cli.core import JsonOpt, NameOpt, lag_table, open_cluster, open_lab
 from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
+
+if TYPE_CHECKING:
+    from lab.replication import lagrec
 
 lag_app = typer.Typer(help="Replication lag: now (default), watched, recorded over time, plotted.",
                       invoke_without_command=True, no_args_is_help=False)
@@ -37,11 +37,11 @@ def lag(
     ctx.obj = {"name": name}
     if ctx.invoked_subcommand is not None:
         return
-    lab = _open(name)
+    lab = open_cluster(name)
     if not watch:
         st = lab.status()
         if as_json:
-            print_json([n for n in st.nodes if n.role == Role.STANDBY])
+            print_json([n for n in st.nodes if n.role.value == "standby"])
         else:
             console.print(lag_table(st))
         return
@@ -55,7 +55,7 @@ def lag(
         pass
 
 
-def _live_row(batch: list[lagrec.LagSample]) -> str:
+def _live_row(batch: "list[lagrec.LagSample]") -> str:
     return "   ".join(f"{s.node}: {human_bytes(s.replay_lag_bytes)} / {human_secs(s.replay_lag_s)}"
                        + ("" if s.connected else " (away)") for s in batch)
 
@@ -70,10 +70,11 @@ def record(
     as_json: bool = JsonOpt,
 ) -> None:
     """Sample every standby's lag (bytes and seconds; write/flush/replay) to a file, with the lab's events."""
-    lab = _open(name or (ctx.obj or {}).get("name"))
+    from lab.replication import lagrec  # lazy: start-up
+    lab = open_lab(name or (ctx.obj or {}).get("name"))
     last: list[str] = [""]
     with Live(console=err_console, refresh_per_second=4, transient=True) as live:
-        def show(batch: list[lagrec.LagSample]) -> None:
+        def show(batch: "list[lagrec.LagSample]") -> None:
             last[0] = _live_row(batch)
             live.update(f"recording lag of lab {lab.name}: {last[0]}")
         rec = lab.record_lag(duration=duration, interval=interval, on_sample=show)
@@ -84,7 +85,7 @@ def record(
     _summary(rec, out)
 
 
-def _summary(rec: lagrec.LagRecording, out: Path) -> None:
+def _summary(rec: "lagrec.LagRecording", out: Path) -> None:
     rows = []
     for n in rec.standbys:
         s = rec.series(n)
@@ -108,9 +109,8 @@ def plot(
     title: Optional[str] = typer.Option(None, "--title"),
 ) -> None:
     """Draw a recording: bytes and seconds behind the primary per standby, events marked."""
+    from lab.replication import lagplot, lagrec  # lazy: start-up (matplotlib is slow to import)
     rec = lagrec.load(file)
     lagplot.plot(rec, out, title)
     console.print(f"wrote {out} ({len(rec.samples)} samples, {len(rec.events)} events)")
 
-
-__all__ = ["lag_app", "Lab"]

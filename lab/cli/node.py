@@ -5,9 +5,8 @@ from typing import Optional
 
 import typer
 
-from lab.replication import follower
-from lab.cli import app
-from lab.cli.core import JsonOpt, NameOpt, _open
+from lab.cli.root import app
+from lab.cli.core import JsonOpt, NameOpt, open_lab
 from lab.cli.failover import drill_app
 from lab.cli.render import console, human_bytes, human_secs, print_json, table
 
@@ -21,7 +20,7 @@ app.add_typer(sync_app, name="sync")
 def reclone(node: str = typer.Argument(..., help="The standby to rebuild."), name: Optional[str] = NameOpt) -> None:
     """Rebuild a standby from the current primary (fresh base backup and slot): the way back for a
     standby whose WAL the primary has removed."""
-    lab = _open(name)
+    lab = open_lab(name)
     lab.reclone(node)
     n = lab.status().node(node)
     console.print(f"{node} re-cloned from {lab.primary}: {n.role.value}, {n.stream_state or 'not streaming yet'}")
@@ -31,7 +30,7 @@ def reclone(node: str = typer.Argument(..., help="The standby to rebuild."), nam
 def sync_set(spec: str = typer.Argument(..., help="'FIRST 1 (s1)', 'ANY 1 (s1, s2)', 'FIRST 2 (s1, s2)' or 'none'."),
              name: Optional[str] = NameOpt) -> None:
     """Change synchronous_standby_names on the primary now (reload); the lab's topology follows."""
-    lab = _open(name)
+    lab = open_lab(name)
     s = lab.set_sync(spec)
     console.print(f"synchronous_standby_names = '{s.render()}'" + (" (asynchronous replication)" if s.is_async else ""))
 
@@ -46,7 +45,7 @@ def catchup(
     as_json: bool = JsonOpt,
 ) -> None:
     """With pgbench writing, take a standby away for T seconds and measure its catch-up from its slot."""
-    r = _open(name).drill_catchup(node, fault=fault, outage=outage, threshold_bytes=threshold)
+    r = open_lab(name).drill_catchup(node, fault=fault, outage=outage, threshold_bytes=threshold)
     if as_json:
         print_json(r)
         return
@@ -69,7 +68,7 @@ def noslot(
     as_json: bool = JsonOpt,
 ) -> None:
     """Without its slot (and little WAL kept), a standby that was away can't come back: detect it, re-clone."""
-    r = _open(name).drill_noslot(node, reclone=reclone)
+    r = open_lab(name).drill_noslot(node, reclone=reclone)
     if as_json:
         print_json(r)
         return
@@ -88,8 +87,9 @@ def sync_drill(
     as_json: bool = JsonOpt,
 ) -> None:
     """A synchronous standby fails under writes: commits block; each remedy measured under the same outage."""
-    lab = _open(name)
-    todo = follower.REMEDIES if remedy == "all" else (remedy,)
+    from lab.replication.follower import REMEDIES  # lazy: start-up
+    lab = open_lab(name)
+    todo = REMEDIES if remedy == "all" else (remedy,)
     results = [lab.drill_sync_failure(remedy=r, outage=outage) for r in todo]
     if as_json:
         print_json(results)

@@ -10,8 +10,7 @@ from rich.live import Live
 from rich.text import Text
 
 from lab.errors import LabError
-from lab.scenario.spec import load_scenario
-from lab.cli import app
+from lab.cli.root import app
 from lab.cli.render import console, err_console, print_json, table
 
 scenario_app = typer.Typer(no_args_is_help=True, help="Scripted drills: scenario files with steps and expectations.")
@@ -21,6 +20,7 @@ app.add_typer(scenario_app, name="scenario")
 @scenario_app.command("list")
 def list_(directory: Path = typer.Argument(Path("scenarios"), help="Where the scenario files are.")) -> None:
     """Name, one-line description and topology of every scenario in a directory."""
+    from lab.scenario.spec import load_scenario  # lazy: start-up
     rows = []
     for f in sorted(directory.glob("*.yaml")):
         try:
@@ -35,6 +35,7 @@ def list_(directory: Path = typer.Argument(Path("scenarios"), help="Where the sc
 @scenario_app.command()
 def show(file: Path = typer.Argument(..., help="A scenario file.")) -> None:
     """The resolved plan of a scenario, without starting anything."""
+    from lab.scenario.spec import load_scenario  # lazy: start-up
     sc = load_scenario(file)
     console.print(Text.assemble((sc.name, "bold"), f": {sc.description}"))
     t = sc.topology
@@ -59,8 +60,9 @@ def run(
 ) -> None:
     """Run scenarios against fresh labs; exit 0 when every expectation holds, 1 when one fails,
     2 when a scenario is invalid or its lab cannot start."""
-    from lab.scenario.report import to_dict, write_junit, write_report
-    from lab.scenario.runner import run_scenario
+    from lab.scenario.report import to_dict, write_junit, write_report  # lazy: start-up
+    from lab.scenario.runner import run_scenario  # lazy: start-up
+    from lab.scenario.spec import load_scenario  # lazy: start-up
     scenarios = [load_scenario(f) for f in files]   # validate all before running any
     results = []
     for sc in scenarios:

@@ -8,31 +8,32 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
 from rich.live import Live
 
-from lab.api import Lab
-from lab.cluster.status import Role
-from lab.cli import app
-from lab.cli.core import JsonOpt, NameOpt, _open
+from lab.cli.root import app
+from lab.cli.core import JsonOpt, NameOpt, open_lab
 from lab.cli.render import console, err_console, human_bytes, print_json, table
+
+if TYPE_CHECKING:
+    from lab.api import Lab
 
 workload_app = typer.Typer(no_args_is_help=True, help="Workloads: ledger writer, pgbench, readers (bounded).")
 app.add_typer(workload_app, name="workload")
 
 
-def _lag_line(lab: Lab) -> str:
+def _lag_line(lab: "Lab") -> str:
     try:
         st = lab.status()
     except Exception:  # noqa: BLE001 - the display must never kill the workload
         return "lag: ?"
-    return "lag: " + ", ".join(f"{n.name} {human_bytes(n.replay_lag_bytes)}" + ("" if n.role == Role.STANDBY else f" ({n.role.value})")
+    return "lag: " + ", ".join(f"{n.name} {human_bytes(n.replay_lag_bytes)}" + ("" if n.role.value == "standby" else f" ({n.role.value})")
                                for n in st.nodes if n.name != st.primary)
 
 
-def _live(lab: Lab, work: Callable[[], object], line: Callable[[], str]) -> object:
+def _live(lab: "Lab", work: Callable[[], object], line: Callable[[], str]) -> object:
     """Run `work` in a thread, refresh a one-line display until it ends; return its result."""
     box: dict = {}
 
@@ -64,7 +65,7 @@ def pgbench_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run the real pgbench against the primary; TPS and latency p50/p95/p99/max."""
-    lab = _open(name)
+    lab = open_lab(name)
     last = ["starting"]
 
     def on_progress(p) -> None:
@@ -90,10 +91,8 @@ def ledger_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """The ledger writer (lab.workload.ledger): unique ids, every outcome recorded to a file."""
-    from lab.workload.ledger import LedgerWriter
-    lab = _open(name)
-    w = LedgerWriter(lambda: lab.dsn(role="primary"), out, clients=clients, duration=duration, count=count,
-                     nodes={f"{a.host}:{a.port}": n for n, a in lab.ctx.state.nodes.items()})
+    lab = open_lab(name)
+    w = lab.ledger(clients=clients, duration=duration, count=count, path=str(out))
     t0 = time.monotonic()
 
     def line() -> str:
@@ -121,9 +120,8 @@ def read_cmd(
     as_json: bool = JsonOpt,
 ) -> None:
     """Readers that record what they saw and how stale it was (ids behind the acknowledged head)."""
-    from lab.workload import pgbench as pgb
-    lab = _open(name)
-    pgb.prepare_insert_table(lab.ctx)
+    lab = open_lab(name)
+    lab.prepare_insert_table()
     stop = threading.Event()
     writer = None
     if with_writes:

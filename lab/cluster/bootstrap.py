@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from lab.cluster import coldclone, nodes as cluster, server
+from lab.cluster import background, coldclone, nodes as cluster, server
 from lab import runtime as runtimes
 from lab.model import state as lab_state
 from lab.cluster.context import Ctx
@@ -78,8 +78,7 @@ def down(name: str) -> list[str]:
     """Remove everything of the lab. Idempotent: returns [] when there was nothing."""
     check_name(name, "lab name")
     removed: list[str] = []
-    from lab.failover.monitor import kill_background
-    removed += kill_background(name)   # a background failover monitor must not outlive its lab
+    removed += background.stop_all(name)   # a background failover monitor must not outlive its lab
     try:
         ctx = Ctx.open(name)
     except LabNotFound:
@@ -87,22 +86,7 @@ def down(name: str) -> list[str]:
     if ctx is not None:
         removed += ctx.rt.destroy()
     else:
-        removed += _destroy_orphans(name)
+        removed += runtimes.destroy_orphans(name, lab_state.lab_dir(name))
     if lab_state.remove_lab_dir(name):
         removed.append(f"directory {lab_state.lab_dir(name)}")
-    return removed
-
-
-def _destroy_orphans(name: str) -> list[str]:
-    """A lab whose state file is gone: find its resources by name on each runtime."""
-    removed: list[str] = []
-    d = lab_state.lab_dir(name)
-    if d.exists():
-        from lab.runtime import procs
-        n = procs.kill_matching(str(d) + "/")
-        if n:
-            removed.append(f"{n} process(es)")
-    if runtimes.docker_answers():
-        from lab.runtime.docker import remove_labelled
-        removed += remove_labelled(name)
     return removed

@@ -38,7 +38,7 @@ class Ctx:
 
     @property
     def standbys(self) -> list[str]:
-        return [n for n in self.state.nodes if n != self.state.primary]
+        return self.state.standbys
 
     def save(self) -> None:
         self.state.runtime_data = self.rt.runtime_data()

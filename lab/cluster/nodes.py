@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from psycopg.conninfo import make_conninfo
+import psycopg
+
 
 from lab.model import pgconf
 from lab.cluster import server, sql
-from lab.model.conninfo import REPLICATION_USER
+from lab.model.conninfo import REPLICATION_USER, clone_conninfo
 from lab.cluster.context import Ctx
 from lab.errors import InvalidInput, NodeFailed
 from lab.model.passwords import pgpass_line, scram_sha256
@@ -119,7 +120,7 @@ def clone(ctx: Ctx, node: str, source: str) -> None:
     rt.remove_path(node, p.data)
     # a conninfo rather than -h/-p, for connect_timeout: an unreachable source fails in seconds,
     # not after the kernel's two minutes of SYN retries
-    src_dsn = make_conninfo(host=src.peer_host, port=src.peer_port, user=REPLICATION_USER, connect_timeout=10)
+    src_dsn = clone_conninfo(src.peer_host, src.peer_port)
     res = rt.run(node, ["pg_basebackup", "-D", p.data, "-d", src_dsn, "-w", "-X", "stream", "-c", "fast",
                         "-S", slot_name(node)],
                  env={"PGPASSFILE": node_pgpass(ctx, node)}, check=False, timeout=600)
@@ -145,7 +146,6 @@ def force_drop_slot(ctx: Ctx, on: str, node: str, timeout: float = 10) -> None:
             return False
         sql.query(ctx.state, on, "SELECT pg_drop_replication_slot(%s)", (slot_name(node),))
         return True
-    import psycopg
     wait_until(dropped, timeout=timeout, what=f"the slot of {node} on {on} to be dropped",
                transient=(psycopg.errors.ObjectInUse, psycopg.OperationalError))
 

@@ -13,7 +13,7 @@ from lab.model import state as lab_state
 from lab.cluster.bootstrap import down
 from lab.errors import InvalidInput
 from lab.model.names import check_name
-from lab.runtime import docker_answers
+from lab.runtime import labs_with_docker_resources, remove_docker_resources
 
 GRACE_S = 600
 
@@ -29,9 +29,7 @@ def orphans() -> list[str]:
     """Names of labs with leftovers (directories, labelled Docker resources) but no state."""
     alive = set(lab_state.list_labs())
     names = {p.name for p in lab_state.home().iterdir() if p.is_dir() and not p.name.startswith(".")}
-    if docker_answers():
-        from lab.runtime.docker import labs_with_resources
-        names |= labs_with_resources()
+    names |= labs_with_docker_resources()
     return sorted(n for n in names - alive if not (lab_state.lab_dir(n).exists() and _young(n)))
 
 
@@ -47,8 +45,7 @@ def prune() -> list[str]:
             check_name(name, "lab name")
         except InvalidInput:
             # not a name pglab would make; only its labelled Docker resources can be ours
-            from lab.runtime.docker import remove_labelled
-            removed += remove_labelled(name)
+            removed += remove_docker_resources(name)
             continue
         removed += [f"{name}: {r}" for r in down(name)]
     return removed

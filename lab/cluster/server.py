@@ -1,6 +1,7 @@
 """Starting and stopping a node's server with pg_ctl, the same on every runtime."""
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from lab.errors import NodeFailed
@@ -13,7 +14,11 @@ def log_tail(rt: Runtime, node: str, lines: int = 15) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+log = logging.getLogger(__name__)
+
+
 def start(rt: Runtime, node: str, timeout: int = 60) -> None:
+    log.debug("starting the server of %s", node)
     p = rt.paths(node)
     res = rt.run(node, ["pg_ctl", "-D", p.data, "-l", p.log, "-w", "-t", str(timeout), "start"],
                  check=False, timeout=timeout + 15)
@@ -26,6 +31,7 @@ def stop(rt: Runtime, node: str, mode: str = "fast", timeout: int = 60) -> None:
     p = rt.paths(node)
     if not rt.postmaster_running(node):
         return
+    log.debug("stopping the server of %s (%s)", node, mode)
     res = rt.run(node, ["pg_ctl", "-D", p.data, "-m", mode, "-w", "-t", str(timeout), "stop"],
                  check=False, timeout=timeout + 15)
     if res.rc != 0 and rt.postmaster_running(node):

@@ -5,13 +5,8 @@ from typing import Any
 
 import psycopg
 
-from lab.model.conninfo import client_dsn
+from lab.model.conninfo import node_dsn
 from lab.model.state import LabState
-
-
-def node_dsn(state: LabState, node: str, **extra: Any) -> str:
-    a = state.nodes[node]
-    return client_dsn(a.host, a.port, str(state.pgpass_path), **extra)
 
 
 def connect(state: LabState, node: str, *, autocommit: bool = True, connect_timeout: int = 3,

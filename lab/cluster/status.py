@@ -11,6 +11,8 @@ import psycopg
 from lab.model import lsn
 from lab.cluster import sql
 from lab.cluster.context import Ctx
+from lab.cluster.server import log_tail
+from lab.errors import InvalidInput
 
 
 class Role(str, Enum):
@@ -59,7 +61,8 @@ class LabStatus:
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise KeyError(name)
+        raise InvalidInput(f"no node {name!r} in this status of lab {self.lab}",
+                           f"nodes are: {', '.join(n.name for n in self.nodes)}")
 
     @property
     def primaries(self) -> list[str]:
@@ -187,7 +190,6 @@ WAL_GONE = "has already been removed"
 def wal_gone(ctx: Ctx, node: str, lines: int = 40) -> str | None:
     """The log line saying the primary no longer has the WAL this standby needs, when that is the
     latest word on its replication (a later "started streaming" means it got over it)."""
-    from lab.cluster.server import log_tail
     last = None
     for line in log_tail(ctx.rt, node, lines).splitlines():
         if WAL_GONE in line:

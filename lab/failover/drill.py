@@ -21,7 +21,8 @@ from lab.cluster import nodes as cluster, faults
 from lab.failover import reconfigure
 from lab.failover.checker import SetCheck, check
 from lab.cluster.context import Ctx
-from lab.model.conninfo import multi_host_dsn
+from lab.replication import syncpolicy
+from lab.model.conninfo import node_dsn, role_dsn
 from lab.failover.election import Decision
 from lab.errors import InvalidInput, LabError, WaitTimeout
 from lab.failover.monitor import Monitor, MonitorConfig
@@ -29,6 +30,7 @@ from lab.failover.rejoin import Rejoin, rejoin
 from lab.model.syncspec import ASYNC, SyncSpec
 from lab.wait import wait_until
 from lab.workload.ledger import OK, OK_UNREPLICATED, LedgerSummary, LedgerWriter, final_ids, ids_query
+from lab.cluster import sql
 
 MODES = ("sync", "async")
 DRILL_FAULTS = ("kill", "stop", "partition", "pause")
@@ -73,14 +75,7 @@ class DrillReport:
 
 def routed_dsn(ctx: Ctx) -> str:
     """The lab's routed DSN (libpq picks the read-write node), current primary listed first."""
-    st = ctx.state
-    order = [st.primary, *[n for n in st.nodes if n != st.primary]]
-    return multi_host_dsn([(st.nodes[n].host, st.nodes[n].port) for n in order], str(st.pgpass_path), "read-write")
-
-
-def node_dsn(ctx: Ctx, node: str) -> str:
-    a = ctx.state.nodes[node]
-    return multi_host_dsn([(a.host, a.port)], str(ctx.state.pgpass_path), "any")
+    return role_dsn(ctx.state, "primary")
 
 
 def set_mode(ctx: Ctx, mode: str) -> SyncSpec:
@@ -88,7 +83,7 @@ def set_mode(ctx: Ctx, mode: str) -> SyncSpec:
     default); async: no synchronous standby."""
     if mode not in MODES:
         raise InvalidInput(f"unknown mode {mode!r}", "use sync or async")
-    reconfigure.set_policy(ctx, SyncSpec("FIRST", 1, ctx.topology.sync.names) if mode == "sync" else ASYNC)
+    syncpolicy.put(ctx, SyncSpec("FIRST", 1, ctx.topology.sync.names) if mode == "sync" else ASYNC)
     return reconfigure.restore_sync(ctx, ctx.state.primary, wait=15.0)
 
 
@@ -96,7 +91,6 @@ def _detach(ctx: Ctx, node: str) -> None:
     # stop a standby's walreceiver (no primary_conninfo) while it stays reachable and in recovery:
     # its receive LSN freezes, which is what makes an asynchronous failover lose writes
     cluster.write_config(ctx, node, upstream=ctx.state.primary, extra={"primary_conninfo": ""})
-    from lab.cluster import sql
     sql.query(ctx.state, node, "SELECT pg_reload_conf()")
 
 
@@ -169,7 +163,7 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
         writer.stop()
         summary = writer.wait()
     ops = writer.ops()
-    final = final_ids(node_dsn(ctx, ctx.state.primary), writer.run)
+    final = final_ids(node_dsn(ctx.state, ctx.state.primary), writer.run)
     res = check([(o.id, o.outcome) for o in ops], final)
     first_new = writer.first_ok_after(t_fault, new)
     last_old = max((o.t1 for o in ops if o.outcome in (OK, OK_UNREPLICATED) and o.node == old and o.t1 <= t_fault),

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from lab.errors import InvalidInput
 from lab.model import lsn as lsn_mod
 
 
@@ -74,7 +75,8 @@ class Decision:
         for r in self.rows:
             if r.candidate.name == name:
                 return r
-        raise KeyError(name)
+        raise InvalidInput(f"{name!r} was not a candidate of this election",
+                           f"candidates were: {', '.join(r.candidate.name for r in self.rows)}")
 
     def to_dict(self) -> dict:
         return {

@@ -14,9 +14,6 @@ Each change of health and each decision is logged with a timestamp, to the calle
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,14 +27,12 @@ from typing import Callable
 import psycopg
 
 from lab.failover import promotion
-from lab.cluster import sql
+from lab.cluster import background, sql
 from lab.model import state as lab_state
 from lab.cluster.context import Ctx
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
 from lab.errors import InvalidInput, LabError
-from lab.runtime import procs
 
-PID_FILE = "monitor.pid"
 LOG_FILE = "monitor.log"
 MAX_DURATION = 24 * 3600.0
 
@@ -234,16 +229,11 @@ def format_decision(d: Decision) -> list[str]:
 
 
 # ---- detached process -------------------------------------------------------------------------
-def _pid_file(name: str) -> Path:
-    return lab_state.lab_dir(name) / PID_FILE
+BACKGROUND = "monitor"
 
 
 def background_pid(name: str) -> int | None:
-    try:
-        pid = int(_pid_file(name).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if procs.alive(pid) else None
+    return background.pid(name, BACKGROUND)
 
 
 def start_background(ctx: Ctx, cfg: MonitorConfig) -> int:
@@ -259,45 +249,14 @@ def start_background(ctx: Ctx, cfg: MonitorConfig) -> int:
             "--max-lag", str(cfg.max_lag_bytes), "--log", str(log), "--quiet"]
     if cfg.allow_data_loss:
         argv.append("--allow-data-loss")
-    out = open(ctx.state.dir / "monitor.out", "ab")
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                         start_new_session=True, close_fds=True, env=os.environ.copy())
-    out.close()
-    _pid_file(ctx.name).write_text(str(p.pid))
-    ctx.event("monitor:start", None, pid=p.pid, interval=cfg.interval, timeout=cfg.timeout)
-    return p.pid
+    pid = background.start(ctx.name, BACKGROUND, argv, ctx.state.dir / "monitor.out")
+    ctx.event("monitor:start", None, pid=pid, interval=cfg.interval, timeout=cfg.timeout)
+    return pid
 
 
 def stop_background(name: str, timeout: float = 10) -> int | None:
     """SIGTERM the background monitor (SIGKILL if it lingers); returns its pid, or None."""
-    pid = background_pid(name)
-    if pid is None:
-        _pid_file(name).unlink(missing_ok=True)
-        return None
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + timeout
-    while procs.alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if procs.alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    try:   # reap it if we are its parent (a test that started it in-process)
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    _pid_file(name).unlink(missing_ok=True)
-    return pid
-
-
-def kill_background(name: str) -> list[str]:
-    """For `down`: stop the lab's monitor if one runs. Never raises."""
-    try:
-        pid = stop_background(name, timeout=3)
-    except Exception:  # noqa: BLE001 - down must go on
-        return []
-    return [f"monitor (pid {pid})"] if pid else []
+    return background.stop(name, BACKGROUND, timeout)
 
 
 def log_tail(name: str, lines: int = 20) -> list[str]:

@@ -16,20 +16,11 @@ from lab.model import lsn as lsn_mod
 from lab.failover import reconfigure
 from lab.cluster.context import Ctx
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Candidate, Decision, elect
-from lab.errors import InvalidInput, LabError, NodeFailed
+from lab.errors import FailoverRefused, InvalidInput, LabError, NodeFailed
 from lab.model.syncspec import SyncSpec
 from lab.wait import wait_until
 
 FENCES = ("none", "stop", "kill", "partition")
-
-
-class FailoverRefused(LabError):
-    """The election refused every candidate (the decision table says why)."""
-
-    def __init__(self, decision: Decision):
-        super().__init__(f"failover refused: {decision.reason}",
-                         "fix the standby, or pass --allow-data-loss to promote it anyway")
-        self.decision = decision
 
 
 @dataclass(frozen=True)

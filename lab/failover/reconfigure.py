@@ -7,40 +7,26 @@ then every commit on the new primary would hang (seen on this machine with a han
 """
 from __future__ import annotations
 
-import json
-import time
 
 import psycopg
 
 from lab.cluster import nodes as cluster, sql
 from lab.cluster.context import Ctx
+from lab.errors import InvalidInput, NodeFailed
+from lab.replication import syncpolicy
 from lab.model.syncspec import ASYNC, SyncSpec, parse_sync, slot_name
+from lab.wait import poll
 
-POLICY_FILE = "sync-policy.json"
 # A re-pointed standby retries streaming every wal_retrieve_retry_interval (5 s by default); a
 # shorter retry lets it find its new upstream quickly after the old one died.
 STANDBY_EXTRA = {"wal_retrieve_retry_interval": "200ms"}
-
-
-def policy(ctx: Ctx) -> SyncSpec:
-    """The synchronous policy: set by the drill (sync/async mode) or taken from the topology."""
-    f = ctx.state.dir / POLICY_FILE
-    if f.exists():
-        d = json.loads(f.read_text())
-        return SyncSpec(d["method"], int(d["num"]), tuple(d.get("names", ())))
-    return ctx.topology.sync
-
-
-def set_policy(ctx: Ctx, spec: SyncSpec) -> None:
-    (ctx.state.dir / POLICY_FILE).write_text(json.dumps({"method": spec.method, "num": spec.num,
-                                                         "names": list(spec.names)}))
 
 
 def spec_for(ctx: Ctx, primary: str, live: list[str]) -> SyncSpec:
     """synchronous_standby_names for `primary` over the `live` standbys: the policy's own names that
     are still standbys first, then the others by priority, so that FIRST k always has k names to
     wait for (and never the primary itself nor a node that is not streaming)."""
-    pol = policy(ctx)
+    pol = syncpolicy.get(ctx)
     live = [n for n in live if n != primary]
     if pol.is_async or not live:
         return ASYNC
@@ -59,8 +45,10 @@ def current_spec(ctx: Ctx, node: str) -> SyncSpec:
             value = line.split("=", 1)[1].strip().strip("'")
             try:
                 return parse_sync(value, [n for n in ctx.state.nodes])
-            except Exception:  # noqa: BLE001 - an unreadable value counts as async
-                return ASYNC
+            except InvalidInput as e:
+                # never guess "async" here: that would drop synchronous replication after a failover
+                raise NodeFailed(f"cannot read synchronous_standby_names of {node} ({e.message})",
+                                 f"check {ctx.rt.paths(node).data}/pglab.conf, or set it with `pglab sync set`") from None
     return ASYNC
 
 
@@ -99,14 +87,13 @@ def streaming(ctx: Ctx, primary: str) -> set[str]:
 
 def wait_streaming(ctx: Ctx, primary: str, nodes: list[str], timeout: float) -> set[str]:
     """Wait (bounded) until the nodes stream from primary; return those that do."""
-    deadline = time.monotonic() + timeout
-    got: set[str] = set()
-    while time.monotonic() < deadline:
-        got = streaming(ctx, primary) & set(nodes)
-        if got == set(nodes):
-            break
-        time.sleep(0.05)
-    return got
+    seen: list[set[str]] = [set()]
+
+    def all_stream() -> bool:
+        seen[0] = streaming(ctx, primary) & set(nodes)
+        return seen[0] == set(nodes)
+    poll(all_stream, timeout=timeout)
+    return seen[0]
 
 
 def restore_sync(ctx: Ctx, primary: str, *, wait: float = 10.0, expect: list[str] | None = None) -> SyncSpec:

@@ -15,10 +15,10 @@ from lab.cluster import nodes as cluster, server, sql
 from lab.model import lsn as lsn_mod
 from lab.failover import reconfigure
 from lab.cluster.context import Ctx
+from lab.model.conninfo import rewind_conninfo
 from lab.errors import InvalidInput, LabError, NodeFailed
 from lab.model.passwords import generate, pgpass_line, scram_sha256
 from lab.failover.promotion import probe
-from psycopg.conninfo import make_conninfo
 
 REWIND_USER = "pglab_rewind"
 # what pg_rewind needs on the source, per the PostgreSQL documentation: no superuser
@@ -137,8 +137,7 @@ def prepare_rewind_role(ctx: Ctx, primary: str, node: str) -> str:
             c.execute(f"GRANT EXECUTE ON FUNCTION {fn} TO {REWIND_USER}")
     ctx.rt.write_file(node, _rewind_passfile(ctx, node), pgpass_line(REWIND_USER, pw))
     a = ctx.state.nodes[primary]
-    return make_conninfo(host=a.peer_host, port=a.peer_port, user=REWIND_USER, dbname="postgres",
-                         passfile=_rewind_passfile(ctx, node), connect_timeout=5)
+    return rewind_conninfo(a.peer_host, a.peer_port, REWIND_USER, _rewind_passfile(ctx, node))
 
 
 # ---- rejoin ------------------------------------------------------------------------------------

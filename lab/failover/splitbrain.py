@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import psycopg
 
 from lab.cluster import faults, sql
-from lab.failover import promotion, reconfigure
+from lab.failover import promotion
 from lab.cluster.context import Ctx
+from lab.replication import syncpolicy
 from lab.errors import InvalidInput
+from lab.cluster.handle import Cluster
 
 TABLE = "pglab_split_brain"
 
@@ -75,12 +77,11 @@ def drill(ctx: Ctx, *, fence: str = "none", writes: int = 3, timeout: float = 2.
     old = ctx.state.primary
     if not ctx.standbys:
         raise InvalidInput("a split brain needs a standby to promote", "bring the lab up with --standbys 1 or more")
-    sync = reconfigure.policy(ctx)
+    sync = syncpolicy.get(ctx)
     with sql.connect(ctx.state, old) as conn:
         conn.execute("SET synchronous_commit = local")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id text PRIMARY KEY, node text)")
-    from lab.api import Lab
-    Lab(ctx).wait_caught_up()
+    Cluster(ctx).wait_caught_up()
     faults.inject(ctx, old, "isolate")
     attempts = [_write(ctx, old, f"old-before-{i}", timeout) for i in range(writes)]
     fo = promotion.failover(ctx, None, allow_data_loss=True, fence_with=fence, force=True)

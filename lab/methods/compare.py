@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lab.methods import logical, shipping, statement as stmtrepl
+from lab.runtime import docker_answers
+from lab.runtime.images import usable_image
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,8 @@ class MethodsReport:
 
 
 def _docker_cross_version() -> bool:
-    from lab.runtime import docker_answers
     if not docker_answers():
         return False
-    from lab.runtime.images import usable_image
     return usable_image(15) is not None and usable_image(17) is not None
 
 

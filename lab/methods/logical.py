@@ -27,11 +27,14 @@ from typing import Iterator
 import psycopg
 
 from lab.model import pgconf
+from lab.model.conninfo import with_password
 from lab.cluster import server
 from lab.model.passwords import generate, scram_sha256
 from lab.methods.statement import table_hash
 from lab.model.topology import topology_from_dict
 from lab.wait import wait_until
+from lab.cluster.handle import Cluster
+from lab.cluster.bootstrap import down
 
 ROLE = "pglab_logical"
 TABLE_DDL = ("CREATE TABLE orders (id bigserial PRIMARY KEY, customer int NOT NULL, amount numeric(10,2), "
@@ -51,14 +54,12 @@ def _topology(version: int | None, logical: bool, settings: dict | None = None):
 def lab_pair(pub_version: int | None = None, sub_version: int | None = None, *, runtime: str = "local",
              name: str | None = None) -> Iterator[tuple]:
     """Two one-node labs: `<name>pub` (wal_level = logical) and `<name>sub`; removed afterwards."""
-    from lab.api import Lab
-    from lab.cluster.bootstrap import down
     base = name or f"lg{uuid.uuid4().hex[:6]}"
     names = [f"{base}pub", f"{base}sub"]
     try:
-        pub = Lab.up(_topology(pub_version, True), name=names[0], runtime=runtime)
+        pub = Cluster.up(_topology(pub_version, True), name=names[0], runtime=runtime)
         # the apply worker restarts after an error once this long has passed (default 5s)
-        sub = Lab.up(_topology(sub_version, False, {"wal_retrieve_retry_interval": "300ms"}),
+        sub = Cluster.up(_topology(sub_version, False, {"wal_retrieve_retry_interval": "300ms"}),
                      name=names[1], runtime=runtime)
         yield pub, sub
     finally:
@@ -75,8 +76,7 @@ def publisher_conninfo(pub, sub, password: str) -> str:
         # the subscriber's own clients may now arrive from those networks too
         rt.write_file(node, f"{rt.paths(node).data}/pg_hba.conf", pgconf.hba([*rt.hba_networks(), *nets]))
         rt.run(node, ["pg_ctl", "-D", rt.paths(node).data, "reload"])
-    return psycopg.conninfo.make_conninfo(host=host, port=port, user=ROLE, password=password,
-                                          dbname="postgres", connect_timeout=5)
+    return with_password(host, port, ROLE, password, "postgres")
 
 
 @dataclass(frozen=True)

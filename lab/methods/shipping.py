@@ -16,7 +16,8 @@ Local runtime only: the archive is a directory that the primary writes and the s
 from __future__ import annotations
 
 import contextlib
-import subprocess
+import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,11 +30,14 @@ from lab.cluster import nodes as cluster, server
 from lab.errors import Unsupported
 from lab.methods.statement import table_hash
 from lab.model.topology import topology_from_dict
-from lab.wait import wait_until
+from lab.wait import poll, wait_until
+from lab.model.state import lab_dir
+from lab.cluster.handle import Cluster
+from lab.cluster.bootstrap import down
+from lab.runtime import images
 
 
 def _archive_dir(lab_name: str) -> str:
-    from lab.model.state import lab_dir
     # inside the primary's home, which belongs to the server user: both servers run as that user
     return str(lab_dir(lab_name) / "p1" / "archive")
 
@@ -41,8 +45,6 @@ def _archive_dir(lab_name: str) -> str:
 @contextlib.contextmanager
 def archive_lab(*, name: str | None = None, runtime: str = "local") -> Iterator:
     """p1 archiving, s1 streaming, a1 restoring from the archive only. Removed afterwards."""
-    from lab.api import Lab
-    from lab.cluster.bootstrap import down
     if runtime != "local":
         raise Unsupported("the archive drill runs on the local runtime",
                           "on Docker the archive would need a volume shared by two containers")
@@ -55,7 +57,7 @@ def archive_lab(*, name: str | None = None, runtime: str = "local") -> Iterator:
                      "wal_retrieve_retry_interval": "100ms"},   # how often a1 asks the archive again
     }, source="archive drill")
     try:
-        lab = Lab.up(topo, name=name, runtime=runtime)
+        lab = Cluster.up(topo, name=name, runtime=runtime)
         # a1 was cloned like any standby; now cut its stream: it only restores from the archive
         server.stop(lab.ctx.rt, "a1")
         cluster.write_config(lab.ctx, "a1", upstream="p1", extra={
@@ -84,12 +86,9 @@ class ShippingReport:
 
 def _visible_after(conn: psycopg.Connection, key: str, t0: float, timeout: float) -> float | None:
     """Poll (on an open connection: connecting costs more than streaming lag) until `key` shows."""
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        if conn.execute("SELECT 1 FROM marks WHERE k = %s", (key,)).fetchone():
-            return time.monotonic() - t0
-        time.sleep(0.002)
-    return None
+    seen = poll(lambda: conn.execute("SELECT 1 FROM marks WHERE k = %s", (key,)).fetchone(),
+                timeout=t0 + timeout - time.monotonic(), interval=0.002)
+    return time.monotonic() - t0 if seen else None
 
 
 def run(lab, *, archive_timeout: str = "1s", writes: int = 3, wait_s: float = 3.0) -> ShippingReport:
@@ -151,31 +150,25 @@ def _count(dsn: str) -> int:
         return c.execute("SELECT count(*) FROM marks").fetchone()[0]
 
 
-def version_check(lab, node: str, other_major: int | None = None) -> str:
+def version_check(lab: Cluster, node: str, other_major: int | None = None) -> str:
     """Start a server of another major version on a copy of this standby's data directory
     (with the Docker image of that version, when it is here) and return what it says."""
-    from lab.runtime.images import image_name
-    data = lab.ctx.rt.paths(node).data
+    data = lab.ctx.rt.host_data_dir(node)
+    if data is None:
+        return f"{node}'s data directory is not on this machine; the cross-version check needs the local runtime"
     version = (Path(data) / "PG_VERSION").read_text().strip()
     other_major = other_major or (15 if version == "17" else 17)
-    image = image_name(other_major)
-    try:
-        have = subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        have = False
-    if not have:
-        return (f"{node}'s data directory says PG_VERSION {version}; no {image} image here to try "
-                f"another major (a physical standby needs the same major: WAL and data files are binary)")
-    # an empty configuration: a newer major's settings (18's io_method, …) would stop an older
-    # server before it even looks at the data files' version
-    script = ("mkdir /tmp/d && tar -C /tmp/d -x && rm -f /tmp/d/postmaster.pid && chown -R postgres /tmp/d && "
-              "chmod 700 /tmp/d && touch /tmp/empty.conf && "
-              "timeout 20 su postgres -s /bin/sh -c 'postgres -D /tmp/d -c config_file=/tmp/empty.conf' 2>&1")
-    tar = subprocess.Popen(["tar", "-C", data, "-c", "."], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        out = subprocess.run(["docker", "run", "--rm", "-i", "--network", "none", "--entrypoint", "sh", image,
-                              "-c", script], stdin=tar.stdout, capture_output=True, text=True, timeout=120).stdout
-    finally:
-        tar.wait(timeout=60)
-    lines = [ln.strip() for ln in out.splitlines() if "FATAL" in ln or "DETAIL" in ln]
-    return " / ".join(lines) or out.strip()[-300:]
+    with tempfile.TemporaryDirectory(prefix="pglab-version-check-") as tmp:
+        # a copy without the node's configuration: a newer major's settings (18's io_method, …)
+        # would stop an older server before it even looks at the data files' version
+        copy = Path(tmp) / "data"
+        shutil.copytree(data, copy, ignore=shutil.ignore_patterns("postmaster.pid", "pg_wal"))
+        (copy / "pg_wal").mkdir()
+        for conf in ("postgresql.conf", "postgresql.auto.conf", "pglab.conf"):
+            (copy / conf).write_text("")
+        said = images.start_on_copy(str(copy), other_major)
+    if said is None:
+        return (f"{node}'s data directory says PG_VERSION {version}; no {images.image_name(other_major)} image "
+                f"here to try another major (a physical standby needs the same major: WAL and data files are binary)")
+    lines = [ln.strip() for ln in said.splitlines() if "FATAL" in ln or "DETAIL" in ln]
+    return " / ".join(lines) or said.strip()[-300:]

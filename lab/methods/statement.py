@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
+
+from lab.model.conninfo import with_dbname
 
 # call -> the type its literal is cast to
 NONDETERMINISTIC = {
@@ -211,7 +212,7 @@ def _two_databases(admin_dsn: str) -> Iterator[dict[str, str]]:
         for db in dbs.values():
             admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(db)))
         try:
-            yield {side: make_conninfo(admin_dsn, dbname=db) for side, db in dbs.items()}
+            yield {side: with_dbname(admin_dsn, db) for side, db in dbs.items()}
         finally:
             for db in dbs.values():
                 admin.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(db)))

@@ -1,7 +1,14 @@
 """Every connection string of the lab is built here."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from psycopg.conninfo import make_conninfo
+
+from lab.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from lab.model.state import LabState
 
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
@@ -27,3 +34,56 @@ def replication_conninfo(host: str, port: int, passfile: str, application_name: 
     """primary_conninfo for a standby: the replication role, its password in a passfile on the node."""
     return make_conninfo(host=host, port=port, user=REPLICATION_USER, passfile=passfile,
                          application_name=application_name, connect_timeout=2)
+
+
+def rewind_conninfo(host: str, port: int, user: str, passfile: str) -> str:
+    """pg_rewind's source server: a least-privilege role whose password is in a passfile."""
+    return make_conninfo(host=host, port=port, user=user, dbname=DEFAULT_DB, passfile=passfile, connect_timeout=5)
+
+
+def clone_conninfo(host: str, port: int) -> str:
+    """pg_basebackup's source: the replication role; its password comes from the node's .pgpass."""
+    return make_conninfo(host=host, port=port, user=REPLICATION_USER, connect_timeout=10)
+
+
+def with_password(host: str, port: int, user: str, password: str, dbname: str) -> str:
+    """A subscription's connection (CREATE SUBSCRIPTION … CONNECTION): it is stored in the catalog
+    of the subscriber, which has no passfile, so the (generated, lab-only) password goes inline."""
+    return make_conninfo(host=host, port=port, user=user, password=password, dbname=dbname, connect_timeout=3)
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    return make_conninfo(dsn, dbname=dbname)
+
+
+# ---- DSNs of a lab, from its saved state --------------------------------------------------------
+def node_dsn(state: "LabState", node: str, **extra: str | int) -> str:
+    """One node, as the lab's superuser."""
+    a = state.nodes[node]
+    return client_dsn(a.host, a.port, str(state.pgpass_path), **extra)
+
+
+ROLE_ATTRS = {"primary": "read-write", "standby": "standby", "any": "any"}
+
+
+def role_dsn(state: "LabState", role: str = "primary", *, dbname: str = DEFAULT_DB) -> str:
+    """Every node, listed so that libpq tries the likeliest first: the primary for 'primary' and
+    'any', the standbys for 'standby'; libpq connects to the first whose role matches."""
+    order = [*state.standbys, state.primary] if role == "standby" else [state.primary, *state.standbys]
+    return multi_host_dsn([(state.nodes[n].host, state.nodes[n].port) for n in order],
+                          str(state.pgpass_path), ROLE_ATTRS[role], dbname=dbname)
+
+
+def lab_dsn(state: "LabState", node: str | None = None, *, role: str | None = None, dbname: str = DEFAULT_DB) -> str:
+    """What `pglab dsn` prints: one node's DSN, or with a role ('primary', 'standby', 'any') a
+    multi-host DSN over every node, where libpq picks whichever matches when it connects."""
+    if node and role:
+        raise InvalidInput("give a node or --role, not both", "e.g. `pglab dsn s1` or `pglab dsn --role primary`")
+    if node:
+        if node not in state.nodes:
+            raise InvalidInput(f"no node {node!r} in lab {state.name}", f"nodes are: {', '.join(state.nodes)}")
+        return node_dsn(state, node, dbname=dbname)
+    role = role or "primary"
+    if role not in ROLE_ATTRS:
+        raise InvalidInput(f"unknown role {role!r}", "use primary, standby or any")
+    return role_dsn(state, role, dbname=dbname)

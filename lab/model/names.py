@@ -1,9 +1,12 @@
 """Names of labs and nodes: they become directory, container and network names."""
 from __future__ import annotations
 
+import os
 import re
 
 from lab.errors import InvalidInput
+
+DEFAULT_LAB = "pglab"
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 
@@ -21,3 +24,8 @@ def cluster_name(lab: str, node: str) -> str:
     """The server's cluster_name: it is in every process title of the node, so a node's processes
     can be found by name even when their postmaster is gone."""
     return f"pglab-{lab}-{node}"
+
+
+def default_name() -> str:
+    """The lab a command means when it names none: $PGLAB_NAME, else 'pglab'."""
+    return os.environ.get("PGLAB_NAME", DEFAULT_LAB)

@@ -62,6 +62,11 @@ class LabState:
     def pgpass_path(self) -> Path:
         return self.dir / "pgpass"
 
+    @property
+    def standbys(self) -> list[str]:
+        """Every node but the one the lab last made primary, in topology order."""
+        return [n for n in self.nodes if n != self.primary]
+
     def save(self) -> None:
         d = asdict(self)
         tmp = self.dir / "state.json.tmp"

@@ -81,3 +81,7 @@ def parse_sync(text: str | None, standbys: list[str]) -> SyncSpec:
             "k must be between 1 and the number of names",
         )
     return SyncSpec(method, num, names)
+
+
+#: the rules `pglab bench commit` compares by default
+BENCH_SPECS = ("none", "FIRST 1 (s1)", "ANY 1 (s1, s2)", "FIRST 2 (s1, s2)")

@@ -30,22 +30,23 @@ from lab.reads.anomalies import Read, Write
 from lab.reads.routing import Policy, Router, sticky_choice
 from lab.model.syncspec import ASYNC, parse_sync
 from lab.model.topology import topology_from_dict
+from lab.cluster.handle import Cluster
+from lab.cluster.bootstrap import down
+from lab.wait import poll, wait_until
 
 # ---- lag you can control -------------------------------------------------------------
 
 
-def set_apply_delay(lab, node: str, delay: str | None) -> None:
+def set_apply_delay(lab: Cluster, node: str, delay: str | None) -> None:
     """Set recovery_min_apply_delay on a standby, live: rewrite its pglab.conf and reload."""
     extra = {"recovery_min_apply_delay": delay or "0"}
     cluster.write_config(lab.ctx, node, upstream=lab.primary, extra=extra)
     with lab.connect(node) as c:
         c.execute("SELECT pg_reload_conf()")
-        # the reload is asynchronous: wait (bounded) until the server reports the new value
-        for _ in range(100):
-            got = c.execute("SHOW recovery_min_apply_delay").fetchone()[0]
-            if _ms(got) == _ms(extra["recovery_min_apply_delay"]):
-                return
-            time.sleep(0.02)
+        # the reload is asynchronous: wait until the server reports the new value
+        want = _ms(extra["recovery_min_apply_delay"])
+        wait_until(lambda: _ms(c.execute("SHOW recovery_min_apply_delay").fetchone()[0]) == want, timeout=5,
+                   interval=0.02, what=f"{node} to load recovery_min_apply_delay = {delay or '0'}")
 
 
 def _ms(v: str) -> float:
@@ -56,18 +57,18 @@ def _ms(v: str) -> float:
     return float(v) if v.replace(".", "").isdigit() else -1
 
 
-def pause_replay(lab, node: str) -> None:
+def pause_replay(lab: Cluster, node: str) -> None:
     """Freeze what a standby shows (WAL still arrives; it is not applied) until resume_replay."""
     with lab.connect(node) as c:
         c.execute("SELECT pg_wal_replay_pause()")
 
 
-def resume_replay(lab, node: str) -> None:
+def resume_replay(lab: Cluster, node: str) -> None:
     with lab.connect(node) as c:
         c.execute("SELECT pg_wal_replay_resume()")
 
 
-def throttle(lab, node: str, rate: str = "256kbit") -> None:
+def throttle(lab: Cluster, node: str, rate: str = "256kbit") -> None:
     """Limit a node's outgoing bandwidth (Docker, or local with netns): lag grows with the
     write rate instead of being a fixed delay. Undo with lab.heal(node, 'throttle')."""
     lab.fault(node, "throttle", rate=rate)
@@ -125,13 +126,11 @@ def drill_topology(delay: str, standbys_delayed: bool = True):
 def drill_labs(delay: str = "150ms", *, name: str | None = None, runtime: str = "local",
                partitions: bool = True) -> Iterator[tuple]:
     """Lab A (p1, s1, s2 delayed) and, for the prefix drill, lab B (p1, s1); both removed after."""
-    from lab.api import Lab
-    from lab.cluster.bootstrap import down
     base = name or f"cons{uuid.uuid4().hex[:6]}"
     names = [f"{base}a"] + ([f"{base}b"] if partitions else [])
     try:
-        a = Lab.up(drill_topology(delay), name=names[0], runtime=runtime)
-        b = Lab.up(drill_topology(delay, False), name=names[1], runtime=runtime) if partitions else None
+        a = Cluster.up(drill_topology(delay), name=names[0], runtime=runtime)
+        b = Cluster.up(drill_topology(delay, False), name=names[1], runtime=runtime) if partitions else None
         yield a, b
     finally:
         for n in names:
@@ -143,7 +142,7 @@ def _reset(conn: psycopg.Connection, ddl: str) -> None:
     conn.execute(ddl)
 
 
-def _wait_caught_up(lab) -> None:
+def _wait_caught_up(lab: Cluster) -> None:
     # reads of a drill run must not see leftovers of the previous run still being replayed
     lab.wait_caught_up(timeout=30)
 
@@ -151,7 +150,7 @@ def _wait_caught_up(lab) -> None:
 # ---- read-after-write ------------------------------------------------------------------
 
 
-def read_after_write(lab, *, follower: str = "s2", users: int = 3, rounds: int = 4,
+def read_after_write(lab: Cluster, *, follower: str = "s2", users: int = 3, rounds: int = 4,
                      window_s: float | None = None) -> DrillResult:
     """Each user posts a comment on the leader, then at once lists their comments from a follower."""
     delay_ms = _delay_ms(lab, follower)
@@ -182,7 +181,7 @@ def read_after_write(lab, *, follower: str = "s2", users: int = 3, rounds: int =
                         f"remote_apply: synchronous_standby_names = 'FIRST 1 ({follower})' during that run only"))
 
 
-def _raw_run(lab, label, m, follower, users, rounds, window_s) -> RemedyRun:
+def _raw_run(lab: Cluster, label, m, follower, users, rounds, window_s) -> RemedyRun:
     writes, reads, results, rlat, wlat = [], [], [], [], []
     session = "SET synchronous_commit = remote_apply" if m.get("remote_apply") else "SET synchronous_commit = on"
     with Router.from_lab(lab, [follower], window_s=window_s,
@@ -204,7 +203,7 @@ def _raw_run(lab, label, m, follower, users, rounds, window_s) -> RemedyRun:
         return _summ(label, reads, found, rlat, wlat, results, r)
 
 
-def _delay_ms(lab, node: str) -> float:
+def _delay_ms(lab: Cluster, node: str) -> float:
     with lab.connect(node) as c:
         return float(c.execute("SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'").fetchone()[0])
 
@@ -212,7 +211,7 @@ def _delay_ms(lab, node: str) -> float:
 # ---- monotonic reads -------------------------------------------------------------------
 
 
-def monotonic_reads(lab, *, users: int = 4, steps: int = 30, step_s: float = 0.01,
+def monotonic_reads(lab: Cluster, *, users: int = 4, steps: int = 30, step_s: float = 0.01,
                     failover_node: str = "s1") -> DrillResult:
     """A clock on the leader ticks; users read it through two followers of different lag."""
     with lab.connect() as c:
@@ -252,7 +251,7 @@ def _tick(conn) -> None:
     conn.execute("UPDATE clock SET v = v + 1 WHERE id = 1")
 
 
-def _mono_run(lab, label, policy, followers, users, steps, step_s) -> RemedyRun:
+def _mono_run(lab: Cluster, label, policy, followers, users, steps, step_s) -> RemedyRun:
     reads, results, rlat, wlat = [], [], [], []
     with lab.connect() as w, Router.from_lab(lab, followers, seed=7) as r:
         for _ in range(steps):
@@ -269,7 +268,7 @@ def _mono_run(lab, label, policy, followers, users, steps, step_s) -> RemedyRun:
         return _summ(label, reads, anomalies.monotonic(reads), rlat, wlat, results, r)
 
 
-def _mono_failover(lab, followers, users, steps, step_s, node) -> list[RemedyRun]:
+def _mono_failover(lab: Cluster, followers, users, steps, step_s, node) -> list[RemedyRun]:
     """Two routers side by side over the same ticks: one forgets what each user saw, one not."""
     hist = {False: ([], [], []), True: ([], [], [])}
     wlat = []
@@ -311,7 +310,7 @@ def partition_of(key: str, n: int = 2) -> int:
     return zlib.crc32(key.encode()) % n
 
 
-def consistent_prefix(slow, fast, *, conversations: int = 6, slow_follower: str = "s2",
+def consistent_prefix(slow: Cluster, fast: Cluster, *, conversations: int = 6, slow_follower: str = "s2",
                       fast_follower: str = "s1", wait_s: float = 2.0) -> DrillResult:
     """Two partitions, each its own cluster with its own replication stream: partition 0 is
     `slow` (read through a delayed follower), partition 1 is `fast`. A question and its answer
@@ -345,12 +344,10 @@ def consistent_prefix(slow, fast, *, conversations: int = 6, slow_follower: str 
                     wlat.append(time.monotonic() - t)
                 t = time.monotonic()
                 seen = set()
-                deadline = t + wait_s      # the observer looks until the answer shows up (bounded)
-                while time.monotonic() < deadline:
-                    if followers[pa].execute("SELECT 1 FROM messages WHERE id = %s", (a,)).fetchone():
-                        seen.add(a)
-                        break
-                    time.sleep(0.005)
+                # the observer looks until the answer shows up (bounded)
+                if poll(lambda: followers[pa].execute("SELECT 1 FROM messages WHERE id = %s", (a,)).fetchone(),
+                        timeout=wait_s, interval=0.005):
+                    seen.add(a)
                 if followers[pq].execute("SELECT 1 FROM messages WHERE id = %s", (q,)).fetchone():
                     seen.add(q)
                 rlat.append(time.monotonic() - t)

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from lab.cluster import nodes as cluster, sql
 from lab.cluster.context import Ctx
 from lab.errors import InvalidInput
-from lab.model.syncspec import SyncSpec, parse_sync
+from lab.model.syncspec import BENCH_SPECS, SyncSpec, parse_sync
 from lab.model.topology import SYNC_COMMIT_LEVELS
 from lab.wait import wait_until
 from lab.workload import pgbench
 
-DEFAULT_SPECS = ("none", "FIRST 1 (s1)", "ANY 1 (s1, s2)", "FIRST 2 (s1, s2)")
+DEFAULT_SPECS = BENCH_SPECS
 PROBE_TABLE = "pglab_commit_probe"
 
 
@@ -75,17 +76,17 @@ def _apply_spec(ctx: Ctx, spec: SyncSpec) -> None:
     want = spec.render()
     wait_until(lambda: sql.scalar(ctx.state, ctx.state.primary, "SHOW synchronous_standby_names") == want,
                timeout=10, what="the primary to load synchronous_standby_names")
-    standbys = [n for n in ctx.state.nodes if n != ctx.state.primary]
+    standbys = ctx.state.standbys
     cluster.wait_streaming(ctx, ctx.state.primary, standbys, spec, timeout=30)
 
 
 def run(ctx: Ctx, *, clients: int = 4, duration: float = 2.0, levels: tuple[str, ...] = SYNC_COMMIT_LEVELS,
         specs: tuple[str, ...] = DEFAULT_SPECS, visibility: bool = True,
-        on_cell=None) -> CommitBench:
+        on_cell: Callable[[CommitCell], None] | None = None) -> CommitBench:
     bad = [lv for lv in levels if lv not in SYNC_COMMIT_LEVELS]
     if bad:
         raise InvalidInput(f"unknown synchronous_commit level {bad[0]!r}", f"use {', '.join(SYNC_COMMIT_LEVELS)}")
-    standbys = [n for n in ctx.state.nodes if n != ctx.state.primary]
+    standbys = ctx.state.standbys
     parsed: list[tuple[str, SyncSpec]] = []
     skipped: list[str] = []
     for text in specs:

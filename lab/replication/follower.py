@@ -27,6 +27,7 @@ import psycopg
 from lab.cluster import nodes as cluster, faults, server, sql
 from lab.model import lsn
 from lab.cluster.context import Ctx
+from lab.replication import syncpolicy
 from lab.errors import InvalidInput, LabError
 from lab.cluster.status import Role, snapshot, wal_gone
 from lab.model.syncspec import SyncSpec, parse_sync, slot_name
@@ -40,11 +41,10 @@ MB = 1024 * 1024
 def set_sync(ctx: Ctx, text: str | SyncSpec) -> SyncSpec:
     """Change synchronous_standby_names on the primary now (reload, no restart) and remember it in
     the lab's saved topology, so that later reconfigurations (failover, re-clone) keep it."""
-    standbys = [n for n in ctx.state.nodes if n != ctx.state.primary]
+    standbys = ctx.state.standbys
     spec = text if isinstance(text, SyncSpec) else parse_sync(text, standbys)
     cluster.set_sync(ctx, ctx.state.primary, spec)
-    ctx.state.topology.setdefault("replication", {})["synchronous_standby_names"] = spec.render() or "none"
-    ctx.__dict__.pop("topology", None)            # Ctx.topology is a cached_property: parse it again
+    syncpolicy.put(ctx, spec)
     want = spec.render()
     wait_until(lambda: sql.scalar(ctx.state, ctx.state.primary, "SHOW synchronous_standby_names") == want,
                timeout=10, what="the primary to load the new synchronous_standby_names")
@@ -53,7 +53,7 @@ def set_sync(ctx: Ctx, text: str | SyncSpec) -> SyncSpec:
 
 
 def current_sync(ctx: Ctx) -> SyncSpec:
-    standbys = [n for n in ctx.state.nodes if n != ctx.state.primary]
+    standbys = ctx.state.standbys
     return parse_sync(sql.scalar(ctx.state, ctx.state.primary, "SHOW synchronous_standby_names"), standbys)
 
 
@@ -311,7 +311,7 @@ def sync_failure(ctx: Ctx, *, remedy: str = "none", node: str | None = None, oth
     async = FIRST 1 (node) and, after switch_after seconds of blocked writes, the lab switches to ''."""
     if remedy not in REMEDIES:
         raise InvalidInput(f"unknown remedy {remedy!r}", f"use one of {', '.join(REMEDIES)}")
-    standbys = [n for n in ctx.state.nodes if n != ctx.state.primary]
+    standbys = ctx.state.standbys
     node = node or standbys[0]
     other = other or next((s for s in standbys if s != node), None)
     if remedy in ("any", "first2") and not other:

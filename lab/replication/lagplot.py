@@ -14,9 +14,9 @@ from lab.replication.lagrec import LagRecording
 
 
 def _figure(rec: LagRecording, title: str | None = None):
-    import matplotlib
+    import matplotlib  # lazy: matplotlib takes ~0.5 s to import; only charts need it
     matplotlib.use("Agg")          # never try to open a window (CI, ssh sessions)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as above
 
     fig, (ax_b, ax_s) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     t0 = rec.started or (min(s.t for s in rec.samples) if rec.samples else 0.0)

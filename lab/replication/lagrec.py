@@ -28,7 +28,7 @@ import psycopg
 from lab.model import lsn as lsnmod
 from lab.model import state as lab_state
 from lab.cluster.context import Ctx
-from lab.model.conninfo import multi_host_dsn
+from lab.model.conninfo import role_dsn
 from lab.errors import InvalidInput
 from lab.model.syncspec import slot_name
 
@@ -154,7 +154,7 @@ class LagRecorder:
         self.interval = interval
         self.duration = duration
         self.on_sample = on_sample
-        self.standbys = [n for n in ctx.state.nodes if n != ctx.state.primary]
+        self.standbys = ctx.state.standbys
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._samples: list[LagSample] = []
@@ -166,10 +166,7 @@ class LagRecorder:
 
     # the primary, whoever it is now: a failover during the recording moves the connection along
     def _dsn(self) -> str:
-        st = self.ctx.state
-        order = [st.primary, *[n for n in st.nodes if n != st.primary]]
-        return multi_host_dsn([(st.nodes[n].host, st.nodes[n].port) for n in order], str(st.pgpass_path),
-                              "read-write")
+        return role_dsn(self.ctx.state, "primary")
 
     def _connect(self) -> psycopg.Connection:
         self._conns += 1

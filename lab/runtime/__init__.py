@@ -1,21 +1,30 @@
-"""Choosing and building a runtime. Only this module and the runtime modules know there are two."""
+"""Choosing and building a runtime. Only this package knows there are two.
+
+Code outside `lab.runtime` uses what this module exports and the `Runtime` protocol
+(`lab.runtime.base`); it never imports a runtime module itself.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from lab.errors import InvalidInput
 from lab.model.topology import Topology
+from lab.runtime import procs
 from lab.runtime.base import CommandResult, NodePaths, Runtime, ServerOffer
+from lab.runtime.procs import alive as process_alive
+from lab.runtime.programs import client_program
 
 KINDS = ("auto", "local", "docker")
 
-__all__ = ["KINDS", "CommandResult", "NodePaths", "Runtime", "ServerOffer", "choose", "make", "versions"]
+__all__ = ["KINDS", "CommandResult", "NodePaths", "Runtime", "ServerOffer", "choose", "client_program",
+           "destroy_orphans", "docker_answers", "labs_with_docker_resources", "make", "process_alive",
+           "remove_docker_resources", "versions"]
 
 
 def docker_answers() -> bool:
     """True when a Docker daemon answers here (checked quickly, without raising)."""
     try:
-        from lab.runtime.docker import daemon_answers
+        from lab.runtime.dockerapi import daemon_answers  # lazy: the Docker SDK takes ~0.3 s to import
     except ImportError:
         return False
     return daemon_answers()
@@ -32,7 +41,7 @@ def choose(kind: str) -> str:
 
 def make(kind: str, lab: str, lab_dir: Path, data: dict | None = None, topology: Topology | None = None) -> Runtime:
     if kind == "local":
-        from lab.runtime.local import LocalRuntime  # lazy: docker's SDK and the local runtime load only when used
+        from lab.runtime.local import LocalRuntime  # lazy: only the runtime in use is loaded
         from lab.runtime import servers  # lazy: as above
         server = None
         if not data and topology is not None:
@@ -42,6 +51,31 @@ def make(kind: str, lab: str, lab_dir: Path, data: dict | None = None, topology:
         from lab.runtime.docker import DockerRuntime  # lazy: the Docker SDK is slow to import
         return DockerRuntime(lab, lab_dir, data, topology=topology)
     raise InvalidInput(f"unknown runtime {kind!r}", f"use one of: {', '.join(KINDS[1:])}")
+
+
+def destroy_orphans(lab: str, lab_dir: Path) -> list[str]:
+    """What a lab whose state file is gone left behind, found by its name on every runtime, removed."""
+    removed: list[str] = []
+    if lab_dir.exists():
+        n = procs.kill_matching(str(lab_dir) + "/")
+        if n:
+            removed.append(f"{n} process(es)")
+    return removed + remove_docker_resources(lab)
+
+
+def labs_with_docker_resources() -> set[str]:
+    """Names of labs that have labelled Docker resources (containers, networks, volumes)."""
+    if not docker_answers():
+        return set()
+    from lab.runtime.docker import labs_with_resources  # lazy: the Docker SDK is slow to import
+    return labs_with_resources()
+
+
+def remove_docker_resources(lab: str) -> list[str]:
+    if not docker_answers():
+        return []
+    from lab.runtime.docker import remove_labelled  # lazy: the Docker SDK is slow to import
+    return remove_labelled(lab)
 
 
 def versions() -> list[ServerOffer]:

@@ -103,6 +103,14 @@ class Runtime(Protocol):
 
     def unthrottle(self, node: str) -> None: ...
 
+    def host_data_dir(self, node: str) -> str | None:
+        """The node's data directory as a path on this machine, or None where it is not one
+        (a container's volume)."""
+
+    def client_program(self, name: str) -> str | None:
+        """A client program (psql, pgbench) that runs on this machine and talks to the nodes:
+        the servers' own version where this runtime has it; None when there is none."""
+
     def destroy(self) -> list[str]:
         """Remove everything of the lab (idempotent); return what was removed, for the user."""
 

@@ -32,6 +32,9 @@ from lab.model.state import NodeAddr
 from lab.model.topology import NodeSpec, Topology
 from lab.runtime.base import CommandResult, NodePaths
 from lab.runtime.local import pick_port
+from lab.runtime.programs import client_program
+from lab.runtime.dockerapi import client
+from lab.runtime.images import build_hint, image_name, official_name
 
 LABEL = "pglab.lab"
 NODE_LABEL = "pglab.node"
@@ -41,48 +44,6 @@ PG_PORT = 5432
 #: PID 1's child in every node container; a module constant so a test can make it crash
 SLEEPER = ["sleep", "infinity"]
 RATE_RE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
-
-_clients: dict[str, docker.DockerClient] = {}
-_answers: dict[str, bool] = {}
-
-
-def _unavailable(e: BaseException) -> RuntimeUnavailable:
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    text = str(e)
-    if isinstance(e, PermissionError) or "Permission denied" in text or "PermissionError" in text:
-        return RuntimeUnavailable(f"permission denied on the Docker socket ({where})",
-                                  "run as root, add your user to the `docker` group (then log in again), "
-                                  "or use --runtime local")
-    return RuntimeUnavailable(f"no Docker daemon answers at {where}",
-                              "start it (as root: `setsid dockerd >/var/log/dockerd.log 2>&1 &`, or "
-                              "`systemctl start docker`), or use --runtime local")
-
-
-def client() -> docker.DockerClient:
-    """A client of the daemon ($DOCKER_HOST or the default socket), or RuntimeUnavailable."""
-    key = os.environ.get("DOCKER_HOST", "")
-    if key not in _clients:
-        try:
-            # long timeout: an exec's HTTP call lasts as long as its command (pg_basebackup);
-            # commands are bounded by `timeout` inside the container instead
-            c = docker.from_env(version="auto", timeout=900)
-        except docker.errors.DockerException as e:
-            raise _unavailable(e) from None
-        _clients[key] = c
-    return _clients[key]
-
-
-def daemon_answers() -> bool:
-    """A quick ping with a short timeout; never raises. Cached per process and DOCKER_HOST."""
-    key = os.environ.get("DOCKER_HOST", "")
-    if key not in _answers:
-        try:
-            docker.from_env(version="auto", timeout=3).ping()
-            _answers[key] = True
-        except Exception:  # noqa: BLE001 - any failure means "no"
-            _answers[key] = False
-    return _answers[key]
-
 
 def _filters(name: str) -> dict:
     return {"label": f"{LABEL}={name}"}
@@ -137,7 +98,6 @@ def remove_labelled(name: str) -> list[str]:
 
 
 def choose_image(topology: Topology | None) -> str:
-    from lab.runtime.images import build_hint, image_name, official_name
     major = (topology.pg_version if topology else None) or 15
     c = client()
     if topology and topology.image:
@@ -506,6 +466,13 @@ class DockerRuntime:
         return None
 
     # ---- teardown ----------------------------------------------------------
+    def host_data_dir(self, node: str) -> str | None:
+        return None   # a named volume, reached through the container
+
+    def client_program(self, name: str) -> str | None:
+        # the servers' programs live in the image; clients run on this machine
+        return client_program(name)
+
     def destroy(self) -> list[str]:
         self._containers.clear()
         return remove_labelled(self.lab)

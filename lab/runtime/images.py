@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import docker
+import docker.errors
+
 from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable
+from lab.runtime.dockerapi import client
 
 #: PostgreSQL major -> the Debian release whose own archive packages it
 SUITES = {15: "bookworm", 17: "trixie"}
@@ -46,12 +50,10 @@ def build_hint(major: int = DEFAULT_MAJOR) -> str:
 
 
 def _client():
-    from lab.runtime.docker import client  # one place turns "no daemon" into one clear line
     return client()
 
 
 def _exists(name: str) -> bool:
-    import docker.errors
     try:
         _client().images.get(name)
         return True
@@ -183,8 +185,25 @@ def build(major: int = DEFAULT_MAJOR, *, if_missing: bool = False, keep_rootfs: 
 
 
 def _remove_quietly(client, image_id: str) -> None:
-    import docker.errors
     try:
         client.images.remove(image_id)
     except docker.errors.APIError:
         pass   # still used by a container: it goes when that container does
+
+
+def start_on_copy(host_data_dir: str, major: int) -> str | None:
+    """Start PostgreSQL `major` (its image) on a copy of a data directory of this machine, on no
+    network, for at most 20 s; what the server said. None when there is no such image here."""
+    image = image_name(major)
+    try:
+        client().images.get(image)
+    except docker.errors.ImageNotFound:
+        return None
+    script = ("mkdir /tmp/d && tar -C /tmp/d -x && rm -f /tmp/d/postmaster.pid && chown -R postgres /tmp/d && "
+              "chmod 700 /tmp/d && timeout 20 su postgres -s /bin/sh -c 'postgres -D /tmp/d' 2>&1")
+    tar = subprocess.Popen(["tar", "-C", host_data_dir, "-c", "."], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        return subprocess.run(["docker", "run", "--rm", "-i", "--network", "none", "--entrypoint", "sh", image,
+                               "-c", script], stdin=tar.stdout, capture_output=True, text=True, timeout=120).stdout
+    finally:
+        tar.wait(timeout=60)

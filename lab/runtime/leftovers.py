@@ -6,6 +6,8 @@ import subprocess
 
 from lab.model import state as lab_state
 from lab.runtime import docker_answers, procs
+from lab.runtime.netns import forwarding_rules
+from lab.runtime.docker import labelled
 
 
 def leftovers(name: str) -> list[str]:
@@ -29,9 +31,7 @@ def leftovers(name: str) -> list[str]:
                   if line.startswith(f"pglab-{name}-")]
     except OSError:
         pass
-    from lab.runtime.netns import forwarding_rules
     found += [f"iptables rule {r}" for r in forwarding_rules(name)]
     if docker_answers():
-        from lab.runtime.docker import labelled
         found += labelled(name)
     return found

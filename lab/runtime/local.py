@@ -28,6 +28,7 @@ from lab.model.state import TRASH_PREFIX, NodeAddr
 from lab.model.topology import NodeSpec
 from lab.runtime import cache, netns, procs, servers
 from lab.runtime.base import CommandResult, NodePaths
+from lab.runtime.programs import client_program
 
 
 def templates_key(bindir: str, version: str, recipe: str) -> str:
@@ -287,6 +288,12 @@ class LocalRuntime:
     def unthrottle(self, node: str) -> None:
         self._need_netns("a bandwidth throttle")
         netns.unthrottle(self.net, self.lab, node)
+
+    def host_data_dir(self, node: str) -> str | None:
+        return self.paths(node).data
+
+    def client_program(self, name: str) -> str | None:
+        return client_program(name, self.bindir)
 
     # ---- teardown ----------------------------------------------------------
     def destroy(self) -> list[str]:

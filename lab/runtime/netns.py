@@ -12,8 +12,10 @@ import hashlib
 import ipaddress
 import shutil
 import subprocess
+from pathlib import Path
 
 from lab.errors import NodeFailed, Unsupported
+from lab.wait import poll
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -104,15 +106,11 @@ def link(net: dict, node: str, up: bool) -> None:
     if up:
         # `ip link set up` returns before the veth has carrier and its bridge port forwards;
         # a connection made in between fails. Wait (briefly) until traffic can flow.
-        import time
-        from pathlib import Path
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
+        def forwarding() -> bool:
             oper = Path(f"/sys/class/net/{dev}/operstate").read_text().strip()
             state = Path(f"/sys/class/net/{dev}/brport/state").read_text().strip()
-            if oper == "up" and state == "3":   # 3 = BR_STATE_FORWARDING
-                break
-            time.sleep(0.01)
+            return oper == "up" and state == "3"   # 3 = BR_STATE_FORWARDING
+        poll(forwarding, timeout=3, interval=0.01)
 
 
 def isolate(net: dict, lab: str, node: str, on: bool) -> None:

@@ -7,44 +7,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from lab.api import Lab
 from lab.errors import InvalidInput, LabError, WaitTimeout
 from lab.scenario.conditions import parse_condition, parse_value
 from lab.scenario.spec import Step
-
-DEFAULT_WAIT = 30.0
-
-
-class RunCtx:
-    """What the steps of one run share: the lab, the figures measured so far, running workloads."""
-
-    def __init__(self, lab: Lab, figures: dict[str, Any], timeout_multiplier: float = 1.0):
-        self.lab = lab
-        self.figures = figures
-        self.mult = timeout_multiplier
-        self.workloads: dict[str, Any] = {}
-        self.lock = threading.Lock()
-        self.last_sample: dict[str, Any] = {}   # the runner's latest lag sample, for the live view
-
-    def timeout(self, step: Step, default: float = DEFAULT_WAIT) -> float:
-        return (step.timeout or default) * self.mult
-
-    def write_errors(self) -> int:
-        return sum(w.error_count() for w in list(self.workloads.values()) if hasattr(w, "error_count"))
-
-    def writes_ok(self) -> int:
-        return sum(w.ok_count() for w in list(self.workloads.values()) if hasattr(w, "ok_count"))
-
-    def add_figures(self, obj: Any, prefix: str = "") -> None:
-        """Scalar fields of a result (a dataclass or dict) become figures expectations can use."""
-        d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj or {})
-        with self.lock:
-            for k, v in d.items():
-                if isinstance(v, (int, float, str, bool)) or v is None:
-                    self.figures[k] = v
-                    if prefix:
-                        self.figures[f"{prefix}.{k}"] = v
-
+from lab.scenario.context import RunCtx
+from lab.scenario.workloads import check_workload, monitor, start_workload, stop_workload, stopped
 
 def run_step(run: RunCtx, step: Step) -> str | None:
     fn = _ACTIONS.get(step.action)
@@ -114,7 +81,7 @@ def _sql(run: RunCtx, step: Step) -> str:
 
 
 def _mark(run: RunCtx, step: Step) -> str:
-    run.lab.ctx.event("mark", None, text=str(step.arg))
+    run.lab.mark(str(step.arg))
     return str(step.arg)
 
 
@@ -155,7 +122,6 @@ def _short(result: Any) -> str:
 
 
 def _workload(run: RunCtx, step: Step) -> str:
-    from lab.scenario.workloads import start_workload
     wid = str(step.options.get("id") or step.arg)
     if wid in run.workloads:
         raise InvalidInput(f"a workload with id {wid!r} is already running", "give each workload its own id")
@@ -164,7 +130,6 @@ def _workload(run: RunCtx, step: Step) -> str:
 
 
 def _stop(run: RunCtx, step: Step) -> str:
-    from lab.scenario.workloads import stop_workload
     wid = str(step.arg)
     if wid not in run.workloads:
         raise InvalidInput(f"no running workload {wid!r}", f"running: {', '.join(run.workloads) or 'none'}")
@@ -172,12 +137,10 @@ def _stop(run: RunCtx, step: Step) -> str:
 
 
 def _check(run: RunCtx, step: Step) -> str:
-    from lab.scenario.workloads import check_workload
     return check_workload(run, str(step.arg))
 
 
 def _monitor(run: RunCtx, step: Step) -> str:
-    from lab.scenario.workloads import monitor
     return monitor(run, str(step.arg), step.options)
 
 
@@ -193,7 +156,6 @@ def stop_all_workloads(run: RunCtx) -> None:
     """Stop what is still running (workloads, the monitor) at the end of a run, success or not."""
     if not run.workloads:
         return
-    from lab.scenario.workloads import monitor, stop_workload, stopped
     for wid in list(run.workloads):
         try:
             if wid == "_monitor":

@@ -69,9 +69,9 @@ def _fmt(v: object) -> str:
 def write_chart(res: RunResult, path: Path) -> Path | None:
     if len(res.samples) < 2:
         return None
-    import matplotlib
+    import matplotlib  # lazy: matplotlib takes ~0.5 s to import; only charts need it
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: as above
 
     evs = [e for e in res.events if e.get("kind") != "up" and e.get("t", 0) >= res.started]
     t0 = min([res.samples[0]["t"]] + [e["t"] for e in evs])

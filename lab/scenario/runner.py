@@ -124,7 +124,7 @@ def run_scenario(sc: Scenario, *, runtime: str | None = None, keep: bool = False
         try:
             stop_all_workloads(run)
         finally:
-            res.events = list(lab.ctx.state.events)
+            res.events = lab.events
             res.ended = time.time()
             if not keep:
                 lab.down()

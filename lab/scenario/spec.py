@@ -27,6 +27,7 @@ import yaml
 from lab.errors import InvalidInput
 from lab.model.topology import Topology, load_topology, topology_from_dict
 from lab.scenario.conditions import Expectation, parse_condition, parse_expectation
+from lab.cluster.faults import parse_fault
 
 COMMON_KEYS = {"name", "timeout"}
 # action -> (allowed extra keys, required extra keys, what it does)
@@ -191,7 +192,6 @@ def _step(p: Path, raw: Any, nodes: list[str], index: int) -> Step:
         except InvalidInput as err:
             raise InvalidInput(f"{where}: {err.message}", err.hint) from None
     elif action == "fault":
-        from lab.cluster.faults import parse_fault
         try:
             parse_fault(str(arg))
         except InvalidInput as err:

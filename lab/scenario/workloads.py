@@ -9,11 +9,14 @@ Figures a ledger workload gives when it stops (and `check` recomputes after heal
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from lab.errors import InvalidInput
-from lab.scenario.actions import RunCtx
+from lab.scenario.context import RunCtx
+from lab.failover.checker import check
+from lab.workload.ledger import final_ids
 
 
 @dataclass
@@ -38,7 +41,6 @@ class _Handle:
 
 
 def start_workload(run: RunCtx, kind: str, opts: dict[str, Any]) -> _Handle:
-    import time
     duration = float(opts.get("duration", 120))
     clients = int(opts.get("clients", 4))
     if kind == "ledger":
@@ -46,13 +48,12 @@ def start_workload(run: RunCtx, kind: str, opts: dict[str, Any]) -> _Handle:
         w.start()
         return _Handle("ledger", writer=w, started=time.time())
     if kind == "pgbench":
-        from lab.workload import pgbench
         h = _Handle("pgbench", started=time.time())
 
         def body() -> None:
             try:
-                h.result = pgbench.run(run.lab.ctx, clients=clients, duration=duration,
-                                       scale=int(opts.get("scale", 1)), stop=h.stop_event, log_latencies=False)
+                h.result = run.lab.pgbench(clients=clients, duration=duration, scale=int(opts.get("scale", 1)),
+                                           stop=h.stop_event, log_latencies=False)
             except BaseException as e:  # noqa: BLE001 - reported when the workload stops
                 h.error = e
         h.thread = threading.Thread(target=body, daemon=True)
@@ -93,7 +94,7 @@ def _gaps(run: RunCtx, h: _Handle) -> dict[str, float]:
     oks = sorted(op.t1 for op in h.writer.ops() if op.outcome in ("ok", "ok_unreplicated"))
     gap = max((b - a for a, b in zip(oks, oks[1:])), default=0.0)
     out = {"max_write_gap_s": round(gap, 3)}
-    faults = [e["t"] for e in run.lab.ctx.state.events
+    faults = [e["t"] for e in run.lab.events
               if e["kind"].startswith("fault:") and e["t"] >= h.started]
     if faults:
         # fault -> first acknowledged write after the outage: the end of the longest silence
@@ -107,14 +108,11 @@ def _gaps(run: RunCtx, h: _Handle) -> dict[str, float]:
 
 def check_workload(run: RunCtx, wid: str) -> str:
     """Jepsen's set checker: what the ledger says was acknowledged vs what the primary has now."""
-    from lab.failover.checker import check
-    from lab.failover.drill import routed_dsn
-    from lab.workload.ledger import final_ids
     h = run.workloads.get(wid)
     if h is None or h.kind != "ledger":
         raise InvalidInput(f"no ledger workload {wid!r}", f"workloads: {', '.join(run.workloads) or 'none'}")
     ops = h.writer.ops()
-    res = check([(op.id, op.outcome) for op in ops], final_ids(routed_dsn(run.lab.ctx), h.writer.run))
+    res = check([(op.id, op.outcome) for op in ops], final_ids(run.lab.dsn(role="primary"), h.writer.run))
     run.add_figures({"lost_writes": len(res.lost), "unexpected": len(res.unexpected), "recovered": len(res.recovered),
                      "lost_unreplicated": len(res.lost_unreplicated), "final_writes": res.final}, wid)
     return f"lost {len(res.lost)}, unexpected {len(res.unexpected)}, recovered {len(res.recovered)}"

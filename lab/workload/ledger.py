@@ -19,7 +19,6 @@ Every op goes to a JSON-lines file as it completes; the run is bounded by a dura
 from __future__ import annotations
 
 import itertools
-import math
 import json
 import os
 import socket
@@ -33,6 +32,7 @@ from typing import Callable
 import psycopg
 
 from lab.errors import InvalidInput
+from lab.model.stats import percentile
 
 TABLE = "pglab_ledger"
 CREATE = (f"CREATE TABLE IF NOT EXISTS {TABLE} (id text PRIMARY KEY, client int NOT NULL, seq int NOT NULL, "
@@ -82,8 +82,7 @@ class LedgerSummary:
 
 
 def _pct(xs: list[float], p: float) -> float:
-    # nearest rank: every figure is a latency that really happened
-    return 1000 * xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
+    return 1000 * percentile(xs, p)
 
 
 def stats(latencies: list[float]) -> OutcomeStats:

@@ -9,12 +9,10 @@ transaction's latency in microseconds; the summary line only gives an average.
 """
 from __future__ import annotations
 
-import math
 
 import glob
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -22,9 +20,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from lab.model.conninfo import client_dsn
+from lab.model.conninfo import node_dsn
 from lab.cluster.context import Ctx
+from lab.runtime import client_program
 from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable
+from lab.model.stats import percentile
+from lab.cluster import sql
 
 BUILTINS = ("tpcb-like", "simple-update", "select-only")
 # the single-row insert of the ledger-vs-pgbench benchmark and of `pglab workload pgbench --insert`
@@ -52,9 +53,7 @@ def summarize(latencies_s: list[float]) -> Latency:
     xs = sorted(latencies_s)
     n = len(xs)
 
-    def pct(p: float) -> float:
-        return 1000 * xs[min(n - 1, max(0, math.ceil(p / 100 * n) - 1))]   # rank = ceil(p/100 * n)
-    return Latency(n, pct(50), pct(95), pct(99), 1000 * xs[-1], 1000 * sum(xs) / n)
+    return Latency(n, *(1000 * percentile(xs, p) for p in (50, 95, 99)), 1000 * xs[-1], 1000 * sum(xs) / n)
 
 
 @dataclass(frozen=True)
@@ -87,25 +86,18 @@ class PgbenchResult:
 
 
 def find_pgbench(ctx: Ctx | None = None) -> str:
-    """The lab's bindir first (same version as the servers), then /usr/lib/postgresql/*/bin, then PATH."""
-    cands = []
-    bindir = (ctx.state.runtime_data.get("bindir") if ctx else None) or ""
-    if bindir:
-        cands.append(os.path.join(bindir, "pgbench"))
-    cands += sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"), reverse=True)
-    cands.append(shutil.which("pgbench") or "")
-    for c in cands:
-        if c and os.access(c, os.X_OK):
-            return c
+    """The servers' own pgbench where the runtime has it, else any on this machine."""
+    path = ctx.rt.client_program("pgbench") if ctx else client_program("pgbench")
+    if path:
+        return path
     raise RuntimeUnavailable("pgbench is not installed here",
                              "install the PostgreSQL client programs (Debian: apt-get install postgresql-contrib "
                              "or postgresql-15)")
 
 
 def _dsn(ctx: Ctx, node: str, options: str | None = None) -> str:
-    a = ctx.state.nodes[node]
     extra = {"options": options} if options else {}
-    return client_dsn(a.host, a.port, str(ctx.state.pgpass_path), application_name="pglab-pgbench", **extra)
+    return node_dsn(ctx.state, node, application_name="pglab-pgbench", **extra)
 
 
 def init(ctx: Ctx, *, scale: int = 1, node: str | None = None, timeout: float = 300) -> None:
@@ -118,7 +110,6 @@ def init(ctx: Ctx, *, scale: int = 1, node: str | None = None, timeout: float = 
 
 
 def prepare_insert_table(ctx: Ctx, node: str | None = None) -> None:
-    from lab.cluster import sql
     sql.query(ctx.state, node or ctx.state.primary,
               f"CREATE TABLE IF NOT EXISTS {INSERT_TABLE} (id bigserial PRIMARY KEY, client int NOT NULL, "
               f"seq bigint NOT NULL, "

@@ -52,7 +52,7 @@ class ReadResult:
 
 def targets(ctx: Ctx, target: str) -> list[str]:
     primary = ctx.state.primary
-    standbys = [n for n in ctx.state.nodes if n != primary]
+    standbys = ctx.state.standbys
     if target == "primary":
         return [primary]
     if target == "standby":
