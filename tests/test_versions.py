@@ -157,7 +157,7 @@ def test_embedded_server_in_a_private_directory_is_copied_for_the_postgres_user(
         assert v.returncode == 0, v.stderr
         default = [o for o in json.loads(v.stdout) if o["default"]][0]
         assert default["where"].startswith(str(site))       # found where this environment has it
-        r = pglab("up", "--name", name, "--runtime", "local", "--standbys", "1", "--json")
+        r = pglab("up", "--name", name, "--runtime", "local", "--standbys", "1", "--pg", "18", "--json")
         assert r.returncode == 0, r.stdout + r.stderr
         bindir = Lab.open(name).ctx.state.runtime_data["bindir"]
         assert bindir.startswith(str(cache / "servers")), bindir
