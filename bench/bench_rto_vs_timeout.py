@@ -40,7 +40,7 @@ def main() -> None:
         short = false_positive(args.runtime, t, max(0.3, t / 2))
         long_ = false_positive(args.runtime, t, t + 2)
         fmt = lambda x: "-" if x is None else f"{x:.2f}s"  # noqa: E731
-        print(f"{t:>7.0f}s {fmt(r.times.rto_s):>7} {fmt(r.times.detection_s):>7} {fmt(r.times.promotion_s):>8} "
+        print(f"{t:>7.0f}s {fmt(r.times.rto_s):>7} {fmt(r.times.detect_s):>7} {fmt(r.times.promote_s):>8} "
               f"{len(r.check.lost):>5}   {short} failover(s)   {long_} failover(s)", flush=True)
 
 

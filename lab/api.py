@@ -155,7 +155,11 @@ class Lab(Cluster):
     def failover(self, to: str | None = None, *, allow_data_loss: bool = False, max_lag_bytes: int | None = None,
                  fence: str = "none", force: bool = False) -> promotion.Failover:
         """Unplanned: elect the most advanced standby and promote it (raises lab.errors.FailoverRefused
-        with the decision table when no candidate is acceptable)."""
+        with the decision table when no candidate is acceptable). The data-loss guard compares the
+        winner with the old primary's last position that the lab sampled (status, monitor, lag
+        recorder) and refuses beyond `max_lag_bytes` (1 MB) unless `allow_data_loss`; the result holds
+        that estimate and the truth read afterwards from the old primary's WAL (`loss_estimate_bytes`,
+        `loss_true_bytes`, `loss_true_commits`)."""
         return promotion.failover(self.ctx, self.check_node(to) if to else None, allow_data_loss=allow_data_loss,
                                   max_lag_bytes=DEFAULT_MAX_LAG_BYTES if max_lag_bytes is None else max_lag_bytes,
                                   fence_with=fence, force=force)

@@ -44,32 +44,62 @@ def test_switchover_loses_nothing_and_demotes_the_old_primary(make_lab):
     lab.connect().execute("CREATE TABLE after_switchover (id int)")
 
 
-def test_failover_guard_refuses_then_allows_and_rejoin_rewinds(make_lab):
-    lab: Lab = make_lab(sync="none")
+def _detach_standbys_and_write(lab: Lab, rows: int = 300) -> str:
+    """Freeze every standby's receive position (no primary_conninfo), then commit `rows` rows
+    that only the primary has. Returns the primary's position after them."""
     with lab.connect() as c:
-        c.execute("CREATE TABLE t (id int)")
+        c.execute("CREATE TABLE t (id int, pad text)")
     lab.wait_caught_up()
     from lab.cluster import nodes as cluster, sql
-    for s in ("s1", "s2"):       # freeze both standbys' receive positions
-        cluster.write_config(lab.ctx, s, upstream="p1", extra={"primary_conninfo": ""})
+    for s in lab.standbys:
+        cluster.write_config(lab.ctx, s, upstream=lab.primary, extra={"primary_conninfo": ""})
         sql.query(lab.ctx.state, s, "SELECT pg_reload_conf()")
-    time.sleep(0.5)
+    lab.wait_for(lambda lb: all(n.stream_state is None for n in lb.status().nodes if n.role == Role.STANDBY),
+                 timeout=15, what="the standbys to stop streaming")
     with lab.connect() as c:
-        for i in range(200):
-            c.execute("INSERT INTO t VALUES (%s)", (i,))
-        last = c.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        for i in range(rows):
+            c.execute("INSERT INTO t VALUES (%s, repeat('x', 200))", (i,))
+        return c.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+# Estimate, truth and rewind measure the same WAL from different starting points:
+#   estimate = last sampled primary position - winner's position   (a lower bound: sampled earlier)
+#   truth    = end of valid WAL on the old primary - winner's position (pg_waldump from the winner's)
+#   rewind   = end of valid WAL (pg_waldump from the last checkpoint) - fork point (.history file)
+# The fork point is the end of the last record the winner replayed, its position the end of what it
+# received: they differ by less than one WAL page when receive = replay, as here. Tolerance 8 kB.
+FORK_SLACK = 8192
+# WAL a primary writes by itself in a moment without clients: a running-xacts record (~50 B), an
+# autovacuum ANALYZE of the table just filled (a few kB with its full-page images). Tolerance 16 kB.
+BACKGROUND_SLACK = 16384
+
+
+def test_manual_failover_guard_refuses_from_the_last_sighting_and_allow_data_loss_overrides(make_lab):
+    lab: Lab = make_lab(sync="none")
+    last = _detach_standbys_and_write(lab, rows=300)
+    lab.status()                            # pglab reads the primary: it records where it saw it
     lab.fault("p1", "kill")
-    from lab.failover import promotion
-    with pytest.raises(FailoverRefused) as e:
-        promotion.failover(lab.ctx, known_position=last, max_lag_bytes=1024)
-    assert e.value.decision.refused and e.value.decision.data_loss_bytes > 1024
-    f = promotion.failover(lab.ctx, known_position=last, max_lag_bytes=1024, allow_data_loss=True)
-    new = f.decision.winner
-    assert new in ("s1", "s2") and lab.primary == new
-    r = lab.rejoin("p1", inspect="SELECT count(*) FROM t")
-    assert r.method == "rewind" and r.streaming
-    assert r.inspected == ("200",)                                  # the old primary had every row
-    assert r.discarded_bytes and r.discarded_bytes > 0 and r.discarded_commits == 200
+    r = runner.invoke(app, ["failover", "--name", lab.name, "--max-lag", "4096"])
+    assert r.exit_code == 2, r.output
+    assert f"p1 was last seen at {last}" in r.output and "would be lost" in r.output, r.output
+    assert "failover refused" in r.output and "--allow-data-loss" in r.output
+    assert Lab.open(lab.name).primary == "p1" and lab.status().primaries == []   # nothing promoted
+    r = runner.invoke(app, ["failover", "--name", lab.name, "--max-lag", "4096", "--allow-data-loss", "--json"])
+    assert r.exit_code == 0, r.output
+    f = json.loads(r.output)
+    new = f["decision"]["winner"]
+    assert new in ("s1", "s2") and Lab.open(lab.name).primary == new
+    seen = f["decision"]["seen"]
+    assert (seen["node"], seen["lsn"], seen["source"], f["decision"]["seen_used"]) == ("p1", last, "pglab status", True)
+    est, true, commits = f["loss_estimate_bytes"], f["loss_true_bytes"], f["loss_true_commits"]
+    # nothing but the server's own housekeeping (a running-xacts record, an autovacuum ANALYZE of t)
+    # can be written between the sighting and the kill: the estimate is the truth within that slack
+    assert 4096 < est <= true <= est + BACKGROUND_SLACK and 300 <= commits <= 302, f
+    lab = Lab.open(lab.name)
+    rj = lab.rejoin("p1", inspect="SELECT count(*) FROM t")
+    assert rj.method == "rewind" and rj.streaming
+    assert rj.inspected == ("300",)                                  # the old primary had every row
+    assert abs(rj.discarded_bytes - true) <= FORK_SLACK and abs(rj.discarded_commits - commits) <= 1
     assert lab.connect(new).execute("SELECT count(*) FROM t").fetchone()[0] == 0
     # least privilege: the rewind role is no superuser and has no replication right
     row = lab.connect(new).execute("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = %s",
@@ -77,6 +107,28 @@ def test_failover_guard_refuses_then_allows_and_rejoin_rewinds(make_lab):
     assert row == (False, False)
     st = lab.status()
     assert st.primaries == [new] and all(n.timeline == 2 for n in st.nodes)
+
+
+def test_monitor_guard_refuses_then_allow_data_loss_fails_over(make_lab):
+    lab: Lab = make_lab(standbys=1, sync="none")
+    m = lab.monitor(interval=0.2, timeout=1.0, duration=60, max_lag_bytes=4096).start_thread()
+    lab.wait_for(lambda _: any(" ok " in ln for ln in m.lines), timeout=10, what="a good check")
+    last = _detach_standbys_and_write(lab, rows=300)
+    from lab.model.state import primary_seen
+    lab.wait_for(lambda _: primary_seen(lab.name).lsn == last, timeout=10, what="a check after the writes")
+    lab.fault("p1", "kill")
+    lab.wait_for(lambda _: any("failover refused" in ln for ln in m.lines), timeout=20, what="the refusal")
+    m.stop()
+    assert m.failovers == [] and lab.status().primaries == []
+    text = "\n".join(m.lines)
+    assert f"p1 was last seen at {last}" in text and "would be lost" in text
+    m = lab.monitor(interval=0.2, timeout=1.0, duration=60, max_lag_bytes=4096, allow_data_loss=True).start_thread()
+    lab.wait_for(lambda _: m.failovers or None, timeout=30, what="the failover")
+    m.stop()
+    fo = m.failovers[0].failover
+    assert fo.decision.winner == "s1" and fo.decision.seen.lsn == last and fo.decision.seen.source == "the monitor"
+    assert 4096 < fo.loss_estimate_bytes <= fo.loss_true_bytes <= fo.loss_estimate_bytes + BACKGROUND_SLACK
+    assert 300 <= fo.loss_true_commits <= 302
 
 
 def test_sync_drill_kill_loses_no_acknowledged_write(make_lab):
@@ -90,6 +142,38 @@ def test_sync_drill_kill_loses_no_acknowledged_write(make_lab):
     assert drill["new_primary"] != "p1" and drill["rejoin"]["streaming"]
     assert drill["times"]["rto_s"] < 30        # generous: the behaviour is about time, the machine is noisy
     assert drill["decision"]["winner"] == drill["new_primary"]
+    check_phases_against_the_servers_log(Lab.open(lab.name), drill["new_primary"], drill["times"])
+    # sync mode: the winner had everything the old primary was last seen with; what the old primary
+    # really had beyond it are commits whose acknowledgement never came (the clients saw `unknown`),
+    # give or take 2 of the server's own (an autovacuum ANALYZE)
+    assert drill["loss_estimate_bytes"] == 0 and drill["decision"]["data_loss_bytes"] == 0
+    assert drill["loss_true_bytes"] is not None and drill["loss_true_commits"] <= drill["check"]["unknown"] + 2
+
+
+# The phases (lab.failover.phases) against the new primary's own log and the client's clock. The
+# servers and pglab share this machine's clock (containers too); '%m' truncates to the millisecond.
+LOG_MS = 0.002          # truncation to ms, and rounding of the unix time conversion
+PROMOTE_POLL = 0.15     # pg_promote(wait => true) checks every 100 ms whether recovery has ended
+READY_TO_WRITE = 0.05   # a session may write once recovery ended, a moment before the postmaster
+                        # logs "ready to accept connections"
+
+
+def check_phases_against_the_servers_log(lab: Lab, new: str, times: dict) -> None:
+    from lab.failover.phases import server_marks
+    ph = times["phases"]
+    marks = server_marks(lab.ctx, new, since=ph["t_declared"])
+    assert marks.promote_request is not None and marks.ready is not None, marks
+    # the request reached the server between the election and pg_promote() returning
+    assert ph["t_elected"] - LOG_MS <= marks.promote_request <= ph["t_promoted"] + LOG_MS, (marks, ph)
+    # pg_promote() returned after recovery had ended, at most one poll after the server said so
+    assert marks.promote_request <= marks.ready <= ph["t_promoted"] + PROMOTE_POLL, (marks, ph)
+    server_promote = marks.ready - marks.promote_request
+    assert server_promote - LOG_MS <= times["promote_s"] + PROMOTE_POLL, (server_promote, times)
+    # the client's first acknowledged write on the new primary came after the server was ready
+    assert ph["t_first_write"] >= marks.ready - READY_TO_WRITE, (marks, ph)
+    # the phases add up to the RTO, each one observed
+    total = times["detect_s"] + times["elect_s"] + times["promote_s"] + times["reconnect_s"]
+    assert abs(total - times["rto_s"]) < 1e-6 and all(times[k] >= 0 for k in ("detect_s", "elect_s", "promote_s"))
 
 
 def test_async_drill_loses_exactly_what_only_the_old_primary_has(make_lab):
@@ -102,6 +186,15 @@ def test_async_drill_loses_exactly_what_only_the_old_primary_has(make_lab):
     assert r.lost_seen_on_old == len(r.check.lost) and r.old_minus_new >= len(r.check.lost)
     assert r.rejoin.discarded_bytes > 0 and r.rejoin.discarded_commits >= len(r.check.lost)
     assert r.passed, r.problems
+    # the election's estimate is a lower bound of the truth read from the old primary's WAL (it
+    # was sampled up to one check interval before the kill, and the writer kept writing)
+    assert r.loss_estimate_bytes is not None and r.loss_true_bytes is not None
+    assert 0 < r.loss_estimate_bytes <= r.loss_true_bytes, r.loss_line
+    # the truth and the rewind measure the same WAL from the winner's position / the fork point
+    assert abs(r.rejoin.discarded_bytes - r.loss_true_bytes) <= FORK_SLACK, (r.rejoin, r.loss_line)
+    assert abs(r.rejoin.discarded_commits - r.loss_true_commits) <= 1, (r.rejoin, r.loss_line)
+    # every lost acknowledged write is a commit in that WAL
+    assert r.loss_true_commits >= len(r.check.lost)
 
 
 def test_pause_shorter_than_timeout_causes_no_failover(make_lab):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from lab.failover.splitbrain import drill
+from lab.failover.splitbrain import _ids, drill
 
 
 @pytest.fixture
@@ -20,6 +20,7 @@ def test_unfenced_split_brain_diverges(lab_for_isolation):
     lab = lab_for_isolation(standbys=2, sync="none")
     r = drill(lab.ctx, fence="none", writes=2)
     assert r.acked_on_old_after_promotion == 2
+    assert r.old_read_from == "server"
     assert {"old-after-0", "old-after-1"} <= set(r.only_on_old) and r.only_on_new
     assert r.primaries_after_heal == 2
 
@@ -32,3 +33,11 @@ def test_fenced_split_brain_has_one_leader(lab_for_isolation):
     assert [a.outcome for a in r.attempts if a.id == "old-before-0"] == ["ok_unreplicated"]
     assert r.acked_on_old_after_promotion == 0 and r.fenced_at is not None
     assert r.primaries_after_heal == 1
+    # the killed leader was read from a copy of its data directory (started alone, no network):
+    # the row it committed locally is there and nowhere else; the node itself is left untouched
+    assert r.old_read_from == "copy of its data directory", r.old_read_error
+    assert r.only_on_old == ("old-before-0",) and r.only_on_new == ("new-0",)
+    assert not lab.ctx.rt.postmaster_running("p1")
+    assert _ids(lab.ctx, "p1") is None          # over SQL the killed node is unknown, never empty
+    # the fence acted before the promotion: pg_promote() returned after the kill
+    assert r.promoted_at is not None and r.fenced_at <= r.promoted_at

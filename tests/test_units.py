@@ -164,3 +164,20 @@ def test_readable_by_follows_every_directory_above():
         assert not servers.readable_by(public / "x" / "y", user)
     finally:
         shutil.rmtree(public)
+
+
+def test_conninfo_is_what_libpq_parses_back():
+    """lab.model.conninfo writes libpq's syntax itself (for start-up time); libpq must read every
+    value back unchanged, however it is quoted."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo as psycopg_make
+    from lab.model.conninfo import make_conninfo, with_dbname
+    tricky = ["plain", "", "two words", "it's", "back\\slash", "'quoted'", "tab\there", "ünïcode", "a=b", "1,2,3",
+              "/tmp/dir with space/pgpass", "\\'", "trailing\\"]
+    for v in tricky:
+        ours = make_conninfo(host="127.0.0.1", application_name=v, port=5432)
+        assert conninfo_to_dict(ours) == {"host": "127.0.0.1", "application_name": v, "port": "5432"}, ours
+        assert conninfo_to_dict(ours) == conninfo_to_dict(psycopg_make(host="127.0.0.1", application_name=v,
+                                                                        port=5432))
+    assert "password" not in make_conninfo(host="h", password=None)
+    moved = with_dbname(make_conninfo(host="h", port=1, dbname="a b", passfile="/x y"), "other")
+    assert conninfo_to_dict(moved) == {"host": "h", "port": "1", "dbname": "other", "passfile": "/x y"}

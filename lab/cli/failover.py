@@ -10,7 +10,7 @@ from lab.cli.root import app
 from lab.cli.core import JsonOpt, NameOpt, open_lab
 from lab.errors import FailoverRefused
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
-from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
+from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table, to_jsonable
 
 monitor_app = typer.Typer(no_args_is_help=True, help="The automatic failover supervisor (foreground or background).")
 drill_app = typer.Typer(no_args_is_help=True, help="Failure drills that measure lost writes and downtime.")
@@ -66,11 +66,13 @@ def failover(to: Optional[str] = typer.Option(None, "--to", help="Promote this s
             console.print(decision_table(e.decision))
         raise
     if as_json:
-        return print_json(f)
+        return print_json({**to_jsonable(f), "loss_line": f.loss_line})
     console.print(decision_table(f.decision))
     p = f.promotion
+    console.print(f"guard: {f.decision.loss_line}", markup=False)
     console.print(f"{p.new_primary} promoted in {human_secs(p.promote_s)} (timeline {p.timeline}); sync: {p.sync or 'async'}; "
                   f"re-pointed: {', '.join(p.repointed) or 'none'}; old primary {p.old_primary}: `pglab rejoin {p.old_primary}`")
+    console.print(f"data loss: {f.loss_line}", markup=False)
 
 
 @app.command()
@@ -150,13 +152,19 @@ def drill_tables(rep) -> None:
         t = r.times
         rows.append([i, f"{r.old_primary}->{r.new_primary}", r.check.ok, r.check.unknown, r.check.ok_unreplicated,
                      len(r.check.lost), len(r.check.recovered), human_secs(t.rto_s), human_secs(t.client_gap_s),
-                     human_secs(t.detection_s), human_secs(t.election_s), human_secs(t.promotion_s),
-                     human_secs(t.reconnection_s), human_bytes(r.rejoin.discarded_bytes if r.rejoin else None),
+                     human_secs(t.detect_s), human_secs(t.elect_s), human_secs(t.promote_s),
+                     human_secs(t.reconnect_s),
+                     ("≥" + human_bytes(r.loss_estimate_bytes)) if r.loss_estimate_bytes is not None else "?",
+                     human_bytes(r.loss_true_bytes) + (f" ({r.loss_true_commits} commits)" if r.loss_true_commits is not None else ""),
+                     human_bytes(r.rejoin.discarded_bytes if r.rejoin else None),
                      "PASS" if r.passed else "FAIL"])
     r0 = rep.results[0]
     console.print(table(f"drill failover: mode {r0.mode}, fault {r0.fault}", ["#", "leader", "ok", "unknown", "ok_unrepl",
                         "lost", "recovered", "RTO", "client gap", "detect", "elect", "promote", "reconnect",
-                        "WAL>fork", "check"], rows))
+                        "loss est.", "loss true", "WAL>fork", "check"], rows))
+    console.print("detect: fault -> declared; elect: -> winner chosen; promote: -> pg_promote() returned; "
+                  "reconnect: -> first write on the new primary; loss est.: the election's lower bound from the old "
+                  "primary's last sighting; loss true: its WAL on disk beyond the winner's position", style="dim")
     stats = [[k, *(human_bytes(int(v)) if "bytes" in k else (f"{v:.0f}" if k == "lost" else human_secs(v)) for v in vals)]
              for k, vals in rep.stats.items()]
     if len(rep.results) > 1:
@@ -165,7 +173,8 @@ def drill_tables(rep) -> None:
         led = r.ledger.outcomes["ok"]
         console.print(f"#{i} ledger: {r.ledger.attempted} writes, {r.ledger.ok_tps:.0f} ok/s, ok latency p50 "
                       f"{led.p50_ms or 0:.1f} ms p99 {led.p99_ms or 0:.1f} ms max {led.max_ms or 0:.0f} ms; "
-                      f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks"
+                      f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks; "
+                      f"data loss: {r.loss_line}"
                       + (f"; problems: {'; '.join(r.problems)}" if r.problems else ""))
 
 
@@ -190,6 +199,8 @@ def drill_failover(name: Optional[str] = NameOpt,
                                 "decision": r.decision.to_dict() if r.decision else None,
                                 "rejoin": r.rejoin, "old_minus_new": r.old_minus_new,
                                 "lost_seen_on_old": r.lost_seen_on_old, "passed": r.passed,
+                                "loss_estimate_bytes": r.loss_estimate_bytes, "loss_true_bytes": r.loss_true_bytes,
+                                "loss_true_commits": r.loss_true_commits, "loss_line": r.loss_line,
                                 "problems": list(r.problems)} for r in rep.results]})
     else:
         drill_tables(rep)
@@ -213,6 +224,10 @@ def drill_split_brain(name: Optional[str] = NameOpt,
                   + f"; replication {'synchronous' if r.synchronous else 'asynchronous'}")
     rows = [[a.node, a.id, a.outcome, f"{a.latency_s * 1000:.0f}ms"] for a in r.attempts]
     console.print(table("writes", ["node", "id", "outcome", "took"], rows))
+    def rows_line(ids, node):
+        return f"unknown only on {node} (not readable)" if ids is None else f"{len(ids)} only on {node} {list(ids)}"
     console.print(f"acknowledged by the old leader after the promotion: {r.acked_on_old_after_promotion}; "
-                  f"conflicting rows: {len(r.only_on_old)} only on {r.old_primary} {list(r.only_on_old)}, "
-                  f"{len(r.only_on_new)} only on {r.new_primary}; primaries after healing: {r.primaries_after_heal}")
+                  f"conflicting rows: {rows_line(r.only_on_old, r.old_primary)}, "
+                  f"{rows_line(r.only_on_new, r.new_primary)}; primaries after healing: {r.primaries_after_heal}",
+                  markup=False)
+    console.print(f"{r.old_primary} read from: " + (r.old_read_from or f"nowhere ({r.old_read_error})"), markup=False)

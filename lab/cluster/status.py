@@ -9,6 +9,7 @@ from enum import Enum
 import psycopg
 
 from lab.model import lsn
+from lab.model import state as lab_state
 from lab.cluster import sql
 from lab.cluster.context import Ctx
 from lab.cluster.server import log_tail
@@ -102,10 +103,11 @@ FROM pg_replication_slots WHERE slot_type = 'physical'
 def _probe(ctx: Ctx, node: str) -> dict:
     try:
         with sql.connect(ctx.state, node, connect_timeout=2) as conn:
+            asked = time.time()
             row = conn.execute(_NODE_SQL).fetchone()
             out = {"recovery": row[0], "current": row[1], "receive": row[2], "replay": row[3],
                    "paused": row[4] in ("paused", "pause requested"), "timeline": row[5],
-                   "replay_age": row[6]}
+                   "replay_age": row[6], "asked": asked}
             if not row[0]:
                 out["repl"] = conn.execute(_REPL_SQL).fetchall()
                 out["slots"] = conn.execute(_SLOT_SQL).fetchall()
@@ -132,6 +134,10 @@ def snapshot(ctx: Ctx) -> LabStatus:
             slots.setdefault(s[0], s)
     recorded = ctx.state.primary
     main = recorded if recorded in primaries else (primaries[0] if primaries else None)
+    if recorded in primaries:
+        p = probes[recorded]
+        lab_state.record_primary_seen(ctx.name, lab_state.PrimarySeen(recorded, p["current"], p["timeline"],
+                                                                      p["asked"], "pglab status"))
     nodes = []
     for n in names:
         p = probes[n]

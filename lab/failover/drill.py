@@ -2,10 +2,11 @@
 
 What it measures, per drill:
   lost acknowledged writes  Jepsen's set checker (lab.failover.checker) against the new primary
-  RTO                       fault -> first acknowledged write on the new primary
+  RTO and its phases        detect, elect, promote, reconnect: as lab.failover.phases defines them
   client gap                last ok on the old primary -> first ok on the new one (CloudNativePG's
                             fast-failover figure)
-  detection / election / promotion / reconnection, separately
+  data loss                 the election's estimate (old primary's last sighting - winner) beside
+                            the truth read from the old primary's WAL (lab.failover.truth)
   old-timeline WAL          bytes of the old primary's WAL beyond the fork point (pg_waldump on the
                             old node vs the new timeline's history file): lost writes, seen from WAL
 and, from the old primary's own data read (isolated, before the rewind), the ids it has that the new
@@ -26,6 +27,7 @@ from lab.model.conninfo import node_dsn, role_dsn
 from lab.failover.election import Decision
 from lab.errors import InvalidInput, LabError, WaitTimeout
 from lab.failover.monitor import Monitor, MonitorConfig
+from lab.failover.phases import Phases
 from lab.failover.rejoin import Rejoin, rejoin
 from lab.model.syncspec import ASYNC, SyncSpec
 from lab.wait import wait_until
@@ -38,12 +40,19 @@ DRILL_FAULTS = ("kill", "stop", "partition", "pause")
 
 @dataclass(frozen=True)
 class DrillTimes:
-    detection_s: float | None      # fault -> failure declared
-    election_s: float | None       # declared -> winner chosen
-    promotion_s: float | None      # chosen -> pg_promote() returned
-    reconnection_s: float | None   # promoted -> first ok on the new primary
+    """The phases as lab.failover.phases defines them, plus the client's gap."""
+    detect_s: float | None         # fault -> failure declared
+    elect_s: float | None          # declared -> winner chosen
+    promote_s: float | None        # chosen -> pg_promote() returned
+    reconnect_s: float | None      # promoted -> first ok on the new primary
     rto_s: float | None            # fault -> first ok on the new primary
+    silence_s: float | None        # last good check -> declared (not a phase)
     client_gap_s: float | None     # last ok on the old primary -> first ok on the new one
+    phases: Phases | None = None   # the time stamps they come from
+
+    @classmethod
+    def of(cls, ph: Phases, client_gap_s: float | None) -> "DrillTimes":
+        return cls(**ph.durations(), client_gap_s=client_gap_s, phases=ph)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,10 @@ class DrillResult:
     lost_seen_on_old: int | None    # lost acknowledged writes found on the old primary
     passed: bool
     problems: tuple[str, ...] = field(default_factory=tuple)
+    loss_estimate_bytes: int | None = None   # the election's estimate (a lower bound; None: unknown)
+    loss_true_bytes: int | None = None       # read from the old primary's WAL before the rejoin
+    loss_true_commits: int | None = None
+    loss_line: str = ""                      # both, for people
 
 
 @dataclass(frozen=True)
@@ -168,13 +181,9 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
     first_new = writer.first_ok_after(t_fault, new)
     last_old = max((o.t1 for o in ops if o.outcome in (OK, OK_UNREPLICATED) and o.node == old and o.t1 <= t_fault),
                    default=None)
-    times = DrillTimes(
-        detection_s=rec.t_declared - t_fault,
-        election_s=(rec.t_elected - rec.t_declared) if rec.t_elected else None,
-        promotion_s=(rec.t_promoted - rec.t_elected) if rec.t_promoted and rec.t_elected else None,
-        reconnection_s=(first_new.t1 - rec.t_promoted) if first_new and rec.t_promoted else None,
-        rto_s=(first_new.t1 - t_fault) if first_new else None,
-        client_gap_s=(first_new.t1 - last_old) if first_new and last_old else None)
+    times = DrillTimes.of(Phases.of(rec, t_fault, first_new.t1 if first_new else None),
+                          (first_new.t1 - last_old) if first_new and last_old else None)
+    fo = rec.failover
     ok_ids = {o.id for o in ops if o.outcome == OK}
     old_minus_new = len(old_ids - final) if old_ids is not None else None
     lost_on_old = len(set(res.lost) & old_ids) if old_ids is not None else None
@@ -191,11 +200,15 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
                             f"and the new one lacks ({len((old_ids - final) & ok_ids)})")
     if times.rto_s is None:
         problems.append("no write was acknowledged by the new primary")
+    est, true = (fo.loss_estimate_bytes, fo.loss_true_bytes) if fo else (None, None)
+    if est is not None and true is not None and true < est:
+        problems.append(f"the estimate ({est} B) exceeds the WAL really lost ({true} B): it should be a lower bound")
     return DrillResult(mode, fault, old, new, rec.decision, res, summary, times, rj, old_minus_new, lost_on_old,
-                       not problems, tuple(problems))
+                       not problems, tuple(problems), est, true, fo.loss_true_commits if fo else None,
+                       fo.loss_line if fo else "no failover")
 
 
-FIGURES = ("rto_s", "client_gap_s", "detection_s", "election_s", "promotion_s", "reconnection_s")
+FIGURES = ("rto_s", "client_gap_s", "detect_s", "elect_s", "promote_s", "reconnect_s")
 
 
 def repeat(ctx: Ctx, n: int, **kw) -> DrillReport:
@@ -211,6 +224,8 @@ def summarize(results: list[DrillResult]) -> dict[str, tuple[float, float, float
     series["lost"] = [float(len(r.check.lost)) for r in results]
     series["wal_beyond_fork_bytes"] = [float(r.rejoin.discarded_bytes) for r in results
                                        if r.rejoin and r.rejoin.discarded_bytes is not None]
+    series["loss_estimate_bytes"] = [float(r.loss_estimate_bytes) for r in results if r.loss_estimate_bytes is not None]
+    series["loss_true_bytes"] = [float(r.loss_true_bytes) for r in results if r.loss_true_bytes is not None]
     for k, xs in series.items():
         if xs:
             out[k] = (min(xs), statistics.median(xs), max(xs))

@@ -30,7 +30,7 @@ from lab.failover import promotion
 from lab.cluster import background, sql
 from lab.model import state as lab_state
 from lab.cluster.context import Ctx
-from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
+from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision, LastSeen
 from lab.errors import InvalidInput, LabError
 
 LOG_FILE = "monitor.log"
@@ -71,6 +71,7 @@ class FailoverRecord:
     t_done: float | None
     decision: Decision | None
     error: str | None = None
+    failover: "promotion.Failover | None" = None   # with the estimate and the truth of the data loss
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,19 @@ class Monitor:
         self.say(line)
 
     # ---- one health check -------------------------------------------------------------------
-    def _check(self, node: str) -> tuple[str, int]:
+    def _check(self, node: str) -> tuple[str, int, float]:
+        """(position, timeline, when asked) of a healthy primary; the sighting is also recorded
+        for later manual failovers (lab.model.state.primary_seen)."""
         with sql.connect(self.ctx.state, node, connect_timeout=2,
                          options="-c statement_timeout=1000") as c:
+            asked = time.time()
             rec, pos, tli = c.execute(
                 "SELECT pg_is_in_recovery(), pg_current_wal_lsn()::text, "
                 "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int").fetchone()
         if rec:
             raise psycopg.OperationalError(f"{node} is in recovery")
-        return pos, tli
+        lab_state.record_primary_seen(self.ctx.name, lab_state.PrimarySeen(node, pos, tli, asked, "the monitor"))
+        return pos, tli, asked
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> MonitorResult:
@@ -127,7 +132,7 @@ class Monitor:
         primary = self.ctx.state.primary
         last_ok = time.time()
         first_failed: float | None = None
-        known: tuple[str, int] | None = None
+        known: tuple[str, int, float] | None = None
         healthy: bool | None = None
         last_refusal = ""
         self.log(f"monitor: watching {primary} every {cfg.interval}s, failover after {cfg.timeout}s "
@@ -176,17 +181,20 @@ class Monitor:
         self._result = MonitorResult(checks, failed, tuple(self.failovers), tuple(self.lines))
         return self._result
 
-    def _failover(self, old: str, last_ok: float, first_failed: float, known: tuple[str, int] | None) -> FailoverRecord:
+    def _failover(self, old: str, last_ok: float, first_failed: float,
+                  known: tuple[str, int, float] | None) -> FailoverRecord:
         declared = time.time()
+        # the guard's reference: the primary's position at the last good check, and its age
+        seen = LastSeen(old, known[0], known[1], declared - known[2], "the monitor") if known else None
         self.busy.set()
         self.log(f"decision: {old} declared failed ({declared - last_ok:.2f}s since the last good check); electing")
         try:
             fo = promotion.failover(self.ctx, allow_data_loss=self.cfg.allow_data_loss,
                                     max_lag_bytes=self.cfg.max_lag_bytes, fence_with=self.cfg.fence,
-                                    known_position=known[0] if known else None,
-                                    known_timeline=known[1] if known else None, force=True)
+                                    seen=seen, force=True)
         except promotion.FailoverRefused as e:
             self.log(f"decision: failover refused: {e.decision.reason}")
+            self.log(f"  {e.decision.loss_line}")
             for line in format_decision(e.decision):
                 self.log("  " + line)
             return FailoverRecord(old, None, last_ok, first_failed, declared, None, None, None, e.decision,
@@ -202,8 +210,9 @@ class Monitor:
         self.log(f"decision: promoted {p.new_primary} (timeline {p.timeline}) in {p.promote_s:.2f}s; "
                  f"sync={p.sync or 'async'}; re-pointed {', '.join(p.repointed) or 'none'}"
                  + (f"; problems: {'; '.join(p.problems)}" if p.problems else ""))
+        self.log(f"  data loss: {fo.loss_line}")
         return FailoverRecord(old, p.new_primary, last_ok, first_failed, declared, fo.t_elected, p.t_promoted,
-                              p.t_done, fo.decision)
+                              p.t_done, fo.decision, failover=fo)
 
     # ---- in-process background ---------------------------------------------------------------
     def start_thread(self) -> "Monitor":

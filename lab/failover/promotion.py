@@ -13,10 +13,13 @@ import psycopg
 
 from lab.cluster import nodes as cluster, server, sql
 from lab.model import lsn as lsn_mod
+from lab.model import state as lab_state
 from lab.failover import reconfigure
 from lab.cluster.context import Ctx
-from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Candidate, Decision, elect
 from lab.errors import FailoverRefused, InvalidInput, LabError, NodeFailed
+from lab.failover import truth as truth_mod
+from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Candidate, Decision, LastSeen, elect
+from lab.failover.truth import LossTruth
 from lab.model.syncspec import SyncSpec
 from lab.wait import wait_until
 
@@ -48,6 +51,16 @@ class Failover:
     t_start: float
     t_fenced: float | None
     t_elected: float
+    # the data-loss estimate the guard decided on (a lower bound; None: unknown) and the truth read
+    # afterwards from the old primary's data directory (None: not readable, e.g. it still runs)
+    loss_estimate_bytes: int | None = None
+    loss_true_bytes: int | None = None
+    loss_true_commits: int | None = None
+    truth: LossTruth | None = None
+
+    @property
+    def loss_line(self) -> str:
+        return truth_mod.compare_line(self.decision, self.truth)
 
 
 @dataclass(frozen=True)
@@ -173,12 +186,28 @@ def fence(ctx: Ctx, node: str, how: str) -> None:
     ctx.event(f"fence:{how}", node)
 
 
+def last_seen(ctx: Ctx, old: str, now: float | None = None) -> LastSeen | None:
+    """The old primary's last sampled position, as the lab's status, monitor or lag recorder
+    recorded it (lab.model.state.primary_seen), if it is of this node and newer than the lab's
+    last promotion (an older sighting may be of a history that a rewind has since discarded)."""
+    s = lab_state.primary_seen(ctx.name)
+    if s is None or s.node != old or not s.lsn:
+        return None
+    promoted = max((e["t"] for e in ctx.state.events if e.get("kind") == "promote"), default=0.0)
+    if s.t < promoted:
+        return None
+    return LastSeen(s.node, s.lsn, s.timeline, max(0.0, (now or time.time()) - s.t), s.source)
+
+
 def failover(ctx: Ctx, to: str | None = None, *, allow_data_loss: bool = False,
              max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES, fence_with: str = "none",
              known_position: str | None = None, known_timeline: int | None = None,
-             force: bool = False) -> Failover:
+             seen: LastSeen | None = None, force: bool = False) -> Failover:
     """The primary is gone: ask every standby for its position, elect, fence, promote, reconfigure.
-    Raises FailoverRefused (with the decision table) when no candidate is acceptable."""
+    The data-loss guard compares the winner with the old primary's last sampled position: `seen`
+    (or `known_position`), else what the lab last recorded of it. Raises FailoverRefused (with the
+    decision table) when no candidate is acceptable. Afterwards, if the old primary's server is
+    down, the WAL really lost is read from its data directory (lab.failover.truth)."""
     if fence_with not in FENCES:
         raise InvalidInput(f"unknown fencing {fence_with!r}", f"use one of: {', '.join(FENCES)}")
     t0 = time.time()
@@ -189,10 +218,14 @@ def failover(ctx: Ctx, to: str | None = None, *, allow_data_loss: bool = False,
             raise InvalidInput(f"the primary {old} answers", "use `pglab switchover` for a planned change "
                                "(or force a failover with --force)")
     cands = probe_all(ctx, [n for n in ctx.state.nodes if n != old])
-    decision = elect(cands, max_lag_bytes=max_lag_bytes, allow_data_loss=allow_data_loss, to=to,
-                     known_position=known_position, known_timeline=known_timeline)
+    if seen is None and known_position:
+        seen = LastSeen(old or "the old primary", known_position, known_timeline, None, "the caller")
+    if seen is None and old:
+        seen = last_seen(ctx, old)
+    decision = elect(cands, max_lag_bytes=max_lag_bytes, allow_data_loss=allow_data_loss, to=to, seen=seen)
     t_elected = time.time()
-    ctx.event("election", decision.winner, refused=decision.refused, reason=decision.reason)
+    ctx.event("election", decision.winner, refused=decision.refused, reason=decision.reason,
+              loss=decision.loss_line, estimate_bytes=decision.data_loss_bytes)
     if decision.refused or not decision.winner:
         raise FailoverRefused(decision)
     t_fenced = None
@@ -201,8 +234,12 @@ def failover(ctx: Ctx, to: str | None = None, *, allow_data_loss: bool = False,
         t_fenced = time.time()
     dead = {old} | {c.name for c in cands if not c.reachable}
     prom = promote(ctx, decision.winner, old_primary=old, dead=dead)
-    ctx.event("failover", decision.winner, old_primary=old, fence=fence_with)
-    return Failover(decision, prom, fence_with, t0, t_fenced, t_elected)
+    truth = truth_mod.read(ctx, old, decision.chosen_position) if old else None
+    ctx.event("failover", decision.winner, old_primary=old, fence=fence_with,
+              estimate_bytes=decision.data_loss_bytes, true_bytes=truth.bytes if truth else None,
+              true_commits=truth.commits if truth else None)
+    return Failover(decision, prom, fence_with, t0, t_fenced, t_elected, decision.data_loss_bytes,
+                    truth.bytes if truth else None, truth.commits if truth else None, truth)
 
 
 # ---- switchover (planned) -----------------------------------------------------------------------

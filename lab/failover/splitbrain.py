@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import psycopg
 
 from lab.cluster import faults, sql
-from lab.failover import promotion
 from lab.cluster.context import Ctx
-from lab.replication import syncpolicy
-from lab.errors import InvalidInput
 from lab.cluster.handle import Cluster
+from lab.errors import InvalidInput, LabError
+from lab.failover import offline, promotion
+from lab.replication import syncpolicy
 
 TABLE = "pglab_split_brain"
 
@@ -38,12 +38,16 @@ class SplitBrainResult:
     fence: str
     synchronous: bool
     fenced_at: float | None            # when the fencing acted (None: not fenced)
-    promoted_at: float | None
+    promoted_at: float | None          # when pg_promote() returned on the new leader
     attempts: tuple[Attempt, ...]
     acked_on_old_after_promotion: int  # writes the old leader acknowledged while another led
-    only_on_old: tuple[str, ...]       # conflicting rows: acknowledged ids that the new leader lacks
-    only_on_new: tuple[str, ...]
+    # conflicting rows: ids written in the drill (acknowledged, committed locally only, or even
+    # reported failed) that one leader has and the other lacks. None: that node could not be read
+    only_on_old: tuple[str, ...] | None
+    only_on_new: tuple[str, ...] | None
     primaries_after_heal: int
+    old_read_from: str | None = None   # "server", "copy of its data directory", or None (unread)
+    old_read_error: str | None = None
 
 
 def _write(ctx: Ctx, node: str, rid: str, timeout: float) -> Attempt:
@@ -66,11 +70,25 @@ def _write(ctx: Ctx, node: str, rid: str, timeout: float) -> Attempt:
     return Attempt(node, rid, outcome, time.monotonic() - t0)
 
 
-def _ids(ctx: Ctx, node: str) -> set[str]:
+def _ids(ctx: Ctx, node: str) -> set[str] | None:
+    """The node's rows, over SQL; None (unknown, never empty) when it does not answer."""
     try:
         return {r[0] for r in sql.query(ctx.state, node, f"SELECT id FROM {TABLE}")}
     except psycopg.Error:
-        return set()
+        return None
+
+
+def _old_ids(ctx: Ctx, node: str) -> tuple[set[str] | None, str | None, str | None]:
+    """The old leader's rows: over SQL if its server answers, else from a copy of its data
+    directory started alone on no network (lab.failover.offline). (ids, read from, error)."""
+    ids = _ids(ctx, node)
+    if ids is not None:
+        return ids, "server", None
+    try:
+        rows = offline.read_copy(ctx, node, f"SELECT id FROM {TABLE}")
+        return set(rows), "copy of its data directory", None
+    except LabError as e:
+        return None, None, e.line()
 
 
 def drill(ctx: Ctx, *, fence: str = "none", writes: int = 3, timeout: float = 2.0) -> SplitBrainResult:
@@ -86,17 +104,19 @@ def drill(ctx: Ctx, *, fence: str = "none", writes: int = 3, timeout: float = 2.
     attempts = [_write(ctx, old, f"old-before-{i}", timeout) for i in range(writes)]
     fo = promotion.failover(ctx, None, allow_data_loss=True, fence_with=fence, force=True)
     new = ctx.state.primary
-    promoted_at = fo.promotion.t_done if fo.promotion else None
+    promoted_at = fo.promotion.t_promoted if fo.promotion else None
     after = [_write(ctx, old, f"old-after-{i}", timeout) for i in range(writes)]
     attempts += after + [_write(ctx, new, f"new-{i}", timeout) for i in range(writes)]
     faults.heal(ctx, old, "isolate")
-    on_old, on_new = _ids(ctx, old), _ids(ctx, new)
-    acked = {a.id for a in attempts if a.outcome == "ok"}
+    (on_old, read_from, read_error), on_new = _old_ids(ctx, old), _ids(ctx, new)
+    tried = {a.id for a in attempts}
     primaries = sum(1 for n in ctx.state.nodes if _is_primary(ctx, n))
+    both = on_old is not None and on_new is not None
     return SplitBrainResult(old, new, fence, not sync.is_async, fo.t_fenced, promoted_at, tuple(attempts),
                             sum(1 for a in after if a.outcome == "ok"),
-                            tuple(sorted((on_old - on_new) & acked)), tuple(sorted((on_new - on_old) & acked)),
-                            primaries)
+                            tuple(sorted((on_old - on_new) & tried)) if both else None,
+                            tuple(sorted((on_new - on_old) & tried)) if both else None,
+                            primaries, read_from, read_error)
 
 
 def _is_primary(ctx: Ctx, node: str) -> bool:

@@ -1,14 +1,33 @@
-"""Every connection string of the lab is built here."""
+"""Every connection string of the lab is built here.
+
+`make_conninfo` writes libpq's key=value syntax itself instead of importing psycopg's: importing
+psycopg takes longer than everything else `pglab dsn` does, and the syntax is small (a test
+checks that libpq, through psycopg, parses what it writes back to the same values).
+"""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
-
-from psycopg.conninfo import make_conninfo
 
 from lab.errors import InvalidInput
 
 if TYPE_CHECKING:
     from lab.model.state import LabState
+
+_PLAIN = re.compile(r"[^\s'\\]+")
+
+
+def _quote(value: object) -> str:
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def make_conninfo(**params: object) -> str:
+    """key=value pairs in libpq's syntax (values quoted where needed); None values are left out."""
+    return " ".join(f"{k}={_quote(v)}" for k, v in params.items() if v is not None)
+
 
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
@@ -53,7 +72,9 @@ def with_password(host: str, port: int, user: str, password: str, dbname: str) -
 
 
 def with_dbname(dsn: str, dbname: str) -> str:
-    return make_conninfo(dsn, dbname=dbname)
+    """The same connection string with another database."""
+    from psycopg.conninfo import conninfo_to_dict  # lazy: parsing needs libpq (psycopg is slow to import)
+    return make_conninfo(**{**conninfo_to_dict(dsn), "dbname": dbname})
 
 
 # ---- DSNs of a lab, from its saved state --------------------------------------------------------

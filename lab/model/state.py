@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,45 @@ def remove_lab_dir(name: str) -> bool:
         shutil.rmtree(d, ignore_errors=True)
         return True
     return False
+
+
+# ---- the primary's last sampled WAL position ----------------------------------------------------
+# Whenever pglab reads the primary's pg_current_wal_lsn() (status, the monitor's health check, the
+# lag recorder) it keeps the position and the time in <lab dir>/primary_seen.json. After the
+# primary failed, that is the best a real operator knows of how far it had got: the failover's
+# data-loss guard compares the candidates with it. A separate small file, replaced atomically,
+# so that a frequent reader never rewrites (and never races) state.json.
+SEEN_FILE = "primary_seen.json"
+
+
+@dataclass(frozen=True)
+class PrimarySeen:
+    node: str
+    lsn: str                 # pg_current_wal_lsn() as the primary reported it
+    timeline: int | None
+    t: float                 # unix time the question was sent: the primary was at least here then
+    source: str              # who read it: status, monitor, lag recorder
+
+
+def record_primary_seen(name: str, seen: PrimarySeen) -> None:
+    """Keep `seen` unless a newer sighting is already recorded. Never raises: a reader of the
+    primary must not fail because the lab directory went away under it."""
+    try:
+        d = lab_dir(name)
+        if not d.is_dir():
+            return
+        old = primary_seen(name)
+        if old is not None and old.t > seen.t:
+            return
+        tmp = d / f"{SEEN_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(asdict(seen)))
+        os.replace(tmp, d / SEEN_FILE)
+    except OSError:
+        pass
+
+
+def primary_seen(name: str) -> PrimarySeen | None:
+    try:
+        return PrimarySeen(**json.loads((lab_dir(name) / SEEN_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None

@@ -155,6 +155,7 @@ class LagRecorder:
         self.duration = duration
         self.on_sample = on_sample
         self.standbys = ctx.state.standbys
+        self._nodes = {f"{a.host}:{a.port}": n for n, a in ctx.state.nodes.items()}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._samples: list[LagSample] = []
@@ -174,8 +175,10 @@ class LagRecorder:
         return conn
 
     def sample_once(self, conn: psycopg.Connection, tracker: _Tracker) -> list[LagSample]:
+        asked = time.time()
         head_s, repl, slots = conn.execute(_SAMPLE_SQL, prepare=True).fetchone()
         now = time.time()
+        self._saw_primary(conn, head_s, asked)
         head = lsnmod.parse(head_s) or 0
         tracker.add(now, head)
         by_name = {r[0]: r for r in (repl or [])}
@@ -198,6 +201,12 @@ class LagRecorder:
                 s = _lag_s(tracker, head, pos, now)
                 out.append(LagSample(now, node, False, r[2] if r else None, b, b, b, s, s, s, None))
         return out
+
+    def _saw_primary(self, conn: psycopg.Connection, head: str | None, asked: float) -> None:
+        # the failover's data-loss guard uses the primary's last sampled position (lab.model.state)
+        node = self._nodes.get(f"{conn.info.host}:{conn.info.port}")
+        if head and node:
+            lab_state.record_primary_seen(self.ctx.name, lab_state.PrimarySeen(node, head, None, asked, "the lag recorder"))
 
     def _run(self) -> None:
         tracker = _Tracker()

@@ -34,7 +34,7 @@ from lab.runtime.base import CommandResult, NodePaths
 from lab.runtime.local import pick_port
 from lab.runtime.programs import client_program
 from lab.runtime.dockerapi import client
-from lab.runtime.images import build_hint, image_name, official_name
+from lab.runtime import images
 
 LABEL = "pglab.lab"
 NODE_LABEL = "pglab.node"
@@ -106,15 +106,15 @@ def choose_image(topology: Topology | None) -> str:
             return topology.image
         except docker.errors.ImageNotFound:
             raise RuntimeUnavailable(f"image {topology.image!r} (set in the topology) is not here",
-                                     f"pull or build it, or remove `image` from [postgres]; {build_hint(major)}") from None
-    for name in (image_name(major), official_name(major)):
+                                     f"pull or build it, or remove `image` from [postgres]; {images.build_hint(major)}") from None
+    for name in (images.image_name(major), images.official_name(major)):
         try:
             c.images.get(name)
             return name
         except docker.errors.ImageNotFound:
             continue
-    raise RuntimeUnavailable(f"no PostgreSQL {major} image here (looked for {image_name(major)} and "
-                             f"{official_name(major)})", build_hint(major))
+    raise RuntimeUnavailable(f"no PostgreSQL {major} image here (looked for {images.image_name(major)} and "
+                             f"{images.official_name(major)})", images.build_hint(major))
 
 
 class DockerRuntime:

@@ -54,12 +54,39 @@ def markdown(res: RunResult, chart: str | None = None) -> str:
     for k, v in sorted(res.figures.items()):
         if "." not in k:
             lines.append(f"| {k} | {_fmt(v)} |")
+    lines += data_loss_lines(res)
     lines += ["", "## Expectations", "", "| expectation | result | actual |", "|---|---|---|"]
     for e in res.expectations:
         lines.append(f"| `{e.text}` | {'pass' if e.passed else 'FAIL'} | {_fmt(e.actual)} |")
     if chart:
         lines += ["", "## Lag and writes over time", "", f"![lag and writes]({chart})"]
     return "\n".join(lines) + "\n"
+
+
+def _bytes(n: object) -> str:
+    if not isinstance(n, int):
+        return "unknown"
+    return f"{n} B" if n < 1024 else (f"{n / 1024:.1f} kB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MB")
+
+
+def data_loss_lines(res: RunResult) -> list[str]:
+    """Every failover of the run: the election's estimate of the WAL it would lose (a lower bound,
+    from the old primary's last sighting) beside the truth read from the old primary's WAL."""
+    fos = [e for e in res.events if e.get("kind") == "failover" and e.get("t", 0) >= res.started]
+    if not fos:
+        return []
+    elections = [e for e in res.events if e.get("kind") == "election" and e.get("node")]
+    out = ["", "## Data loss per failover", "",
+           "| at | old -> new | estimated (lower bound) | really (old primary's WAL) | commits | guard |",
+           "|---|---|---|---|---|---|"]
+    for e in fos:
+        el = max((x for x in elections if x["t"] <= e["t"]), key=lambda x: x["t"], default={})
+        est = e.get("estimate_bytes")
+        out.append(f"| {_ts(e['t'])} | {e.get('old_primary')} -> {e.get('node')} | "
+                   f"{'>= ' + _bytes(est) if isinstance(est, int) else 'unknown'} | {_bytes(e.get('true_bytes'))} | "
+                   f"{e.get('true_commits') if e.get('true_commits') is not None else 'unknown'} | "
+                   f"{str(el.get('loss', '')).replace('|', '/')} |")
+    return out
 
 
 def _fmt(v: object) -> str:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.errors import InvalidInput
-from lab.scenario.context import RunCtx
 from lab.failover.checker import check
+from lab.failover.phases import Phases
+from lab.scenario.context import RunCtx
 from lab.workload.ledger import final_ids
 
 
@@ -136,11 +137,23 @@ def monitor(run: RunCtx, action: str, opts: dict[str, Any]) -> str:
     res = m.stop()
     fos = res.failovers if res else ()
     figures: dict[str, Any] = {"failovers": len(fos)}
+    detail = ""
     if fos:
         f = fos[0]
-        figures["detection_s"] = round(f.t_declared - f.t_last_ok, 3)
-        if f.t_promoted:
-            figures["promotion_s"] = round(f.t_promoted - f.t_declared, 3)
+        # the phases as lab.failover.phases defines them (the same as in drills): the fault is the
+        # last one injected on the old primary before the failure was declared; the first write is
+        # the first a ledger workload of this run had acknowledged by the new primary
+        t_fault = max((e["t"] for e in run.lab.ctx.state.events if e["kind"].startswith("fault:")
+                       and e.get("node") == f.old_primary and e["t"] <= f.t_declared), default=None)
+        firsts = [op.t1 for h in run.workloads.values() if getattr(h, "writer", None) is not None
+                  for op in [h.writer.first_ok_after(f.t_promoted or f.t_declared, f.new_primary)] if op]
+        ph = Phases.of(f, t_fault, min(firsts) if firsts else None)
+        figures.update({k: None if v is None else round(v, 3) for k, v in ph.durations().items()})
         figures["new_primary"] = f.new_primary
+        fo = f.failover
+        if fo is not None:
+            figures.update(loss_estimate_bytes=fo.loss_estimate_bytes, loss_true_bytes=fo.loss_true_bytes,
+                           loss_true_commits=fo.loss_true_commits, loss="; ".join([fo.loss_line]))
+            detail = f"; data loss: {fo.loss_line}"
     run.add_figures(figures, "monitor")
-    return f"{len(fos)} failover(s)"
+    return f"{len(fos)} failover(s)" + detail
