@@ -17,6 +17,8 @@ from typing import Callable
 
 from lab.cluster import bootstrap, nodes as cluster
 from lab.cluster.handle import Cluster, Node, default_name
+from lab import runtime as runtimes
+from lab.runtime import ServerOffer
 from lab.failover import drill, monitor as monitor_mod, promotion, rejoin as rejoin_mod, splitbrain
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.model import state as lab_state
@@ -29,7 +31,12 @@ from lab.replication import commitbench, follower, lagrec
 from lab.workload import pgbench as pgbench_mod, reader
 from lab.workload.ledger import LedgerWriter
 
-__all__ = ["Lab", "Node", "default_name", "down", "list_labs"]
+__all__ = ["Lab", "Node", "default_name", "down", "list_labs", "versions"]
+
+
+def versions() -> list[ServerOffer]:
+    """Every PostgreSQL this machine can run (local installations, Docker images), default first."""
+    return runtimes.versions()
 
 
 class Lab(Cluster):

@@ -56,6 +56,21 @@ def test_malformed_topology_says_file_and_line(tmp_path):
     assert "line 3" in line
 
 
+def test_brackets_in_an_error_line_survive(tmp_path):
+    """Messages are printed literally: "[[nodes]]" is not rich markup."""
+    f = tmp_path / "empty.toml"
+    f.write_text("nodes = []\n")
+    n = unique()
+    line = fails_cleanly(["up", "--name", n, "--runtime", "local", "--topology", str(f)], "no [[nodes]]", n)
+    assert line.startswith("pglab: error: ") and "[/" not in line
+
+
+def test_a_version_that_is_not_here_says_where_it_comes_from():
+    n = unique()
+    line = fails_cleanly(["up", "--name", n, "--runtime", "local", "--pg", "16"], "PostgreSQL 16 is not installed", n)
+    assert "apt-get install postgresql-16" in line and "--runtime docker" in line
+
+
 def test_unknown_setting_is_refused_with_a_suggestion(runtime, tmp_path):
     f = tmp_path / "t.toml"
     f.write_text('[settings]\nshared_bufers = "64MB"\n[[nodes]]\nname = "p1"\n[[nodes]]\nname = "s1"\n')

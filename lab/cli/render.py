@@ -11,9 +11,11 @@ from rich.table import Table
 
 import sys
 
-# Not a terminal (a pipe, a CI log): don't squeeze tables into 80 columns.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# Not a terminal (a pipe, a CI log): don't squeeze tables into 80 columns. Messages hold names,
+# paths and settings with brackets ("[postgres]", "[[nodes]]"): print text literally (markup=False);
+# styles go through rich Text.
+console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 160)
 
 
 def to_jsonable(obj: Any) -> Any:

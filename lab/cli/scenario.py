@@ -37,7 +37,7 @@ def show(file: Path = typer.Argument(..., help="A scenario file.")) -> None:
     """The resolved plan of a scenario, without starting anything."""
     from lab.scenario.spec import load_scenario  # lazy: start-up
     sc = load_scenario(file)
-    console.print(f"[bold]{sc.name}[/]: {sc.description}")
+    console.print(Text.assemble((sc.name, "bold"), f": {sc.description}"))
     t = sc.topology
     console.print(f"topology: primary {t.primary.name}; standbys {', '.join(s.name for s in t.standbys) or 'none'}; "
                   f"synchronous_standby_names '{t.sync.render()}'; synchronous_commit {t.synchronous_commit}"
@@ -105,8 +105,8 @@ def run(
 
 
 def _print_result(res, keep: bool) -> None:
-    verdict = {0: "[green]PASSED[/]", 1: "[red]FAILED[/]", 2: "[red]COULD NOT RUN[/]"}[res.exit_code]
-    console.print(f"{verdict} {res.scenario} ({res.runtime}, {res.ended - res.started:.1f} s)")
+    verdict = {0: ("PASSED", "green"), 1: ("FAILED", "red"), 2: ("COULD NOT RUN", "red")}[res.exit_code]
+    console.print(Text.assemble(verdict, f" {res.scenario} ({res.runtime}, {res.ended - res.started:.1f} s)"))
     if res.error:
         console.print(f"  {res.error}", markup=False)
     for s in res.steps:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from lab.cluster import background, nodes as cluster, server
+from lab.cluster import background, coldclone, nodes as cluster, server
 from lab import runtime as runtimes
 from lab.model import state as lab_state
 from lab.cluster.context import Ctx
@@ -55,6 +55,9 @@ def _bootstrap(ctx: Ctx, topology: Topology, say: Say) -> None:
     primary = topology.primary.name
     standbys = [s.name for s in topology.standbys]
     cluster.check_settings(ctx, primary)
+    if coldclone.bring_up(ctx, topology):
+        return
+    # a runtime without templates: initdb, then a base backup of the running primary per standby
     cluster.init_primary(ctx, primary)
     server.start(ctx.rt, primary)
     cluster.create_roles(ctx, primary)

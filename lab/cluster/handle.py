@@ -25,9 +25,21 @@ Say = Callable[[str], None]
 C = TypeVar("C", bound="Cluster")
 
 
+def default_pg() -> int | None:
+    """$PGLAB_PG: the PostgreSQL major for labs that name none (e.g. to run a test suite on 15)."""
+    raw = os.environ.get("PGLAB_PG", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise InvalidInput(f"PGLAB_PG={raw!r} is not a major version", "set it to a number, e.g. PGLAB_PG=15, or unset it")
+    return int(raw)
+
+
 def resolve_topology(topology: Topology | str | os.PathLike | None, *, standbys: int = 2,
-                     sync: str | None = None, netns: bool = False) -> Topology:
-    """A Topology from what a caller gave: a Topology, a file, or nothing (the default shape)."""
+                     sync: str | None = None, netns: bool = False, pg: int | None = None) -> Topology:
+    """A Topology from what a caller gave: a Topology, a file, or nothing (the default shape).
+    The PostgreSQL major: `pg`, else the topology's version, else $PGLAB_PG, else the runtime's
+    default (the embedded 18 locally)."""
     if isinstance(topology, (str, os.PathLike)):
         topology = load_topology(topology)
     if topology is None:
@@ -35,6 +47,13 @@ def resolve_topology(topology: Topology | str | os.PathLike | None, *, standbys:
     elif sync is not None:
         raise InvalidInput("--sync and a topology file both set synchronous_standby_names",
                            "set it in the file's [replication] section")
+    if pg is None and topology.pg_version is None:
+        pg = default_pg()
+    if pg is not None:
+        if topology.pg_version not in (None, pg):
+            raise InvalidInput(f"--pg {pg} and the topology's version = {topology.pg_version} disagree",
+                               "drop one of them")
+        topology = topology.with_changes(pg_version=pg)
     return topology.with_changes(netns=True) if netns else topology
 
 
@@ -75,10 +94,11 @@ class Cluster:
     @classmethod
     def up(cls: type[C], topology: Topology | str | os.PathLike | None = None, *, name: str | None = None,
            runtime: str = "auto", standbys: int = 2, sync: str | None = None, netns: bool = False,
-           say: Say | None = None) -> C:
+           pg: int | None = None, say: Say | None = None) -> C:
         """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
-        default (p1 primary, s1 synchronous, the rest asynchronous)."""
-        topo = resolve_topology(topology, standbys=standbys, sync=sync, netns=netns)
+        default (p1 primary, s1 synchronous, the rest asynchronous). `pg`: the PostgreSQL major
+        (see `lab.api.versions()`)."""
+        topo = resolve_topology(topology, standbys=standbys, sync=sync, netns=netns, pg=pg)
         ctx = bootstrap.up(topo, name or default_name(), runtime, say or (lambda _: None))
         return cls(ctx, owned=True)
 

@@ -65,19 +65,35 @@ def check_settings(ctx: Ctx, node: str) -> None:
                                f"did you mean {close[0]!r}?" if close else "see the PostgreSQL documentation for parameter names")
 
 
+# Data checksums on every version: PostgreSQL 18's initdb turns them on by default, 15 and 17 need
+# the option; the same on all keeps the versions comparable (and pg_rewind works either way).
+INITDB_OPTIONS = ("-U", "postgres", "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
+                  "--data-checksums")
+
+
+def initdb(ctx: Ctx, node: str, *extra: str) -> None:
+    """A new cluster in the node's data directory, its postgresql.conf including pglab.conf."""
+    rt, p = ctx.rt, ctx.rt.paths(node)
+    rt.run(node, ["initdb", "-D", p.data, *INITDB_OPTIONS, *extra], timeout=120)
+    conf = rt.read_file(node, f"{p.data}/postgresql.conf") or ""
+    rt.write_file(node, f"{p.data}/postgresql.conf", conf + "\n" + pgconf.INCLUDE_LINE)
+
+
+def write_access(ctx: Ctx, node: str) -> None:
+    """pg_hba.conf for the lab's networks, and the replication password for the node's own use."""
+    ctx.rt.write_file(node, f"{ctx.rt.paths(node).data}/pg_hba.conf", pgconf.hba(ctx.rt.hba_networks()))
+    write_pgpass(ctx, node)
+
+
 def init_primary(ctx: Ctx, node: str) -> None:
     rt, p = ctx.rt, ctx.rt.paths(node)
     pwfile = f"{p.home}/.pwfile"
     rt.write_file(node, pwfile, ctx.state.superuser_password + "\n")
     try:
-        rt.run(node, ["initdb", "-D", p.data, "-U", "postgres", f"--pwfile={pwfile}", "--auth-local=peer",
-                      "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C"], timeout=120)
+        initdb(ctx, node, f"--pwfile={pwfile}")
     finally:
         rt.remove_path(node, pwfile)
-    conf = rt.read_file(node, f"{p.data}/postgresql.conf") or ""
-    rt.write_file(node, f"{p.data}/postgresql.conf", conf + "\n" + pgconf.INCLUDE_LINE)
-    rt.write_file(node, f"{p.data}/pg_hba.conf", pgconf.hba(rt.hba_networks()))
-    write_pgpass(ctx, node)
+    write_access(ctx, node)
     write_config(ctx, node)
 
 

@@ -6,6 +6,7 @@ tells them apart, so a prune never pulls the rug from under a concurrent `up`.
 """
 from __future__ import annotations
 
+import shutil
 import time
 
 from lab.model import state as lab_state
@@ -27,13 +28,18 @@ def _young(name: str) -> bool:
 def orphans() -> list[str]:
     """Names of labs with leftovers (directories, labelled Docker resources) but no state."""
     alive = set(lab_state.list_labs())
-    names = {p.name for p in lab_state.home().iterdir() if p.is_dir()}
+    names = {p.name for p in lab_state.home().iterdir() if p.is_dir() and not p.name.startswith(".")}
     names |= labs_with_docker_resources()
     return sorted(n for n in names - alive if not (lab_state.lab_dir(n).exists() and _young(n)))
 
 
 def prune() -> list[str]:
     removed: list[str] = []
+    for trash in lab_state.home().glob(f"{lab_state.TRASH_PREFIX}*"):
+        # what a `down` moved aside; its background removal normally takes a second
+        if time.time() - trash.stat().st_mtime > 60:
+            shutil.rmtree(trash, ignore_errors=True)
+            removed.append(f"directory {trash}")
     for name in orphans():
         try:
             check_name(name, "lab name")

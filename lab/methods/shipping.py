@@ -16,6 +16,8 @@ Local runtime only: the archive is a directory that the primary writes and the s
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -148,14 +150,23 @@ def _count(dsn: str) -> int:
         return c.execute("SELECT count(*) FROM marks").fetchone()[0]
 
 
-def version_check(lab: Cluster, node: str, other_major: int = 17) -> str:
+def version_check(lab: Cluster, node: str, other_major: int | None = None) -> str:
     """Start a server of another major version on a copy of this standby's data directory
     (with the Docker image of that version, when it is here) and return what it says."""
     data = lab.ctx.rt.host_data_dir(node)
     if data is None:
         return f"{node}'s data directory is not on this machine; the cross-version check needs the local runtime"
     version = (Path(data) / "PG_VERSION").read_text().strip()
-    said = images.start_on_copy(data, other_major)
+    other_major = other_major or (15 if version == "17" else 17)
+    with tempfile.TemporaryDirectory(prefix="pglab-version-check-") as tmp:
+        # a copy without the node's configuration: a newer major's settings (18's io_method, …)
+        # would stop an older server before it even looks at the data files' version
+        copy = Path(tmp) / "data"
+        shutil.copytree(data, copy, ignore=shutil.ignore_patterns("postmaster.pid", "pg_wal"))
+        (copy / "pg_wal").mkdir()
+        for conf in ("postgresql.conf", "postgresql.auto.conf", "pglab.conf"):
+            (copy / conf).write_text("")
+        said = images.start_on_copy(str(copy), other_major)
     if said is None:
         return (f"{node}'s data directory says PG_VERSION {version}; no {images.image_name(other_major)} image "
                 f"here to try another major (a physical standby needs the same major: WAL and data files are binary)")

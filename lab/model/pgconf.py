@@ -13,12 +13,31 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+# A hot standby refuses to start when one of these is lower than the value its pg_control holds
+# from the server that wrote it; clones of one template must agree with it on them.
+HOT_STANDBY_CRITICAL = ("max_connections", "max_worker_processes", "max_wal_senders",
+                        "max_prepared_transactions", "max_locks_per_transaction")
+
+
+def max_senders(topology: Topology) -> int:
+    # room for re-pointed standbys, rewinds and logical work; at least PostgreSQL's default (10),
+    # so that most shapes share one template (lab.cluster.coldclone)
+    return max(10, len(topology.nodes) + 4)
+
+
+def hot_standby_critical(topology: Topology) -> dict[str, str]:
+    """The values of HOT_STANDBY_CRITICAL that a lab's pglab.conf sets (others stay initdb's)."""
+    mine = {"max_wal_senders": str(max_senders(topology))}
+    mine.update((k, v) for k, v in topology.settings if k in HOT_STANDBY_CRITICAL)
+    return dict(sorted(mine.items()))
+
+
 def render(topology: Topology, *, lab: str, node: str, listen: str, port: int, socket_dir: str,
            sync: SyncSpec | None = None, upstream: tuple[str, int] | None = None, pgpass: str | None = None,
            extra: dict[str, str] | None = None) -> str:
     """pglab.conf for one node. A primary gets `sync`; a standby gets `upstream` (host, port) and
     replicates from it through its own slot."""
-    n_slots = len(topology.nodes) + 4  # room for re-pointed standbys, rewinds and logical work
+    n_slots = max_senders(topology)
     settings: dict[str, str] = {
         "listen_addresses": listen,
         "port": str(port),
@@ -33,6 +52,9 @@ def render(topology: Topology, *, lab: str, node: str, listen: str, port: int, s
         "synchronous_commit": topology.synchronous_commit,
         "hot_standby_feedback": "on" if topology.hot_standby_feedback else "off",
         "wal_receiver_status_interval": "1s",  # fresher lag figures than the 10s default
+        # A standby that cannot reach its upstream (not up yet, or failing over) retries after
+        # this long; the default 5s would be most of a lab's bring-up when all start at once.
+        "wal_retrieve_retry_interval": "100ms",
         "password_encryption": "scram-sha-256",
         "log_line_prefix": "%m [%p] %q%a ",
         "shared_buffers": "64MB",

@@ -21,6 +21,11 @@ from lab.model.names import check_name
 from lab.model.passwords import pgpass_line
 
 
+# what `down` discards is renamed to <home>/.trash-… and deleted in the background; a lab name
+# cannot start with a dot, so it is never taken for a lab
+TRASH_PREFIX = ".trash-"
+
+
 def home() -> Path:
     base = os.environ.get("PGLAB_HOME") or f"/tmp/pglab-{os.getuid()}"
     p = Path(base)

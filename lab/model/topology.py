@@ -4,7 +4,8 @@ A topology comes from the defaults (a primary, one synchronous and one
 asynchronous standby), from `pglab up` options, or from a TOML/YAML file:
 
     [postgres]
-    version = 15                      # major version; or bindir = "/usr/lib/postgresql/15/bin"
+    version = 18                      # major: 18 (embedded), or 15/17 (system packages, Docker images);
+                                      # or bindir = "/usr/lib/postgresql/15/bin"
 
     [replication]
     synchronous_standby_names = "FIRST 1 (s1)"
@@ -14,7 +15,7 @@ asynchronous standby), from `pglab up` options, or from a TOML/YAML file:
     [settings]                        # any PostgreSQL parameter, checked against the server
     wal_keep_size = "64MB"
 
-    [[nodes]]
+    [[nodes]]                         # without any [[nodes]]: p1, s1 (sync), s2 (async)
     name = "p1"
     role = "primary"
 
@@ -182,6 +183,10 @@ def topology_from_dict(data: dict, source: str = "topology") -> Topology:
     if not isinstance(settings, dict):
         raise InvalidInput(f"{source}: [settings] must be a table of parameter = value", "e.g. wal_keep_size = \"64MB\"")
     raw_nodes = data.get("nodes")
+    default_shape = raw_nodes is None
+    if default_shape:
+        # a file that only picks a version or settings gets the default shape: p1, s1 sync, s2 async
+        raw_nodes = [{"name": "p1", "role": "primary"}, {"name": "s1"}, {"name": "s2"}]
     if not raw_nodes or not isinstance(raw_nodes, list):
         raise InvalidInput(f"{source}: no [[nodes]]", "list at least one node; the first (or role = \"primary\") is the primary")
     nodes: list[tuple[NodeSpec, str]] = []
@@ -217,10 +222,14 @@ def topology_from_dict(data: dict, source: str = "topology") -> Topology:
         raise InvalidInput(f"{source}: [settings] sets {reserved[0]}, which the lab manages",
                            "use [replication] for replication settings; addresses and ports are chosen by the lab")
     version = pg.get("version")
+    if version is not None and (isinstance(version, bool) or not str(version).isdigit()):
+        raise InvalidInput(f"{source}: [postgres] version = {version!r} is not a major version",
+                           "give the major as a number, e.g. version = 18 (see `pglab versions`)")
     return Topology(
         primary=primary,
         standbys=standbys,
-        sync=parse_sync(repl.get("synchronous_standby_names", "none"), [s.name for s in standbys]),
+        sync=parse_sync(repl.get("synchronous_standby_names", "FIRST 1 (s1)" if default_shape else "none"),
+                        [s.name for s in standbys]),
         synchronous_commit=sc,
         hot_standby_feedback=bool(repl.get("hot_standby_feedback", False)),
         wal_level=wl,

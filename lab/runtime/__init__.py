@@ -10,14 +10,15 @@ from pathlib import Path
 from lab.errors import InvalidInput
 from lab.model.topology import Topology
 from lab.runtime import procs
-from lab.runtime.base import CommandResult, NodePaths, Runtime
+from lab.runtime.base import CommandResult, NodePaths, Runtime, ServerOffer
 from lab.runtime.procs import alive as process_alive
 from lab.runtime.programs import client_program
 
 KINDS = ("auto", "local", "docker")
 
-__all__ = ["KINDS", "CommandResult", "NodePaths", "Runtime", "choose", "client_program", "destroy_orphans",
-           "docker_answers", "labs_with_docker_resources", "make", "process_alive", "remove_docker_resources"]
+__all__ = ["KINDS", "CommandResult", "NodePaths", "Runtime", "ServerOffer", "choose", "client_program",
+           "destroy_orphans", "docker_answers", "labs_with_docker_resources", "make", "process_alive",
+           "remove_docker_resources", "versions"]
 
 
 def docker_answers() -> bool:
@@ -40,11 +41,12 @@ def choose(kind: str) -> str:
 
 def make(kind: str, lab: str, lab_dir: Path, data: dict | None = None, topology: Topology | None = None) -> Runtime:
     if kind == "local":
-        from lab.runtime.local import LocalRuntime, find_bindir  # lazy: only the runtime in use is loaded
-        bindir = None
+        from lab.runtime.local import LocalRuntime  # lazy: only the runtime in use is loaded
+        from lab.runtime import servers  # lazy: as above
+        server = None
         if not data and topology is not None:
-            bindir = find_bindir(topology.pg_version, topology.bindir)
-        return LocalRuntime(lab, lab_dir, data, bindir=bindir, netns_mode=bool(topology and topology.netns))
+            server = servers.find(topology.pg_version, topology.bindir)
+        return LocalRuntime(lab, lab_dir, data, server=server, netns_mode=bool(topology and topology.netns))
     if kind == "docker":
         from lab.runtime.docker import DockerRuntime  # lazy: the Docker SDK is slow to import
         return DockerRuntime(lab, lab_dir, data, topology=topology)
@@ -74,3 +76,23 @@ def remove_docker_resources(lab: str) -> list[str]:
         return []
     from lab.runtime.docker import remove_labelled  # lazy: the Docker SDK is slow to import
     return remove_labelled(lab)
+
+
+def versions() -> list[ServerOffer]:
+    """Every PostgreSQL this machine can run, and where it comes from: the embedded server and
+    the system's packages (local runtime), and PostgreSQL images (Docker runtime, when a daemon
+    answers). The local runtime's default comes first."""
+    from lab.runtime import servers  # lazy: runs `postgres --version` per installation
+    offers = [ServerOffer(s.version, "local", s.source, s.bindir, default=(i == 0))
+              for i, s in enumerate(_default_first(servers.installed(), servers.find))]
+    if docker_answers():
+        from lab.runtime.images import list_images  # lazy: the Docker SDK is slow to import
+        offers += [ServerOffer(i.pg, "docker", "image", i.name) for i in list_images()]
+    return offers
+
+
+def _default_first(found: list, find) -> list:
+    if not found:
+        return []
+    default = find()
+    return [default] + [s for s in found if s != default]

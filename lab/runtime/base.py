@@ -8,7 +8,7 @@ provides the fault primitives (kill, pause, partition, throttle).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from lab.model.state import NodeAddr
 from lab.model.topology import NodeSpec
@@ -28,6 +28,16 @@ class CommandResult:
     out: str   # stdout and stderr together, as a person would read them
 
 
+@dataclass(frozen=True)
+class ServerOffer:
+    """A PostgreSQL this machine can run (`pglab versions`)."""
+    version: str      # "18.6" (local: from `postgres --version`; Docker: the image's label or tag)
+    runtime: str      # "local" or "docker"
+    source: str       # "embedded", "system", "image"
+    where: str        # a bindir or an image name
+    default: bool = False
+
+
 @runtime_checkable
 class Runtime(Protocol):
     kind: str
@@ -37,6 +47,13 @@ class Runtime(Protocol):
 
     def add_node(self, node: NodeSpec) -> NodeAddr:
         """Create one more node in a lab that is already prepared."""
+
+    def data_from_template(self, nodes: list[str], recipe: str, build: Callable[[str], None]) -> bool:
+        """Make each node's data directory a file copy of a cached, stopped, initialised cluster
+        (a cold clone: same system identifier, a valid base backup). The cache is keyed by the
+        server build and `recipe` (a description of how build makes it); on first use the runtime
+        calls build(nodes[0]) to initialise that node and keeps a copy. Returns False, doing
+        nothing, when this runtime keeps no templates: the caller then runs initdb and clones."""
 
     def paths(self, node: str) -> NodePaths: ...
 

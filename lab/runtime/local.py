@@ -10,6 +10,7 @@ program runs as the `postgres` system user, and node directories belong to it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -17,48 +18,23 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from lab.model.names import cluster_name
 from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
-from lab.model.state import NodeAddr
+from lab.model.state import TRASH_PREFIX, NodeAddr
 from lab.model.topology import NodeSpec
-from lab.runtime import netns, procs
+from lab.runtime import cache, netns, procs, servers
 from lab.runtime.base import CommandResult, NodePaths
 from lab.runtime.programs import client_program
 
-SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 
-
-def find_bindir(version: int | None = None, configured: str | None = None) -> str:
-    """Where the server programs are: configured path, pg_config, PATH, /usr/lib/postgresql/*/bin."""
-    candidates: list[str] = []
-    if configured:
-        candidates.append(configured)
-    elif version:
-        candidates.append(f"/usr/lib/postgresql/{version}/bin")
-    else:
-        pg_config = shutil.which("pg_config")
-        if pg_config:
-            try:
-                candidates.append(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                                 timeout=10).stdout.strip())
-            except (OSError, subprocess.SubprocessError):
-                pass
-        initdb = shutil.which("initdb")
-        if initdb:
-            candidates.append(str(Path(initdb).parent))
-        versions = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin")),
-                          key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
-        candidates += [str(p) for p in versions]
-    for c in candidates:
-        if c and all(os.access(os.path.join(c, prog), os.X_OK) for prog in SERVER_PROGRAMS):
-            return c
-    looked = ", ".join(c for c in candidates if c) or "pg_config, PATH, /usr/lib/postgresql/*/bin"
-    raise RuntimeUnavailable(
-        f"PostgreSQL server programs not found (looked in {looked})",
-        "install them (Debian: apt-get install postgresql) or set [postgres] bindir in the topology",
-    )
+def templates_key(bindir: str, version: str, recipe: str) -> str:
+    """A template is valid for one server build and one recipe (initdb options and what follows)."""
+    digest = hashlib.sha256(f"{servers.build_id(bindir)}|{recipe}".encode()).hexdigest()[:12]
+    return f"{version or 'pg'}-{digest}"
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -94,14 +70,18 @@ class LocalRuntime:
     kind = "local"
 
     def __init__(self, lab: str, lab_dir: Path, data: dict | None = None, *,
-                 bindir: str | None = None, netns_mode: bool = False):
+                 server: servers.Server | None = None, netns_mode: bool = False):
         data = data or {}
         self.lab = lab
         self.dir = Path(lab_dir)
-        self.bindir = data.get("bindir") or bindir or find_bindir()
+        self.user = _server_user()
+        if data.get("bindir"):
+            self.bindir, self.version = data["bindir"], data.get("version", "")
+        else:
+            chosen = servers.for_user(server or servers.find(), self.user)
+            self.bindir, self.version = chosen.bindir, chosen.version
         self.netns = bool(data.get("netns", netns_mode))
         self.net: dict = data.get("net", {})
-        self.user = _server_user()
         if self.netns and os.geteuid() != 0:
             raise Unsupported("per-node network namespaces need root",
                               "run as root, or drop netns from the topology (partitions and throttling then are unavailable)")
@@ -149,7 +129,27 @@ class LocalRuntime:
         return [self.net["subnet"]] if self.netns else ["127.0.0.1/32"]
 
     def runtime_data(self) -> dict:
-        return {"bindir": self.bindir, "netns": self.netns, "net": self.net}
+        return {"bindir": self.bindir, "version": self.version, "netns": self.netns, "net": self.net}
+
+    # ---- cold clones -------------------------------------------------------
+    def data_from_template(self, nodes: list[str], recipe: str, build: Callable[[str], None]) -> bool:
+        """Copy the cached template for (this server, recipe) into each node's data directory, all
+        at once. On first use, build(nodes[0]) makes it in the first node, and a copy is kept."""
+        owner = (self.user.pw_uid, self.user.pw_gid) if self.user else None
+        tpl = cache.area("templates", owner) / templates_key(self.bindir, self.version, recipe)
+        todo = list(nodes)
+        if not tpl.is_dir():
+            with cache.locked(tpl.name):
+                if not tpl.is_dir():
+                    first = todo.pop(0)
+                    build(first)
+                    staging = cache.staging_path(tpl)
+                    self.run(first, ["cp", "-a", "--", self.paths(first).data, str(staging)])
+                    cache.publish(staging, tpl)
+        if todo:
+            with ThreadPoolExecutor(max_workers=len(todo)) as ex:
+                list(ex.map(lambda n: self.run(n, ["cp", "-a", "--", str(tpl), self.paths(n).data]), todo))
+        return True
 
     # ---- commands and files ------------------------------------------------
     def _program(self, name: str) -> str:
@@ -310,25 +310,44 @@ class LocalRuntime:
     # ---- teardown ----------------------------------------------------------
     def destroy(self) -> list[str]:
         removed = []
-        for d in sorted(p for p in self.dir.iterdir() if p.is_dir()) if self.dir.exists() else []:
+        snap = procs.Snapshot()
+        node_dirs = sorted(p for p in self.dir.iterdir() if p.is_dir()) if self.dir.exists() else []
+        servers_: set[int] = set()
+        for d in node_dirs:
             pid = self._postmaster_pid(d.name)
-            if pid and procs.alive(pid):
-                procs.signal_tree(pid, signal.SIGCONT)
-                procs.signal_tree(pid, signal.SIGKILL)
+            if pid and snap.alive(pid):
+                servers_.update(snap.tree(pid))
                 removed.append(f"server {d.name} (pid {pid})")
         # anything else still working in the lab's directory (a clone, a rewind), and server
         # processes whose postmaster is gone (found by their title, which names the lab and node)
-        stray = procs.kill_matching(str(self.dir) + "/")
-        for d in (p for p in self.dir.iterdir() if p.is_dir()) if self.dir.exists() else []:
-            for pid in procs.titled(cluster_name(self.lab, d.name)):
-                for sig in (signal.SIGCONT, signal.SIGKILL):
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
-                stray += 1
+        stray = set(snap.matching(str(self.dir) + "/"))
+        for d in node_dirs:
+            stray.update(snap.titled(cluster_name(self.lab, d.name)))
+        stray -= servers_
+        # SIGKILL, not a shutdown: the lab's data goes with it, so nothing needs to be flushed
+        procs.kill_now(servers_ | stray)
         if stray:
-            removed.append(f"{stray} other process(es)")
+            removed.append(f"{len(stray)} other process(es)")
         if self.netns or self.net:
             removed += netns.destroy_lab_network(self.net, self.lab)
+        self._discard(node_dirs)
         return removed
+
+    def _discard(self, node_dirs: list[Path]) -> None:
+        """Move the node directories out of the lab at once and delete them in the background:
+        unlinking a lab's few thousand files takes longer than all the rest of `down`. The trash
+        lies beside the labs (a name no lab can have); `pglab prune` removes any left there."""
+        if not node_dirs:
+            return
+        trash = self.dir.parent / f"{TRASH_PREFIX}{self.lab}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            trash.mkdir(mode=0o700)
+            for d in node_dirs:
+                os.rename(d, trash / d.name)
+        except OSError:
+            shutil.rmtree(trash, ignore_errors=True)
+            return   # the caller removes the lab directory with whatever is still in it
+        # a killed server may still be writing its last file: retry once after a moment
+        subprocess.Popen(["sh", "-c", 'rm -rf -- "$1" 2>/dev/null || { sleep 1; rm -rf -- "$1"; }', "sh", str(trash)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
