@@ -11,6 +11,7 @@ program runs as the `postgres` system user, and node directories belong to it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 import shutil
@@ -30,6 +31,8 @@ from lab.runtime import cache, netns, procs, servers
 from lab.runtime.base import CommandResult, NodePaths
 from lab.runtime.programs import client_program
 
+log = logging.getLogger(__name__)
+
 
 def templates_key(bindir: str, version: str, recipe: str) -> str:
     """A template is valid for one server build and one recipe (initdb options and what follows)."""
@@ -38,12 +41,25 @@ def templates_key(bindir: str, version: str, recipe: str) -> str:
 
 
 def _server_user() -> pwd.struct_passwd | None:
+    """As root, the servers run as the `postgres` system user (PostgreSQL refuses to run as root).
+    A machine without PostgreSQL packages has no such user: create it, as Debian's package would, so
+    that `pip install` and `pglab up` are the whole set-up."""
     if os.geteuid() != 0:
         return None
     try:
         return pwd.getpwnam("postgres")
     except KeyError:
-        raise RuntimeUnavailable("running as root but there is no `postgres` system user to run the servers",
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    try:
+        subprocess.run([useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/var/lib/postgresql",
+                        "--shell", "/usr/sbin/nologin", "--comment", "PostgreSQL servers of pglab", "postgres"],
+                       check=True, capture_output=True, text=True, timeout=60)
+        log.warning("created the system user `postgres` to run the servers (PostgreSQL refuses to run as root)")
+        return pwd.getpwnam("postgres")
+    except (OSError, subprocess.SubprocessError, KeyError) as e:
+        raise RuntimeUnavailable("running as root but there is no `postgres` system user to run the servers, "
+                                 f"and creating one failed ({e})",
                                  "create one (useradd --system postgres) or run pglab as a normal user") from None
 
 
