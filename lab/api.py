@@ -15,12 +15,14 @@ from typing import Any, Callable
 
 import psycopg
 
-from lab.cluster import bootstrap, faults, status as lab_status
+from lab.cluster import bootstrap, status as lab_status
 from lab.model import state as lab_state
 from lab.model.conninfo import client_dsn, multi_host_dsn
 from lab.cluster.context import Ctx
 from lab.errors import InvalidInput
-from lab.model.topology import Topology, default_topology, load_topology
+from lab.ha import Manager, ManagerView, check_available, manager
+from lab.ha.compare import disagreements
+from lab.model.topology import Topology, check_ha, default_topology, load_topology
 from lab.wait import wait_until
 
 DEFAULT_NAME = "pglab"
@@ -37,10 +39,12 @@ class Lab:
     # ---- life cycle ------------------------------------------------------------
     @classmethod
     def up(cls, topology: Topology | str | None = None, *, name: str | None = None, runtime: str = "auto",
-           standbys: int = 2, sync: str | None = None, netns: bool = False,
-           say: Callable[[str], None] | None = None) -> "Lab":
+           standbys: int = 2, sync: str | None = None, netns: bool = False, ha: str | None = None,
+           ha_profile: str | None = None, say: Callable[[str], None] | None = None) -> "Lab":
         """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
-        default (p1 primary, s1 synchronous, the rest asynchronous)."""
+        default (p1 primary, s1 synchronous, the rest asynchronous). `ha` picks the failover manager
+        (none, pglab, patroni; the short form of the topology's [ha] manager), `ha_profile` its
+        timing profile (default, fast)."""
         if isinstance(topology, (str, os.PathLike)):
             topology = load_topology(topology)
         if topology is None:
@@ -50,8 +54,23 @@ class Lab:
                                "set it in the file's [replication] section")
         if netns:
             topology = topology.with_changes(netns=True)
-        ctx = bootstrap.up(topology, name or default_name(), runtime, say or (lambda _: None))
-        return cls(ctx)
+        if ha is not None or ha_profile is not None:
+            spec = topology.ha.with_manager(ha or topology.ha.manager, ha_profile)
+            topology = topology.with_changes(ha=check_ha(spec, [s.name for s in topology.standbys], "--ha"))
+        say = say or (lambda _: None)
+        runtime = check_available(topology, runtime)
+        def init(ctx: Ctx, say: Callable[[str], None]) -> None:
+            manager(ctx).bootstrap(say)
+        ctx = bootstrap.up(topology, name or default_name(), runtime, say,
+                           init=init if topology.ha.manager == "patroni" else None)
+        lab = cls(ctx)
+        if not manager(ctx).bootstraps_servers:
+            try:
+                lab.manager.start(say)
+            except BaseException:
+                lab.down()
+                raise
+        return lab
 
     @classmethod
     def open(cls, name: str | None = None) -> "Lab":
@@ -59,6 +78,19 @@ class Lab:
 
     def down(self) -> list[str]:
         return bootstrap.down(self.name)
+
+    @property
+    def manager(self) -> Manager:
+        """The lab's failover manager (lab.ha): none, pglab or patroni."""
+        return manager(self.ctx)
+
+    def ha_view(self) -> ManagerView:
+        """The manager's own view (Patroni: members, roles, lag, timelines, etcd, HAProxy)."""
+        return self.manager.view()
+
+    def disagreements(self, st: lab_status.LabStatus | None = None, view: ManagerView | None = None) -> dict[str, str]:
+        """Where the manager's view and PostgreSQL's disagree (node -> what)."""
+        return disagreements(st or self.status(), view or self.ha_view())
 
     def __enter__(self) -> "Lab":
         return self
@@ -111,6 +143,17 @@ class Lab:
         attrs = {"primary": "read-write", "standby": "standby", "any": "any"}.get(role)
         if attrs is None:
             raise InvalidInput(f"unknown role {role!r}", "use primary, standby or any")
+        routed = self.manager.endpoints().get(role) if self.topology.ha.manager != "none" else None
+        if routed:   # the manager's proxy (HAProxy) routes to the node in that role
+            return client_dsn(routed[0], routed[1], passfile, dbname=dbname)
+        return self.multi_host_dsn(role, dbname=dbname)
+
+    def multi_host_dsn(self, role: str = "primary", *, dbname: str = "postgres") -> str:
+        """Every node in one DSN; libpq picks one in the role when it connects (no proxy)."""
+        passfile = str(self.ctx.state.pgpass_path)
+        attrs = {"primary": "read-write", "standby": "standby", "any": "any"}.get(role)
+        if attrs is None:
+            raise InvalidInput(f"unknown role {role!r}", "use primary, standby or any")
         order = [self.primary, *self.standbys] if role != "standby" else [*self.standbys, self.primary]
         addrs = [(self.ctx.state.nodes[n].host, self.ctx.state.nodes[n].port) for n in order]
         return multi_host_dsn(addrs, passfile, attrs, dbname=dbname)
@@ -146,12 +189,13 @@ class Lab:
 
     # ---- breaking ----------------------------------------------------------------
     def fault(self, node: str, kind: str, *, rate: str = "1mbit") -> None:
-        """Inject a fault: stop, kill, pause, partition or throttle (see lab.cluster.faults)."""
-        faults.inject(self.ctx, self.node(node), kind, rate=rate)
+        """Inject a fault: stop, kill, kill-postgres, pause, partition or throttle (see lab.cluster.faults;
+        with a supervisor, lab.ha.patroni says what each means)."""
+        self.manager.fault(node, kind, rate=rate)
 
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
-        return faults.heal(self.ctx, self.node(node), kind)
+        return self.manager.heal(node, kind)
 
     # ---- workloads and lag ----------------------------------------------------------
     # (issue 4: lab/lagrec.py, lab/workload/{pgbench,reader}.py, lab/commitbench.py, lab/follower.py)
@@ -235,18 +279,14 @@ class Lab:
 
     def switchover(self, to: str | None = None):
         """Planned change of leader with zero lost writes: promotion.Switchover."""
-        from lab.failover import promotion
-        return promotion.switchover(self.ctx, self.node(to) if to else None)
+        return self.manager.switchover(self.node(to) if to else None)
 
     def failover(self, to: str | None = None, *, allow_data_loss: bool = False, max_lag_bytes: int | None = None,
                  fence: str = "none", force: bool = False):
         """Unplanned: elect the most advanced standby and promote it: promotion.Failover
         (raises promotion.FailoverRefused with the decision table when no candidate is acceptable)."""
-        from lab.failover import promotion
-        from lab.failover.election import DEFAULT_MAX_LAG_BYTES
-        return promotion.failover(self.ctx, self.node(to) if to else None, allow_data_loss=allow_data_loss,
-                                  max_lag_bytes=DEFAULT_MAX_LAG_BYTES if max_lag_bytes is None else max_lag_bytes,
-                                  fence_with=fence, force=force)
+        return self.manager.failover(self.node(to) if to else None, allow_data_loss=allow_data_loss,
+                                     max_lag_bytes=max_lag_bytes, fence_with=fence, force=force)
 
     def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True):
         """An old primary back as a standby of the current primary (pg_rewind, else re-clone): rejoin.Rejoin."""

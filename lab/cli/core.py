@@ -45,17 +45,23 @@ def up(
     topology: Optional[Path] = typer.Option(None, "--topology", "-t", help="A topology file (.toml or .yaml)."),
     netns: bool = typer.Option(False, "--netns", help="Local runtime, as root: a network namespace per node "
                                                       "(needed for partition and throttle faults)."),
+    ha: Optional[str] = typer.Option(None, "--ha", help="Failover manager: none (you promote), pglab (pglab's monitor) "
+                                                        "or patroni (Patroni + 3 etcd members + HAProxy)."),
+    ha_profile: Optional[str] = typer.Option(None, "--ha-profile", help="Manager timing: default or fast "
+                                                                        "(Patroni: ttl 30/loop_wait 10/retry 10 or 20/2/5)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Bring up a lab: a primary and streaming standbys (default: p1, s1 sync, s2 async)."""
     t0 = time.monotonic()
     lab = Lab.up(str(topology) if topology else None, name=name, runtime=runtime, standbys=standbys, sync=sync,
-                 netns=netns, say=lambda m: err_console.print(m, style="dim"))
+                 netns=netns, ha=ha, ha_profile=ha_profile, say=lambda m: err_console.print(m, style="dim"))
     st = lab.status()
     if as_json:
         print_json(st)
         return
     console.print(status_table(st, f"lab {lab.name} ({lab.runtime}) up in {time.monotonic() - t0:.1f} s"))
+    if lab.topology.ha.manager == "patroni":
+        _print_ha(lab, st)
     console.print(f"connect: psql \"$(pglab dsn --name {lab.name} --role primary)\"   |   pglab down --name {lab.name}")
 
 
@@ -91,11 +97,36 @@ def ls(as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
     """One row per node: role, timeline, LSNs, sync state, lag per stage in bytes and seconds, slot."""
-    st = _open(name).status()
+    lab = _open(name)
+    st = lab.status()
+    managed = lab.topology.ha.manager != "none"
     if as_json:
-        print_json(st)
-    else:
-        console.print(status_table(st, f"lab {st.lab} ({st.runtime})"))
+        if managed:
+            view = lab.ha_view()
+            print_json({**st.to_dict(), "ha": view, "disagreements": lab.disagreements(st, view)})
+        else:
+            print_json(st)
+        return
+    console.print(status_table(st, f"lab {st.lab} ({st.runtime})"))
+    if managed:
+        _print_ha(lab, st)
+
+
+def _print_ha(lab: Lab, st: LabStatus) -> None:
+    """The manager's view beside PostgreSQL's; where they disagree, it says so in red."""
+    view = lab.ha_view()
+    odd = lab.disagreements(st, view)
+    rows = [[m.name, m.role, m.state, m.timeline, human_bytes(m.lag_bytes),
+             ", ".join(k for k, v in m.tags.items() if v is True) or None,
+             f"[red]{odd[m.name]}[/]" if m.name in odd else "agrees"] for m in view.members]
+    console.print(table(f"{view.manager}'s view: leader {view.leader or 'none'}" + (f" ({view.error})" if view.error else ""),
+                        ["member", "role", "state", "tl", "lag", "tags", "vs PostgreSQL"], rows))
+    if view.components:
+        console.print(table("HA stack", ["part", "name", "address", "state", "detail"],
+                            [[c.kind, c.name, c.address, c.state, c.detail] for c in view.components]))
+    for k in ("lab", "leader key"):
+        if k in odd:
+            console.print(f"[red]disagreement ({k}):[/] {odd[k]}")
 
 
 def lag_table(st: LabStatus):
@@ -118,8 +149,18 @@ def dsn(
     name: Optional[str] = NameOpt,
     dbname: str = typer.Option("postgres", "--dbname", "-d"),
 ) -> None:
-    """Print a libpq connection string (the password stays in the lab's passfile)."""
-    print(_open(name).dsn(node, role=role, dbname=dbname) if node else _open(name).dsn(role=role or "primary", dbname=dbname))
+    """Print a libpq connection string (the password stays in the lab's passfile). With a proxy
+    (HAProxy, --ha patroni) --role gives the proxy's port; the multi-host DSN follows on stderr."""
+    lab = _open(name)
+    if node:
+        print(lab.dsn(node, role=role, dbname=dbname))
+        return
+    out = lab.dsn(role=role or "primary", dbname=dbname)
+    print(out)
+    direct = lab.multi_host_dsn(role or "primary", dbname=dbname)
+    if direct != out:
+        err_console.print(f"# HAProxy above; without the proxy (libpq picks the node): {direct}",
+                          highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

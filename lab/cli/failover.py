@@ -8,6 +8,7 @@ import typer
 
 from lab.api import Lab, default_name
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
+from lab.ha import Change
 from lab.cli import app
 from lab.cli.core import JsonOpt, NameOpt
 from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
@@ -48,6 +49,8 @@ def switchover(to: Optional[str] = typer.Option(None, "--to", help="The new prim
     s = _open(name).switchover(to)
     if as_json:
         return print_json(s)
+    if isinstance(s, Change):
+        return _print_change(s)
     console.print(table(f"switchover {s.old_primary} -> {s.new_primary}: writes unavailable for {human_secs(s.window_s)}",
                         ["step", "at"], [[step, human_secs(t)] for step, t in s.steps]))
     console.print(f"{s.old_primary} " + ("streams from " + s.new_primary if s.demoted else "is NOT streaming: run `pglab rejoin`"))
@@ -72,10 +75,20 @@ def failover(to: Optional[str] = typer.Option(None, "--to", help="Promote this s
         raise
     if as_json:
         return print_json(f)
+    if isinstance(f, Change):
+        return _print_change(f)
     console.print(decision_table(f.decision))
     p = f.promotion
     console.print(f"{p.new_primary} promoted in {human_secs(p.promote_s)} (timeline {p.timeline}); sync: {p.sync or 'async'}; "
                   f"re-pointed: {', '.join(p.repointed) or 'none'}; old primary {p.old_primary}: `pglab rejoin {p.old_primary}`")
+
+
+def _print_change(c) -> None:
+    """A switchover or failover the failover manager made through its own API."""
+    console.print(table(f"{c.kind} {c.old_primary} -> {c.new_primary} (by the failover manager): writes unavailable "
+                        f"for {human_secs(c.window_s)}", ["step", "at"], [[step, human_secs(t)] for step, t in c.steps]))
+    console.print(f"{c.old_primary} " + (f"streams from {c.new_primary} again" if c.demoted else "is not streaming yet")
+                  + (f"; timeline {c.timeline}" if c.timeline else ""))
 
 
 @app.command()

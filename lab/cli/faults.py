@@ -14,8 +14,9 @@ from lab.cli.render import console
 
 @app.command()
 def fault(
-    kind: str = typer.Argument(..., help="stop, kill, pause, partition, isolate or throttle."),
-    node: str = typer.Argument(..., help="The node to break."),
+    kind: str = typer.Argument(..., help="stop, kill, kill-postgres, pause, partition, isolate or throttle."),
+    node: str = typer.Argument(..., help="The node to break (with --ha patroni also an etcd member: e1, e2, e3 "
+                                         "or etcd-leader)."),
     rate: str = typer.Option("1mbit", "--rate", help="Bandwidth for throttle (tc units: 512kbit, 1mbit, …)."),
     name: Optional[str] = NameOpt,
 ) -> None:

@@ -501,6 +501,10 @@ class DockerRuntime:
         return None
 
     # ---- teardown ----------------------------------------------------------
+    def services(self):
+        raise Unsupported("failover managers (Patroni, etcd, HAProxy) on the Docker runtime need images that hold them; "
+                          "the lab's images hold PostgreSQL only", "use --runtime local for --ha patroni")
+
     def destroy(self) -> list[str]:
         self._containers.clear()
         return remove_labelled(self.lab)

@@ -24,6 +24,7 @@ from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
 from lab.model.state import NodeAddr
 from lab.model.topology import NodeSpec
 from lab.runtime import netns, procs
+from lab.runtime.services import LocalServices
 from lab.runtime.base import CommandResult, NodePaths
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
@@ -149,6 +150,9 @@ class LocalRuntime:
 
     def runtime_data(self) -> dict:
         return {"bindir": self.bindir, "netns": self.netns, "net": self.net}
+
+    def services(self) -> LocalServices:
+        return LocalServices(self)
 
     # ---- commands and files ------------------------------------------------
     def _program(self, name: str) -> str:
@@ -290,7 +294,8 @@ class LocalRuntime:
 
     # ---- teardown ----------------------------------------------------------
     def destroy(self) -> list[str]:
-        removed = []
+        # supervisors first: a failover manager's agent would start a killed server again
+        removed = self.services().destroy()
         for d in sorted(p for p in self.dir.iterdir() if p.is_dir()) if self.dir.exists() else []:
             pid = self._postmaster_pid(d.name)
             if pid and procs.alive(pid):
