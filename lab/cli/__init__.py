@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from lab.errors import LabError
@@ -20,7 +21,8 @@ class LabGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except LabError as e:
-            err_console.print(f"[bold red]pglab: error:[/] {e.line()}", highlight=False, soft_wrap=True)
+            # escaped: messages name topology sections such as [ha], which are not markup
+            err_console.print(f"[bold red]pglab: error:[/] {escape(e.line())}", highlight=False, soft_wrap=True)
             if e.details:
                 err_console.print(e.details, style="dim", highlight=False, markup=False)
             raise typer.Exit(e.exit_code) from None

@@ -25,7 +25,7 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -44,6 +44,8 @@ REST_PORT = 8008
 NODE_FAULTS = ("kill", "kill-postgres", "stop", "pause", "partition", "isolate", "throttle")
 ETCD_FAULTS = ("kill", "stop", "pause", "partition")
 _PROMOTED_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO: promoted self to leader")
+# the server's own log (Patroni passes it through): the moment it left recovery
+_NEW_TIMELINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] LOG:  selected new timeline ID")
 
 
 class PatroniError(LabError):
@@ -174,8 +176,11 @@ class PatroniManager(Manager):
         self._st["haproxy"] = {"rw": rw, "ro": ro, "socket": f"{d}/stats.sock"}
         self.ctx.save()
         svc.start(haproxy.SERVICE, [haproxy.binary(), "-db", "-f", cfg], where=None, log=f"{d}/haproxy.log")
-        wait_until(lambda: haproxy.up_servers(f"{d}/stats.sock", "primary"), timeout=30,
-                   what="HAProxy to see the primary", interval=0.2)
+        # HAProxy starts every server as up until its checks say otherwise: wait until they did
+        leader = self.leader()
+        sock = f"{d}/stats.sock"
+        wait_until(lambda: haproxy.up_servers(sock, "primary") == [leader] and leader not in haproxy.up_servers(sock, "replicas"),
+                   timeout=30, what=f"HAProxy to route writes to {leader} only", interval=0.2)
 
     def start(self, say: Say) -> None:
         """Start what is not running (agents, etcd members, HAProxy): e.g. after a killed node."""
@@ -388,7 +393,14 @@ class PatroniManager(Manager):
             rt.throttle(node, rate)
         self._note_fault(node, kind)
 
+    @property
+    def _last_fault(self) -> dict[str, str]:
+        if not hasattr(self, "_faults_seen"):
+            self._faults_seen: dict[str, str] = {}
+        return self._faults_seen
+
     def _note_fault(self, node: str, kind: str) -> None:
+        self._last_fault[node] = kind
         in_force = self.ctx.state.faults.setdefault(node, [])
         if kind not in in_force and kind != "kill-postgres":
             in_force.append(kind)
@@ -482,29 +494,37 @@ class PatroniManager(Manager):
         ha = self.ctx.topology.ha
         bound = max(timeout, ha.ttl + ha.loop_wait + 2 * ha.retry_timeout + 60)
 
+        # a killed postmaster alone: Patroni restarts it in place, and the "takeover" is the old
+        # leader accepting writes again (unless Patroni fails over after all)
+        in_place = self._last_fault.get(old) == "kill-postgres"
+
         def new_leader() -> str | None:
-            c = self._cluster(exclude={old}) or {}
+            c = self._cluster(exclude=None if in_place else {old}) or {}
             for m in c.get("members", []):
-                if m.get("role") == "leader" and m.get("name") != old and m.get("state") == "running":
+                if m.get("role") == "leader" and (in_place or m.get("name") != old) and m.get("state") == "running" \
+                        and (not in_place or self._writable(m["name"])):
                     return m["name"]
             return None
-        new = wait_until(new_leader, timeout=bound, what=f"Patroni to elect a leader other than {old}", interval=0.1,
+        what = f"{old} to accept writes again" if in_place else f"Patroni to elect a leader other than {old}"
+        new = wait_until(new_leader, timeout=bound, what=what, interval=0.1,
                          logs=lambda: "\n".join(f"--- {n} ---\n{self._log_tail(n, 6)}" for n in self.ctx.state.nodes))
         wait_until(lambda: self._writable(new), timeout=30, what=f"{new} to accept writes", interval=0.05)
-        t_promoted = time.time()
-        t_elected = self._promoted_at(new, after=t_fault)
+        t_elected = self._log_time(new, _PROMOTED_RE, "%Y-%m-%d %H:%M:%S,%f", after=t_fault)
+        t_promoted = self._log_time(new, _NEW_TIMELINE_RE, "%Y-%m-%d %H:%M:%S.%f", after=t_fault, utc=True)
         self.ctx.state.primary = new
         self.ctx.save()
-        self.record("promoted", new, f"by Patroni after {old} failed")
+        self.record("promoted" if new != old else "restarted", new, f"by Patroni after {old} failed")
         return Takeover(old, new, None, t_elected, t_promoted)
 
-    def _promoted_at(self, node: str, after: float) -> float | None:
+    def _log_time(self, node: str, pattern: re.Pattern, fmt: str, after: float, utc: bool = False) -> float | None:
+        """The first line of the node's Patroni log (with the server's own lines) matching pattern after a time."""
         text = self.ctx.rt.read_file(node, f"{self.ctx.rt.paths(node).home}/patroni.log") or ""
         for line in text.splitlines():
-            mt = _PROMOTED_RE.match(line)
+            mt = pattern.match(line)
             if mt:
-                t = datetime.strptime(mt.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                if t >= after:
+                d = datetime.strptime(mt.group(1), fmt)
+                t = (d.replace(tzinfo=timezone.utc) if utc else d).timestamp()
+                if t >= after - 1:
                     return t
         return None
 
