@@ -138,11 +138,15 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
         armed = True
         t_fault = time.time()
         sup.fault(old, fault)
+        # a server restarted in place (kill-postgres under a supervisor) must be counted from when it
+        # was really down, not from writes it acknowledged while the signal was on its way
+        t_down = time.time()
         say(f"drill: {fault} {old} at {time.strftime('%H:%M:%S', time.localtime(t_fault))}")
         rec = sup.wait_for_takeover(old, t_fault, timeout + 60)
         new = rec.new_primary
+        t_count = t_down if new == old else t_fault
         try:
-            wait_until(lambda: writer.first_ok_after(t_fault, new), timeout=20, what=f"a write acknowledged by {new}")
+            wait_until(lambda: writer.first_ok_after(t_count, new), timeout=20, what=f"a write acknowledged by {new}")
         except WaitTimeout as e:
             problems.append(e.line())
         time.sleep(settle)
@@ -162,7 +166,7 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
     ops = writer.ops()
     final = final_ids(node_dsn(ctx, ctx.state.primary), writer.run)
     res = check([(o.id, o.outcome) for o in ops], final)
-    first_new = writer.first_ok_after(t_fault, new)
+    first_new = writer.first_ok_after(t_count, new)
     last_old = max((o.t1 for o in ops if o.outcome in (OK, OK_UNREPLICATED) and o.node == old and o.t1 <= t_fault),
                    default=None)
     times = DrillTimes(

@@ -164,7 +164,7 @@ class PatroniManager(Manager):
     def _start_haproxy(self) -> None:
         svc = self._svc()
         d = svc.workdir("haproxy")
-        rw, ro = svc.port("haproxy-rw", 5000), svc.port("haproxy-ro", 5001)
+        rw, ro = svc.port("", 5000), svc.port("", 5001)     # on this machine's own 127.0.0.1
         servers = []
         for n in self.ctx.state.nodes:
             a = self.ctx.state.nodes[n]
@@ -341,7 +341,8 @@ class PatroniManager(Manager):
             kw.pop("max_lag_bytes")   # the CLI's default, not a choice
         bad = [k for k, v in kw.items() if k != "force" and v not in (None, False, "none")]
         if bad:
-            raise InvalidInput(f"--{bad[0].replace('_', '-')} does not apply to a Patroni lab",
+            opt = {"fence_with": "--fence", "max_lag_bytes": "--max-lag"}.get(bad[0], "--" + bad[0].replace("_", "-"))
+            raise InvalidInput(f"{opt} does not apply to a Patroni lab",
                                "Patroni applies its own guard (maximum_lag_on_failover, synchronous_mode)")
         return self._change("failover", to)
 

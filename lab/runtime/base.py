@@ -44,7 +44,8 @@ class Services(Protocol):
         """The address of a node or lab host."""
 
     def port(self, where: str, preferred: int) -> int:
-        """A port for a service there: `preferred` when the place has its own address, else a free one."""
+        """A port for a service at a node or lab host: `preferred` when the place has its own address,
+        else a free one on 127.0.0.1 (also for where="": this machine)."""
 
     def start(self, name: str, argv: list[str], *, where: str | None, server_user: bool = True,
               env: dict[str, str] | None = None, log: str, cwd: str | None = None) -> int:

@@ -53,8 +53,8 @@ class LocalServices:
         return netns.node_ip(self.rt.net, where) if self.rt.netns else "127.0.0.1"
 
     def port(self, where: str, preferred: int) -> int:
-        if self.rt.netns:
-            return preferred
+        if self.rt.netns and where in self.rt.net.get("nodes", {}):
+            return preferred     # the place has an address of its own
         from lab.runtime.local import pick_port  # lazy: local imports this module (services())
         taken_file = self.dir / "ports.json"
         self.dir.mkdir(mode=0o711, exist_ok=True)
