@@ -109,6 +109,7 @@ class PglabManager(ManualManager):
 
     def disarm(self) -> None:
         super().disarm()
-        if getattr(self, "_was_running", False):
+        if getattr(self, "_was_running", False) and background_pid(self.ctx.name) is None:
             start_background(self.ctx, MonitorConfig(duration=MAX_DURATION))
+        self._was_running = False
 
