@@ -80,6 +80,15 @@ def test_up_with_a_bad_manager_says_one_line_and_leaves_nothing(args, words):
     assert leftovers(name) == []
 
 
+def test_a_patroni_python_that_cannot_run_is_named(monkeypatch):
+    monkeypatch.setenv("PGLAB_PATRONI_PYTHON", "/nonexistent/bin/python")
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    res = runner.invoke(app, ["up", "--name", name, "--runtime", "local", "--ha", "patroni"])
+    assert res.exit_code == 2, res.output
+    assert "PGLAB_PATRONI_PYTHON=/nonexistent/bin/python is not an executable Python" in res.output
+    assert leftovers(name) == []
+
+
 # ---- one real Patroni lab -------------------------------------------------------------------------
 def _patroni_missing() -> str | None:
     try:

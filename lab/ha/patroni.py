@@ -37,7 +37,7 @@ from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.failover.rejoin import Rejoin
 from lab.ha import etcd, haproxy
 from lab.ha.base import Change, Component, Manager, ManagerView, Member, Say, Takeover
-from lab.ha.patroni_conf import installed, render, runner, runner_hint
+from lab.ha.patroni_conf import check, render, runner, runner_hint
 from lab.wait import wait_until
 
 REST_PORT = 8008
@@ -92,11 +92,14 @@ class PatroniManager(Manager):
 
     def _check_runner(self, node: str) -> None:
         argv, env = runner(_is_root())
-        res = self.ctx.rt.run(node, [argv[0], "-c", "import patroni.dcs.etcd3, psycopg"], env=env, check=False, timeout=60)
+        try:
+            res = self.ctx.rt.run(node, [argv[0], "-c", "import patroni.dcs.etcd3, psycopg"], env=env, check=False,
+                                  timeout=60)
+        except OSError as e:    # the server user may not even execute it
+            raise Unsupported(f"the server user cannot run Patroni ({e.strerror}: {argv[0]})", runner_hint()) from None
         if res.rc != 0:
-            _, site = installed()
             last = (res.out.strip().splitlines() or ["no output"])[-1]
-            raise Unsupported(f"the server user cannot run Patroni ({last})", runner_hint(site))
+            raise Unsupported(f"the server user cannot run Patroni ({last})", runner_hint())
 
     def bootstrap(self, say: Say) -> None:
         ctx, topo, svc = self.ctx, self.ctx.topology, self._svc()
@@ -544,7 +547,7 @@ class PatroniManager(Manager):
 
 
 def check_available(topology) -> None:
-    installed()
+    check()
     etcd.binary()
     if topology.ha.haproxy:
         haproxy.binary()

@@ -43,19 +43,41 @@ def installed() -> tuple[str, str]:
     return version, str(Path(spec.origin).parent.parent)
 
 
+OVERRIDE = "PGLAB_PATRONI_PYTHON"
+
+
+def check() -> None:
+    """Patroni can be found (before anything is created)."""
+    py = os.environ.get(OVERRIDE)
+    if py:
+        if not os.access(py, os.X_OK):
+            raise RuntimeUnavailable(f"{OVERRIDE}={py} is not an executable Python",
+                                     "point it at the python of a virtualenv that has patroni[psycopg3,etcd3] 4.x")
+        return
+    installed()
+
+
 def runner(as_server_user: bool) -> tuple[list[str], dict[str, str]]:
-    """The command (before the config file) and environment that run Patroni."""
+    """The command (before the config file) and environment that run Patroni: $PGLAB_PATRONI_PYTHON
+    (a Python with Patroni that the server user can run), else this installation's Patroni, run by
+    Debian's /usr/bin/python3 with this installation's packages on PYTHONPATH when the lab runs as root."""
+    py = os.environ.get(OVERRIDE)
+    if py:
+        return [py, "-m", "patroni"], {}
     _, site = installed()
     if not as_server_user:
         return [sys.executable, "-m", "patroni"], {}
-    py = os.environ.get("PGLAB_PATRONI_PYTHON") or "/usr/bin/python3"
-    return [py, "-m", "patroni"], {"PYTHONPATH": site}
+    return ["/usr/bin/python3", "-m", "patroni"], {"PYTHONPATH": site}
 
 
-def runner_hint(site: str) -> str:
-    return (f"the server user must be able to run {os.environ.get('PGLAB_PATRONI_PYTHON') or '/usr/bin/python3'} "
-            f"(Python {sys.version_info.major}.{sys.version_info.minor}) and read {site}: install pglab[patroni] into a "
-            "virtualenv made from /usr/bin/python3 in a world-readable directory, or set PGLAB_PATRONI_PYTHON")
+def runner_hint() -> str:
+    if os.environ.get(OVERRIDE):
+        return f"check that the postgres user can run {os.environ[OVERRIDE]} and that it has patroni[psycopg3,etcd3] 4.x"
+    _, site = installed()
+    return (f"the postgres user must be able to run /usr/bin/python3 (Python {sys.version_info.major}."
+            f"{sys.version_info.minor}) and read {site}; else make a virtualenv from /usr/bin/python3 in a "
+            f"world-readable directory, pip install 'patroni[psycopg3,etcd3]>=4.0.7' into it, and set "
+            f"{OVERRIDE} to its bin/python")
 
 
 def nosync(topology: Topology) -> set[str]:
