@@ -290,8 +290,7 @@ class Lab:
 
     def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True):
         """An old primary back as a standby of the current primary (pg_rewind, else re-clone): rejoin.Rejoin."""
-        from lab.failover import rejoin
-        return rejoin.rejoin(self.ctx, self.node(node), inspect=inspect, allow_reclone=allow_reclone)
+        return self.manager.rejoin(self.node(node), inspect=inspect, allow_reclone=allow_reclone)
 
     def monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill", duration: float = 60.0,
                 allow_data_loss: bool = False, say: Callable[[str], None] | None = None):

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from lab.cluster import faults
 from lab.cluster.context import Ctx
+from lab.failover import rejoin
 
 Say = Callable[[str], None]
 
@@ -157,6 +158,10 @@ class Manager(ABC):
     @abstractmethod
     def recover(self, node: str, fault: str, *, inspect: str | None = None) -> Any:
         """Bring a broken old primary back as a standby; returns a rejoin.Rejoin."""
+
+    def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True) -> Any:
+        """An old primary back as a standby (`pglab rejoin`): pg_rewind, else a re-clone."""
+        return rejoin.rejoin(self.ctx, node, inspect=inspect, allow_reclone=allow_reclone)
 
     def record(self, kind: str, node: str | None, detail: str = "") -> None:
         self.ctx.event(f"ha:{kind}", node, detail=detail)

@@ -535,6 +535,10 @@ class PatroniManager(Manager):
     def disarm(self) -> None:
         pass
 
+    def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True) -> Rejoin:
+        """Rejoining is Patroni's job: start the node's agent if it is down, and wait for it."""
+        return self.recover(node, "", inspect=inspect)
+
     def recover(self, node: str, fault: str, *, inspect: str | None = None) -> Rejoin:
         """Heal the fault and let Patroni bring the node back (pg_rewind when needed): pglab only
         waits and reports the time."""
