@@ -16,13 +16,10 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from lab.errors import NodeFailed, Unsupported
 from lab.runtime import netns, procs
-
-if TYPE_CHECKING:
-    from lab.runtime.local import LocalRuntime
 
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "stop": signal.SIGSTOP, "cont": signal.SIGCONT,
            "hup": signal.SIGHUP}
@@ -37,7 +34,7 @@ def _start_time(pid: int) -> str | None:
 
 
 class LocalServices:
-    def __init__(self, rt: "LocalRuntime"):
+    def __init__(self, rt: Any):   # a LocalRuntime (which imports this module)
         self.rt = rt
         self.dir = rt.dir / "services"
 
