@@ -146,3 +146,21 @@ def test_patroni_lab_up_status_haproxy_sync_kill_drill_and_down():
         removed = lab.down()
     assert any("patroni-p1" in r for r in removed) and sum("etcd-e" in r for r in removed) == 2   # one was killed
     assert leftovers(name) == []
+
+
+def test_disagreements_between_the_manager_and_postgresql_are_named():
+    from lab.cluster.status import LabStatus, NodeStatus, Role
+    from lab.ha import Component, ManagerView, Member
+    from lab.ha.compare import disagreements
+    pg = LabStatus("x", "local", "p1", (NodeStatus("p1", Role.PRIMARY), NodeStatus("s1", Role.PRIMARY),
+                                        NodeStatus("s2", Role.STANDBY, sync_state="async")), 0.0)
+    view = ManagerView("patroni", "s1", (Member("p1", "replica"), Member("s1", "leader"), Member("s2", "sync_standby")),
+                       (Component("etcd", "leader key", "/k", "held", "p1"),))
+    odd = disagreements(pg, view)
+    assert odd["lab"] == "2 nodes accept writes: p1, s1"
+    assert odd["p1"] == "PostgreSQL accepts writes, patroni says replica"
+    assert "s1" not in odd
+    assert odd["s2"] == "patroni says sync_standby, the primary reports async"
+    assert odd["leader key"] == "etcd's leader key names p1, the agents report s1"
+    agree = LabStatus("x", "local", "p1", (NodeStatus("p1", Role.PRIMARY), NodeStatus("s1", Role.STANDBY, sync_state="sync")), 0.0)
+    assert disagreements(agree, ManagerView("patroni", "p1", (Member("p1", "leader"), Member("s1", "sync_standby")))) == {}
