@@ -191,7 +191,8 @@ def drill_tables(rep) -> None:
         led = r.ledger.outcomes["ok"]
         console.print(f"#{i} ledger: {r.ledger.attempted} writes, {r.ledger.ok_tps:.0f} ok/s, ok latency p50 "
                       f"{led.p50_ms or 0:.1f} ms p99 {led.p99_ms or 0:.1f} ms max {led.max_ms or 0:.0f} ms; "
-                      f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks"
+                      + (f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks"
+                         if r.old_minus_new is not None else "the old primary's own rows were not read (its manager rejoined it)")
                       + (f"; problems: {'; '.join(r.problems)}" if r.problems else ""))
 
 
