@@ -127,6 +127,10 @@ def _print_ha(lab: Lab, st: LabStatus) -> None:
     for k in ("lab", "leader key"):
         if k in odd:
             console.print(f"[red]disagreement ({k}):[/] {odd[k]}")
+    events = lab.manager.events()[-5:]
+    if events:
+        console.print("recent failover events:\n" + "\n".join("  " + e.line() for e in events), markup=False,
+                      highlight=False)
 
 
 def lag_table(st: LabStatus):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.cluster.status import Role, snapshot
+from lab.model import state as lab_state
 from lab.failover import drill, promotion
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.failover.monitor import Monitor, MonitorConfig, MAX_DURATION, background_pid, start_background, stop_background
@@ -32,12 +33,15 @@ class ManualManager(Manager):
         return snapshot(self.ctx).primary
 
     def view(self) -> ManagerView:
+        """The lab's record (the node it last made primary, which the monitor keeps up to date)
+        over PostgreSQL's facts: a record that lags behind them shows as a disagreement."""
+        recorded = lab_state.load(self.ctx.name).primary
         st = snapshot(self.ctx)
-        members = tuple(Member(n.name, "leader" if n.role == Role.PRIMARY else
+        members = tuple(Member(n.name, "leader" if n.name == recorded else
                                (n.sync_state + "_standby" if n.sync_state in ("sync", "quorum") else "replica")
                                if n.role == Role.STANDBY else "(missing)", n.role.value, n.timeline,
                                n.replay_lag_bytes) for n in st.nodes)
-        return ManagerView(self.name, st.primary, members)
+        return ManagerView(self.name, recorded, members)
 
     def switchover(self, to: str | None) -> Any:
         return promotion.switchover(self.ctx, to)

@@ -36,7 +36,7 @@ from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported, WaitTime
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.failover.rejoin import Rejoin
 from lab.ha import etcd, haproxy
-from lab.ha.base import Change, Component, Manager, ManagerView, Member, Say, Takeover
+from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover
 from lab.ha.patroni_conf import check, render, runner, runner_hint
 from lab.wait import wait_until
 
@@ -283,6 +283,26 @@ class PatroniManager(Manager):
         members += [Member(n, "(missing)", "no agent in the cluster view") for n in self.ctx.state.nodes if n not in seen]
         leader = next((m.name for m in members if m.role in ("leader", "standby_leader")), None)
         return ManagerView(self.name, leader, tuple(members), tuple(comps))
+
+    def events(self) -> list[HAEvent]:
+        """What the lab recorded, and Patroni's own timeline history (GET /history: each promotion,
+        with its time and the new leader), oldest first."""
+        out = super().events()
+        leader = self.leader()
+        try:
+            code, hist = _http("GET", f"{self._api(leader)}/history", timeout=1.0) if leader else (0, None)
+        except OSError:
+            code, hist = 0, None
+        if code == 200 and isinstance(hist, list):
+            for row in hist:
+                if len(row) >= 4 and row[3]:
+                    try:
+                        t = datetime.fromisoformat(str(row[3])).timestamp()
+                    except ValueError:
+                        continue
+                    who = row[4] if len(row) >= 5 else None
+                    out.append(HAEvent(t, "timeline", who, f"timeline {row[0] + 1} began at {row[1]} (Patroni): {row[2]}"))
+        return sorted(out, key=lambda e: e.t)
 
     def endpoints(self) -> dict[str, tuple[str, int]]:
         h = self._st.get("haproxy")
