@@ -301,7 +301,8 @@ class PatroniManager(Manager):
                     except ValueError:
                         continue
                     who = row[4] if len(row) >= 5 else None
-                    out.append(HAEvent(t, "timeline", who, f"timeline {row[0] + 1} began at {row[1]} (Patroni): {row[2]}"))
+                    lsn = f"{int(row[1]) >> 32:X}/{int(row[1]) & 0xFFFFFFFF:X}" if isinstance(row[1], int) else row[1]
+                    out.append(HAEvent(t, "promoted", who, f"timeline {row[0] + 1} from {lsn} (Patroni's history)"))
         return sorted(out, key=lambda e: e.t)
 
     def endpoints(self) -> dict[str, tuple[str, int]]:
