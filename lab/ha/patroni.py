@@ -37,12 +37,11 @@ from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.failover.rejoin import Rejoin
 from lab.ha import etcd, haproxy
 from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover
+from lab.ha.patroni_faults import PatroniFaults
 from lab.ha.patroni_conf import check, render, runner, runner_hint
 from lab.wait import wait_until
 
 REST_PORT = 8008
-NODE_FAULTS = ("kill", "kill-postgres", "stop", "pause", "partition", "isolate", "throttle")
-ETCD_FAULTS = ("kill", "stop", "pause", "partition")
 _PROMOTED_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO: promoted self to leader")
 # the server's own log (Patroni passes it through): the moment it left recovery
 _NEW_TIMELINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] LOG:  selected new timeline ID")
@@ -67,7 +66,7 @@ def _http(method: str, url: str, body: dict | None = None, timeout: float = 2.0)
         return status, raw.decode(errors="replace")
 
 
-class PatroniManager(Manager):
+class PatroniManager(PatroniFaults, Manager):
     name = "patroni"
     bootstraps_servers = True
 
@@ -369,114 +368,6 @@ class PatroniManager(Manager):
             raise InvalidInput(f"{opt} does not apply to a Patroni lab",
                                "Patroni applies its own guard (maximum_lag_on_failover, synchronous_mode)")
         return self._change("failover", to)
-
-    # ---- faults ------------------------------------------------------------------------------
-    def _etcd_target(self, name: str) -> etcd.EtcdMember | None:
-        members = self._members()
-        if name == "etcd-leader":
-            lead = etcd.leader(members)
-            if lead is None:
-                raise NodeFailed("the etcd cluster has no leader now", "see `pglab status`")
-            name = lead
-        return next((m for m in members if m.name == name), None)
-
-    def fault(self, node: str, kind: str, *, rate: str = "1mbit") -> None:
-        svc, rt = self._svc(), self.ctx.rt
-        m = self._etcd_target(node) if node.startswith("e") else None
-        if m is not None:
-            if kind not in ETCD_FAULTS:
-                raise InvalidInput(f"fault {kind!r} does not apply to etcd member {m.name}", f"use one of: {', '.join(ETCD_FAULTS)}")
-            if kind == "partition":
-                svc.partition(m.name, True)
-            else:
-                svc.signal(m.service, {"kill": "kill", "stop": "term", "pause": "stop"}[kind])
-            self._note_fault(m.name, kind)
-            return
-        if node not in self.ctx.state.nodes:
-            names = [*self.ctx.state.nodes, *(x.name for x in self._members()), "etcd-leader"]
-            raise InvalidInput(f"no node {node!r} in lab {self.ctx.name}", f"nodes are: {', '.join(names)}")
-        if kind not in NODE_FAULTS:
-            raise InvalidInput(f"unknown fault {kind!r}", f"use one of: {', '.join(NODE_FAULTS)}")
-        agent = f"patroni-{node}"
-        if kind == "kill":
-            svc.signal(agent, "kill")
-            rt.kill(node)
-        elif kind == "kill-postgres":
-            rt.kill(node)
-        elif kind == "stop":
-            svc.signal(agent, "term")
-            wait_until(lambda: svc.pid(agent) is None, timeout=120, what=f"Patroni on {node} to stop", interval=0.1)
-        elif kind == "pause":
-            svc.signal(agent, "stop")
-            if rt.postmaster_running(node):
-                rt.pause(node)
-        elif kind == "partition":
-            rt.partition(node)
-        elif kind == "isolate":
-            rt.isolate(node)
-        elif kind == "throttle":
-            rt.throttle(node, rate)
-        self._note_fault(node, kind)
-
-    @property
-    def _last_fault(self) -> dict[str, str]:
-        if not hasattr(self, "_faults_seen"):
-            self._faults_seen: dict[str, str] = {}
-        return self._faults_seen
-
-    def _note_fault(self, node: str, kind: str) -> None:
-        self._last_fault[node] = kind
-        in_force = self.ctx.state.faults.setdefault(node, [])
-        if kind not in in_force and kind != "kill-postgres":
-            in_force.append(kind)
-        self.ctx.event(f"fault:{kind}", node)
-
-    def heal(self, node: str, kind: str | None = None) -> list[str]:
-        svc, rt = self._svc(), self.ctx.rt
-        todo = [kind] if kind else list(self.ctx.state.faults.get(node, []))
-        m = self._etcd_target(node) if node.startswith("e") else None
-        healed = []
-        for f in todo:
-            if m is not None:
-                if f == "partition":
-                    svc.partition(m.name, False)
-                elif f == "pause":
-                    svc.signal(m.service, "cont")
-                elif f in ("kill", "stop") and svc.pid(m.service) is None:
-                    self._restart_etcd(m)
-            elif f == "pause":
-                svc.signal(f"patroni-{node}", "cont")
-                rt.resume(node)
-            elif f == "partition":
-                rt.heal_partition(node)
-            elif f == "isolate":
-                rt.unisolate(node)
-            elif f == "throttle":
-                rt.unthrottle(node)
-            elif f in ("kill", "stop"):
-                if svc.pid(f"patroni-{node}") is None:
-                    self._start_agent(node)
-            healed.append(f)
-        if m is None and node in self.ctx.state.nodes and svc.pid(f"patroni-{node}") is None:
-            self._start_agent(node)
-            healed.append("start patroni")
-        key = m.name if m is not None else node
-        self.ctx.state.faults[key] = [f for f in self.ctx.state.faults.get(key, []) if f not in healed]
-        self.ctx.event("heal", key, healed=healed)
-        return healed
-
-    def _restart_etcd(self, m: etcd.EtcdMember) -> None:
-        # the same member, with its data: it rejoins the cluster it belonged to
-        svc = self._svc()
-        rec_argv = None
-        for name in svc.names():
-            if name == m.service:
-                rec_argv = json.loads((self.ctx.state.dir / "services" / f"{name}.json").read_text())["argv"]
-        if rec_argv is None:
-            raise NodeFailed(f"etcd member {m.name} was never started here")
-        argv = [a if a != "new" else "existing" for a in rec_argv]
-        d = svc.workdir("etcd")
-        svc.start(m.service, argv, where=m.name, log=f"{d}/{m.name}.log")
 
     # ---- drills ------------------------------------------------------------------------------
     def set_mode(self, mode: str) -> str:
