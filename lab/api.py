@@ -11,6 +11,7 @@ to a lab that exists and leaves it alone. The CLI calls these same methods.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Callable
@@ -30,6 +31,13 @@ from lab.reads.routing import Router
 from lab.replication import commitbench, follower, lagrec
 from lab.workload import pgbench as pgbench_mod, reader
 from lab.workload.ledger import LedgerWriter
+from lab.cluster import status as lab_status
+from lab.cluster.context import Ctx
+from lab.cluster.handle import Say, resolve_topology
+from lab.ha import Manager, ManagerView, check_available, manager
+from lab.ha.compare import disagreements
+from lab.model.conninfo import client_dsn
+from lab.model.topology import Topology, check_ha
 
 __all__ = ["Lab", "Node", "default_name", "down", "list_labs", "versions"]
 
@@ -42,6 +50,73 @@ def versions() -> list[ServerOffer]:
 class Lab(Cluster):
     """A lab: `Cluster` (life cycle, connecting, status, faults) plus workloads, lag over time,
     the price of commit, follower drills, reading from followers and leader failure."""
+
+    # ---- life cycle, with a failover manager -----------------------------------------------------
+    @classmethod
+    def up(cls, topology: Topology | str | os.PathLike | None = None, *, name: str | None = None,
+           runtime: str = "auto", standbys: int = 2, sync: str | None = None, netns: bool = False,
+           pg: int | None = None, ha: str | None = None, ha_profile: str | None = None,
+           say: Say | None = None) -> "Lab":
+        """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
+        default (p1 primary, s1 synchronous, the rest asynchronous). `ha` picks the failover manager
+        (none, pglab, patroni; the short form of the topology's [ha] manager), `ha_profile` its
+        timing profile (default, fast). `pg`: the PostgreSQL major (see `lab.api.versions()`)."""
+        topology = resolve_topology(topology, standbys=standbys, sync=sync, netns=netns, pg=pg)
+        if ha is not None or ha_profile is not None:
+            spec = topology.ha.with_manager(ha or topology.ha.manager, ha_profile)
+            topology = topology.with_changes(ha=check_ha(spec, [s.name for s in topology.standbys], "--ha"))
+        say = say or (lambda _: None)
+        runtime = check_available(topology, runtime)
+
+        def init(ctx: Ctx, say: Say) -> None:
+            manager(ctx).bootstrap(say)
+        ctx = bootstrap.up(topology, name or default_name(), runtime, say,
+                           init=init if topology.ha.manager == "patroni" else None)
+        lab = cls(ctx, owned=True)
+        if not manager(ctx).bootstraps_servers:
+            try:
+                lab.manager.start(say)
+            except BaseException:
+                lab.down()
+                raise
+        return lab
+
+    @property
+    def manager(self) -> Manager:
+        """The lab's failover manager (lab.ha): none, pglab or patroni."""
+        return manager(self.ctx)
+
+    def ha_view(self) -> ManagerView:
+        """The manager's own view (Patroni: members, roles, lag, timelines, etcd, HAProxy)."""
+        return self.manager.view()
+
+    def disagreements(self, st: lab_status.LabStatus | None = None,
+                      view: ManagerView | None = None) -> dict[str, str]:
+        """Where the manager's view and PostgreSQL's disagree (node -> what)."""
+        return disagreements(st or self.status(), view or self.ha_view())
+
+    def dsn(self, node: str | None = None, *, role: str | None = None, dbname: str = "postgres") -> str:
+        """As Cluster.dsn; with a manager that has a proxy (HAProxy), a role's DSN is the proxy's port
+        for that role (`multi_host_dsn` gives the libpq form)."""
+        if not node and self.topology.ha.manager != "none":
+            routed = self.manager.endpoints().get(role or "primary")
+            if routed:   # the manager's proxy routes to the node in that role
+                return client_dsn(routed[0], routed[1], str(self.ctx.state.pgpass_path), dbname=dbname)
+        return super().dsn(node, role=role, dbname=dbname)
+
+    def multi_host_dsn(self, role: str = "primary", *, dbname: str = "postgres") -> str:
+        """Every node in one DSN; libpq picks one in the role when it connects (no proxy)."""
+        return super().dsn(role=role, dbname=dbname)
+
+    # ---- breaking, through the manager (with a supervisor, a fault means what it means to it) ----
+    def fault(self, node: str, kind: str, *, rate: str = "1mbit", latency: str | None = None) -> None:
+        """Inject a fault: stop, kill, kill-postgres, pause, partition, isolate, throttle or delay (see
+        lab.cluster.faults; with a supervisor, lab.ha.patroni says what each means)."""
+        self.manager.fault(node, kind, rate=rate, latency=latency)
+
+    def heal(self, node: str, kind: str | None = None) -> list[str]:
+        """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
+        return self.manager.heal(node, kind)
 
     # ---- lag over time -------------------------------------------------------------------------
     def record_lag(self, *, duration: float, interval: float = 0.1,
@@ -149,8 +224,8 @@ class Lab(Cluster):
         return promotion.promote(self.ctx, self.check_node(node))
 
     def switchover(self, to: str | None = None) -> promotion.Switchover:
-        """Planned change of leader with zero lost writes."""
-        return promotion.switchover(self.ctx, self.check_node(to) if to else None)
+        """Planned change of leader with zero lost writes (through the lab's manager)."""
+        return self.manager.switchover(self.check_node(to) if to else None)
 
     def failover(self, to: str | None = None, *, allow_data_loss: bool = False, max_lag_bytes: int | None = None,
                  fence: str = "none", force: bool = False) -> promotion.Failover:
@@ -159,14 +234,15 @@ class Lab(Cluster):
         winner with the old primary's last position that the lab sampled (status, monitor, lag
         recorder) and refuses beyond `max_lag_bytes` (1 MB) unless `allow_data_loss`; the result holds
         that estimate and the truth read afterwards from the old primary's WAL (`loss_estimate_bytes`,
-        `loss_true_bytes`, `loss_true_commits`)."""
-        return promotion.failover(self.ctx, self.check_node(to) if to else None, allow_data_loss=allow_data_loss,
-                                  max_lag_bytes=DEFAULT_MAX_LAG_BYTES if max_lag_bytes is None else max_lag_bytes,
-                                  fence_with=fence, force=force)
+        `loss_true_bytes`, `loss_true_commits`). With Patroni, its REST API does it."""
+        return self.manager.failover(self.check_node(to) if to else None, allow_data_loss=allow_data_loss,
+                                     max_lag_bytes=DEFAULT_MAX_LAG_BYTES if max_lag_bytes is None else max_lag_bytes,
+                                     fence_with=fence, force=force)
 
     def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True) -> rejoin_mod.Rejoin:
-        """An old primary back as a standby of the current primary (pg_rewind, else re-clone)."""
-        return rejoin_mod.rejoin(self.ctx, self.check_node(node), inspect=inspect, allow_reclone=allow_reclone)
+        """An old primary back as a standby of the current primary (pg_rewind, else re-clone; with
+        Patroni, pglab waits for Patroni to do it)."""
+        return self.manager.rejoin(self.check_node(node), inspect=inspect, allow_reclone=allow_reclone)
 
     def monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill", duration: float = 60.0,
                 max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES, allow_data_loss: bool = False,

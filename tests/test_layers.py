@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cluster", ("lab.cluster",)),
     ("workload", ("lab.workload",)),
     ("replication", ("lab.replication",)),
-    ("failover", ("lab.failover",)),
+    ("failover", ("lab.failover", "lab.ha")),
     ("reads", ("lab.reads",)),
     ("methods", ("lab.methods",)),
     ("api", ("lab.api",)),

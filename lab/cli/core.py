@@ -59,18 +59,24 @@ def up(
     pg: Optional[int] = typer.Option(None, "--pg", help="PostgreSQL major: 18 (embedded, the local default), "
                                                         "15 or 17 (system packages or Docker images); see `pglab versions`. "
                                                         "Default: $PGLAB_PG if set."),
+    ha: Optional[str] = typer.Option(None, "--ha", help="Failover manager: none (you promote), pglab (pglab's monitor) "
+                                                        "or patroni (Patroni + 3 etcd members + HAProxy)."),
+    ha_profile: Optional[str] = typer.Option(None, "--ha-profile", help="Manager timing: default or fast "
+                                                                        "(Patroni: ttl 30/loop_wait 10/retry 10 or 20/2/5)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Bring up a lab: a primary and streaming standbys (default: p1, s1 sync, s2 async)."""
     from lab.api import Lab  # lazy: start-up
     t0 = time.monotonic()
     lab = Lab.up(str(topology) if topology else None, name=name, runtime=runtime, standbys=standbys, sync=sync,
-                 netns=netns, pg=pg, say=lambda m: err_console.print(m, style="dim"))
+                 netns=netns, pg=pg, ha=ha, ha_profile=ha_profile, say=lambda m: err_console.print(m, style="dim"))
     st = lab.status()
     if as_json:
         print_json(st)
         return
     console.print(status_table(st, f"lab {lab.name} ({lab.runtime}) up in {time.monotonic() - t0:.1f} s"))
+    if lab.topology.ha.manager == "patroni":
+        _print_ha(lab, st)
     console.print(f"connect: psql \"$(pglab dsn --name {lab.name} --role primary)\"   |   pglab down --name {lab.name}")
 
 
@@ -121,11 +127,42 @@ def ls(as_json: bool = JsonOpt) -> None:
 @app.command()
 def status(name: Optional[str] = NameOpt, as_json: bool = JsonOpt) -> None:
     """One row per node: role, timeline, LSNs, sync state, lag per stage in bytes and seconds, slot."""
-    st = open_cluster(name).status()
+    lab = open_cluster(name)
+    managed = lab.topology.ha.manager != "none"
+    if managed:
+        lab = open_lab(name)   # the manager's view too
+    st = lab.status()
     if as_json:
-        print_json(st)
-    else:
-        console.print(status_table(st, f"lab {st.lab} ({st.runtime})"))
+        if managed:
+            view = lab.ha_view()
+            print_json({**st.to_dict(), "ha": view, "disagreements": lab.disagreements(st, view)})
+        else:
+            print_json(st)
+        return
+    console.print(status_table(st, f"lab {st.lab} ({st.runtime})"))
+    if managed:
+        _print_ha(lab, st)
+
+
+def _print_ha(lab: Lab, st: LabStatus) -> None:
+    """The manager's view beside PostgreSQL's; where they disagree, it says so in red."""
+    view = lab.ha_view()
+    odd = lab.disagreements(st, view)
+    rows = [[m.name, m.role, m.state, m.timeline, human_bytes(m.lag_bytes),
+             ", ".join(k for k, v in m.tags.items() if v is True) or None,
+             f"[red]{odd[m.name]}[/]" if m.name in odd else "agrees"] for m in view.members]
+    console.print(table(f"{view.manager}'s view: leader {view.leader or 'none'}" + (f" ({view.error})" if view.error else ""),
+                        ["member", "role", "state", "tl", "lag", "tags", "vs PostgreSQL"], rows))
+    if view.components:
+        console.print(table("HA stack", ["part", "name", "address", "state", "detail"],
+                            [[c.kind, c.name, c.address, c.state, c.detail] for c in view.components]))
+    for k in ("lab", "leader key"):
+        if k in odd:
+            console.print(f"[red]disagreement ({k}):[/] {odd[k]}")
+    events = lab.manager.events()[-5:]
+    if events:
+        console.print("recent failover events:\n" + "\n".join("  " + e.line() for e in events), markup=False,
+                      highlight=False)
 
 
 def node_state(n) -> str:
@@ -163,10 +200,21 @@ def dsn(
     name: Optional[str] = NameOpt,
     dbname: str = typer.Option("postgres", "--dbname", "-d"),
 ) -> None:
-    """Print a libpq connection string (the password stays in the lab's passfile)."""
+    """Print a libpq connection string (the password stays in the lab's passfile). With a proxy
+    (HAProxy, --ha patroni) --role gives the proxy's port; the multi-host DSN follows on stderr."""
     from lab.model import state  # lazy: start-up (a DSN needs only the lab's saved state)
     from lab.model.conninfo import lab_dsn  # lazy: start-up
-    print(lab_dsn(state.load(name or default_name()), node, role=role, dbname=dbname))
+    st = state.load(name or default_name())
+    if node or (st.topology.get("ha") or {}).get("manager", "none") == "none":
+        print(lab_dsn(st, node, role=role, dbname=dbname))
+        return
+    lab = open_lab(name)
+    out = lab.dsn(role=role or "primary", dbname=dbname)
+    print(out)
+    direct = lab.multi_host_dsn(role or "primary", dbname=dbname)
+    if direct != out:
+        err_console.print(f"# HAProxy above; without the proxy (libpq picks the node): {direct}",
+                          highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from lab.cli.core import JsonOpt, NameOpt, open_lab
 from lab.errors import FailoverRefused
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
 from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table, to_jsonable
+from lab.ha import Change
 
 monitor_app = typer.Typer(no_args_is_help=True, help="The automatic failover supervisor (foreground or background).")
 drill_app = typer.Typer(no_args_is_help=True, help="Failure drills that measure lost writes and downtime.")
@@ -44,6 +45,8 @@ def switchover(to: Optional[str] = typer.Option(None, "--to", help="The new prim
     s = open_lab(name).switchover(to)
     if as_json:
         return print_json(s)
+    if isinstance(s, Change):
+        return _print_change(s)
     console.print(table(f"switchover {s.old_primary} -> {s.new_primary}: writes unavailable for {human_secs(s.window_s)}",
                         ["step", "at"], [[step, human_secs(t)] for step, t in s.steps]))
     console.print(f"{s.old_primary} " + ("streams from " + s.new_primary if s.demoted else "is NOT streaming: run `pglab rejoin`"))
@@ -66,13 +69,23 @@ def failover(to: Optional[str] = typer.Option(None, "--to", help="Promote this s
             console.print(decision_table(e.decision))
         raise
     if as_json:
-        return print_json({**to_jsonable(f), "loss_line": f.loss_line})
+        return print_json({**to_jsonable(f), "loss_line": getattr(f, "loss_line", None)})
+    if isinstance(f, Change):
+        return _print_change(f)
     console.print(decision_table(f.decision))
     p = f.promotion
     console.print(f"guard: {f.decision.loss_line}", markup=False)
     console.print(f"{p.new_primary} promoted in {human_secs(p.promote_s)} (timeline {p.timeline}); sync: {p.sync or 'async'}; "
                   f"re-pointed: {', '.join(p.repointed) or 'none'}; old primary {p.old_primary}: `pglab rejoin {p.old_primary}`")
     console.print(f"data loss: {f.loss_line}", markup=False)
+
+
+def _print_change(c) -> None:
+    """A switchover or failover the failover manager made through its own API."""
+    console.print(table(f"{c.kind} {c.old_primary} -> {c.new_primary} (by the failover manager): writes unavailable "
+                        f"for {human_secs(c.window_s)}", ["step", "at"], [[step, human_secs(t)] for step, t in c.steps]))
+    console.print(f"{c.old_primary} " + (f"streams from {c.new_primary} again" if c.demoted else "is not streaming yet")
+                  + (f"; timeline {c.timeline}" if c.timeline else ""))
 
 
 @app.command()
@@ -173,8 +186,9 @@ def drill_tables(rep) -> None:
         led = r.ledger.outcomes["ok"]
         console.print(f"#{i} ledger: {r.ledger.attempted} writes, {r.ledger.ok_tps:.0f} ok/s, ok latency p50 "
                       f"{led.p50_ms or 0:.1f} ms p99 {led.p99_ms or 0:.1f} ms max {led.max_ms or 0:.0f} ms; "
-                      f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks; "
-                      f"data loss: {r.loss_line}"
+                      + (f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks; "
+                         if r.old_minus_new is not None else "the old primary's own rows were not read (its manager rejoined it); ")
+                      + f"data loss: {r.loss_line}"
                       + (f"; problems: {'; '.join(r.problems)}" if r.problems else ""))
 
 

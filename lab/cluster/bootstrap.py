@@ -21,9 +21,11 @@ def _quiet(_: str) -> None:
     pass
 
 
-def up(topology: Topology, name: str = "pglab", runtime: str = "auto", say: Say = _quiet) -> Ctx:
+def up(topology: Topology, name: str = "pglab", runtime: str = "auto", say: Say = _quiet,
+       init: Callable[[Ctx, Say], None] | None = None) -> Ctx:
     """Create a lab: primary initialised, standbys cloned in parallel through their own slots,
-    all streaming. On any failure, or Ctrl-C, everything made so far is removed again."""
+    all streaming. `init`, when given, brings the servers up instead (a failover manager that
+    bootstraps them itself). On any failure, or Ctrl-C, everything made so far is removed again."""
     check_name(name, "lab name")
     kind = runtimes.choose(runtime)
     if runtime == "auto":
@@ -38,7 +40,10 @@ def up(topology: Topology, name: str = "pglab", runtime: str = "auto", say: Say 
         ctx.topology  # noqa: B018  (parsed once, validated again from the saved form)
         st.nodes = rt.prepare(topology.nodes)
         ctx.save()
-        _bootstrap(ctx, topology, say)
+        if init is None:
+            _bootstrap(ctx, topology, say)
+        else:
+            init(ctx, say)
         ctx.event("up")
         return ctx
     except BaseException:

@@ -3,6 +3,7 @@
 kind       what happens                                   heal
 stop       pg_ctl stop -m fast (a clean shutdown)         start the server
 kill       SIGKILL of the postmaster (a crash)            start the server (crash recovery)
+kill-postgres  the same without a supervisor (with one, lab.ha: the postmaster only, not the node)
 pause      every process frozen (SIGSTOP / docker pause)  resume
 partition  cut off the lab network (peers and clients)    reconnect
 isolate    cut off from the other nodes only; clients on  remove the blackhole routes
@@ -25,6 +26,7 @@ from lab.errors import InvalidInput
 class Fault(str, Enum):
     STOP = "stop"
     KILL = "kill"
+    KILL_POSTGRES = "kill-postgres"
     PAUSE = "pause"
     PARTITION = "partition"
     ISOLATE = "isolate"
@@ -62,7 +64,7 @@ def inject(ctx: Ctx, node: str, kind: str | Fault, *, rate: str = "1mbit", laten
                            f"undo it first with `pglab heal {node} {other.value}`")
     if fault is Fault.STOP:
         server.stop(ctx.rt, node)
-    elif fault is Fault.KILL:
+    elif fault in (Fault.KILL, Fault.KILL_POSTGRES):
         ctx.rt.kill(node)
     elif fault is Fault.PAUSE:
         ctx.rt.pause(node)
@@ -103,10 +105,10 @@ def heal(ctx: Ctx, node: str, kind: str | Fault | None = None) -> list[str]:
         elif f == Fault.DELAY.value:
             ctx.rt.undelay(node)
         healed.append(f)
-    if kind is None or todo[0] in (Fault.STOP.value, Fault.KILL.value):
+    if kind is None or todo[0] in (Fault.STOP.value, Fault.KILL.value, Fault.KILL_POSTGRES.value):
         if not ctx.rt.postmaster_running(node):
             server.start(ctx.rt, node)
             healed.append("start")
-    ctx.state.faults[node] = [f for f in active(ctx, node) if f not in healed and f not in ("stop", "kill")]
+    ctx.state.faults[node] = [f for f in active(ctx, node) if f not in healed and f not in ("stop", "kill", "kill-postgres")]
     ctx.event("heal", node, healed=healed)
     return healed

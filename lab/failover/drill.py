@@ -18,7 +18,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from lab.cluster import nodes as cluster, faults
+from lab.cluster import nodes as cluster
 from lab.failover import reconfigure
 from lab.failover.checker import SetCheck, check
 from lab.cluster.context import Ctx
@@ -26,16 +26,16 @@ from lab.replication import syncpolicy
 from lab.model.conninfo import node_dsn, role_dsn
 from lab.failover.election import Decision
 from lab.errors import InvalidInput, LabError, WaitTimeout
-from lab.failover.monitor import Monitor, MonitorConfig
 from lab.failover.phases import Phases
-from lab.failover.rejoin import Rejoin, rejoin
+from lab.failover.rejoin import Rejoin
+from lab.ha import manager
 from lab.model.syncspec import ASYNC, SyncSpec
 from lab.wait import wait_until
 from lab.workload.ledger import OK, OK_UNREPLICATED, LedgerSummary, LedgerWriter, final_ids, ids_query
 from lab.cluster import sql
 
 MODES = ("sync", "async")
-DRILL_FAULTS = ("kill", "stop", "partition", "pause")
+DRILL_FAULTS = ("kill", "kill-postgres", "stop", "partition", "pause")
 
 
 @dataclass(frozen=True)
@@ -124,13 +124,15 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
     problems: list[str] = []
     wait_until(lambda: set(standbys) <= reconfigure.streaming(ctx, old), timeout=30,
                what=f"every standby to stream from {old} before the drill")
-    spec = set_mode(ctx, mode)
-    say(f"drill: mode {mode} ({spec.render() or 'async'}), fault {fault} on {old}")
+    # the failover manager (lab.ha) supervises; the drill never asks which one it is
+    sup = manager(ctx)
+    desc = sup.set_mode(mode)
+    say(f"drill: mode {mode} ({desc}), fault {fault} on {old}")
     nodes = {f"{a.host}:{a.port}": n for n, a in ctx.state.nodes.items()}
     run_dir = ctx.state.dir / "ledger"
     writer = LedgerWriter(lambda: routed_dsn(ctx), run_dir / f"{int(time.time() * 1000)}.jsonl", clients=clients,
-                          duration=120.0, nodes=nodes).start()
-    monitor = None
+                          duration=180.0, nodes=nodes).start()
+    armed = False
     try:
         wait_until(lambda: sum(1 for o in writer.ops() if o.outcome == OK) >= 50, timeout=15,
                    what="the ledger writer to get going")
@@ -139,46 +141,39 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
                 _detach(ctx, s)
                 time.sleep(0.3)
             time.sleep(0.5)      # writes the elected standby will never receive
-        cfg = MonitorConfig(interval=interval, timeout=timeout, fence=fence, allow_data_loss=(mode == "async"),
-                            duration=timeout + 120, max_failovers=1)
-        monitor = Monitor(ctx, cfg, say=say).start_thread()
-        wait_until(lambda: any("health:" in ln and " ok " in ln for ln in monitor.lines), timeout=10,
-                   what="the monitor's first good health check")
+        sup.arm(interval=interval, timeout=timeout, fence=fence, allow_data_loss=(mode == "async"), say=say)
+        armed = True
         t_fault = time.time()
-        faults.inject(ctx, old, fault)
+        sup.fault(old, fault)
+        # a server restarted in place (kill-postgres under a supervisor) must be counted from when it
+        # was really down, not from writes it acknowledged while the signal was on its way
+        t_down = time.time()
         say(f"drill: {fault} {old} at {time.strftime('%H:%M:%S', time.localtime(t_fault))}")
-        wait_until(lambda: monitor.failovers or None, timeout=timeout + 60, what="the monitor to fail over",
-                   interval=0.05)
-        rec = monitor.failovers[0]
+        rec = sup.wait_for_takeover(old, t_fault, timeout + 60)
         new = rec.new_primary
+        t_count = t_down if new == old else t_fault
         try:
-            wait_until(lambda: writer.first_ok_after(t_fault, new), timeout=20, what=f"a write acknowledged by {new}")
+            wait_until(lambda: writer.first_ok_after(t_count, new), timeout=20, what=f"a write acknowledged by {new}")
         except WaitTimeout as e:
             problems.append(e.line())
         time.sleep(settle)
-        monitor.stop()
-        # heal what the fault left (the old primary stays down: it must come back only as a standby)
-        if fault == "partition":
-            ctx.rt.heal_partition(old)
-        ctx.rt.resume(old)
-        ctx.state.faults[old] = []
-        ctx.save()
+        sup.disarm()
         rj = None
         old_ids: set[str] | None = None
         try:
-            rj = rejoin(ctx, old, inspect=ids_query(writer.run))
-            old_ids = set(rj.inspected or ())
+            rj = sup.recover(old, fault, inspect=ids_query(writer.run))
+            old_ids = set(rj.inspected) if rj.inspected is not None else None
         except LabError as e:
             problems.append(f"rejoin {old}: {e.line()}")
     finally:
-        if monitor is not None:
-            monitor.stop()
+        if armed:
+            sup.disarm()
         writer.stop()
         summary = writer.wait()
     ops = writer.ops()
     final = final_ids(node_dsn(ctx.state, ctx.state.primary), writer.run)
     res = check([(o.id, o.outcome) for o in ops], final)
-    first_new = writer.first_ok_after(t_fault, new)
+    first_new = writer.first_ok_after(t_count, new)
     last_old = max((o.t1 for o in ops if o.outcome in (OK, OK_UNREPLICATED) and o.node == old and o.t1 <= t_fault),
                    default=None)
     times = DrillTimes.of(Phases.of(rec, t_fault, first_new.t1 if first_new else None),

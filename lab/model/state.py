@@ -54,6 +54,7 @@ class LabState:
     runtime_data: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     faults: dict[str, list[str]] = field(default_factory=dict)   # node -> faults in force
+    ha: dict[str, Any] = field(default_factory=dict)   # what the failover manager remembers (lab.ha)
 
     @property
     def dir(self) -> Path:

@@ -15,6 +15,9 @@ asynchronous standby), from `pglab up` options, or from a TOML/YAML file:
     [settings]                        # any PostgreSQL parameter, checked against the server
     wal_keep_size = "64MB"
 
+    [ha]                              # the failover manager (lab.model.haspec): none, pglab, patroni
+    manager = "none"
+
     [[nodes]]                         # without any [[nodes]]: p1, s1 (sync), s2 (async)
     name = "p1"
     role = "primary"
@@ -34,6 +37,7 @@ from typing import Any
 import yaml
 
 from lab.errors import InvalidInput
+from lab.model.haspec import HASpec, ha_from_dict
 from lab.model.names import check_name
 from lab.model.syncspec import SyncSpec, parse_sync
 
@@ -70,6 +74,7 @@ class Topology:
     netns: bool = False
     settings: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     source: str | None = None
+    ha: HASpec = field(default_factory=HASpec)
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
@@ -108,6 +113,8 @@ class Topology:
         }
         if self.netns:
             d["network"] = {"netns": True}
+        if self.ha.manager != "none":
+            d["ha"] = self.ha.to_dict()
         return d
 
 
@@ -136,7 +143,7 @@ def default_topology(standbys: int = 2, sync: str | None = None) -> Topology:
     )
 
 
-_TOP_KEYS = {"postgres", "replication", "settings", "nodes", "network", "name", "description"}
+_TOP_KEYS = {"postgres", "replication", "settings", "nodes", "network", "name", "description", "ha"}
 _PG_KEYS = {"version", "bindir", "image"}
 _REPL_KEYS = {"synchronous_standby_names", "synchronous_commit", "hot_standby_feedback", "wal_level"}
 _NODE_KEYS = {"name", "role", "priority", "apply_delay", "port"}
@@ -239,7 +246,15 @@ def topology_from_dict(data: dict, source: str = "topology") -> Topology:
         netns=bool(net.get("netns", False)),
         settings=tuple((str(k), _setting_value(v)) for k, v in settings.items()),
         source=source,
+        ha=check_ha(ha_from_dict(data.get("ha"), source), [s.name for s in standbys], source),
     )
+
+
+def check_ha(ha: HASpec, standbys: list[str], source: str) -> HASpec:
+    for n in ha.nosync or ():
+        if n not in standbys:
+            raise InvalidInput(f"{source}: [ha] nosync names {n!r}, which is not a standby", f"standbys are: {', '.join(standbys)}")
+    return ha
 
 
 def _setting_value(v: Any) -> str:

@@ -39,6 +39,48 @@ class ServerOffer:
 
 
 @runtime_checkable
+class Services(Protocol):
+    """Long-running lab processes other than the PostgreSQL servers (a failover manager's agents,
+    its consensus store, a proxy), started and broken by the runtime that runs the nodes.
+
+    A service runs "on" a node (its network namespace, when nodes have one) or on its own lab host
+    (e.g. an etcd member: another namespace on the lab network). Each is named; its pid, command
+    and log are kept in the lab directory, so `down` finds it."""
+
+    def host(self, name: str) -> str:
+        """Create (once) a lab host that runs no PostgreSQL; return its address."""
+
+    def address(self, where: str) -> str:
+        """The address of a node or lab host."""
+
+    def port(self, where: str, preferred: int) -> int:
+        """A port for a service at a node or lab host: `preferred` when the place has its own address,
+        else a free one on 127.0.0.1 (also for where="": this machine)."""
+
+    def start(self, name: str, argv: list[str], *, where: str | None, server_user: bool = True,
+              env: dict[str, str] | None = None, log: str, cwd: str | None = None) -> int:
+        """Start argv in the background (as the server user, or root) on node/host `where`
+        (None: this machine's own network); return its pid."""
+
+    def workdir(self, name: str) -> str:
+        """A directory (made once) that a service run as the server user may write: data, sockets, logs."""
+
+    def pid(self, name: str) -> int | None:
+        """The service's pid if it runs (a frozen one counts), else None."""
+
+    def signal(self, name: str, sig: str) -> bool:
+        """Send kill, term, stop (freeze) or cont to the service; False if it does not run."""
+
+    def names(self) -> list[str]: ...
+
+    def partition(self, where: str, on: bool) -> None:
+        """Cut a lab host off the lab network (or reconnect it)."""
+
+    def destroy(self) -> list[str]:
+        """Kill every service (idempotent)."""
+
+
+@runtime_checkable
 class Runtime(Protocol):
     kind: str
 
@@ -122,3 +164,6 @@ class Runtime(Protocol):
 
     def runtime_data(self) -> dict:
         """What this runtime must remember across commands (saved in the lab state)."""
+
+    def services(self) -> Services:
+        """Where a failover manager's processes run (raises Unsupported where the runtime cannot)."""

@@ -483,6 +483,10 @@ class DockerRuntime:
         # the servers' programs live in the image; clients run on this machine
         return client_program(name)
 
+    def services(self):
+        raise Unsupported("failover managers (Patroni, etcd, HAProxy) on the Docker runtime need images that hold them; "
+                          "the lab's images hold PostgreSQL only", "use --runtime local for --ha patroni")
+
     def destroy(self) -> list[str]:
         self._containers.clear()
         return remove_labelled(self.lab)

@@ -28,6 +28,7 @@ from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
 from lab.model.state import TRASH_PREFIX, NodeAddr
 from lab.model.topology import NodeSpec
 from lab.runtime import cache, netns, procs, servers
+from lab.runtime.services import LocalServices
 from lab.runtime.base import CommandResult, NodePaths
 from lab.runtime.programs import client_program
 
@@ -166,6 +167,9 @@ class LocalRuntime:
             with ThreadPoolExecutor(max_workers=len(todo)) as ex:
                 list(ex.map(lambda n: self.run(n, ["cp", "-a", "--", str(tpl), self.paths(n).data]), todo))
         return True
+
+    def services(self) -> LocalServices:
+        return LocalServices(self)
 
     # ---- commands and files ------------------------------------------------
     def _program(self, name: str) -> str:
@@ -325,7 +329,8 @@ class LocalRuntime:
 
     # ---- teardown ----------------------------------------------------------
     def destroy(self) -> list[str]:
-        removed = []
+        # supervisors first: a failover manager's agent would start a killed server again
+        removed = self.services().destroy()
         snap = procs.Snapshot()
         node_dirs = sorted(p for p in self.dir.iterdir() if p.is_dir()) if self.dir.exists() else []
         servers_: set[int] = set()

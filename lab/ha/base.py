@@ -1,0 +1,169 @@
+"""The failover manager interface: what drills, status and the CLI ask of whoever runs failover.
+
+As Patroni's AbstractDCS lets its HA loop ignore which consensus store it talks to, this small ABC
+lets pglab's drills ignore which manager keeps the lab available: none (you promote by hand; a
+drill plays the operator with pglab's monitor), pglab (pglab's own monitor) or patroni (Patroni
+agents with an etcd cluster and HAProxy). Everything returns frozen values.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lab.cluster import faults
+from lab.cluster.context import Ctx
+from lab.failover import rejoin
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One node as the manager sees it (not as PostgreSQL does)."""
+    name: str
+    role: str                  # leader, sync_standby, quorum_standby, replica, (missing)
+    state: str | None = None   # running, streaming, stopped, starting, crashed, …
+    timeline: int | None = None
+    lag_bytes: int | None = None
+    api: str | None = None     # where its agent answers (Patroni's REST API)
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Component:
+    """A part of the HA stack that is not a PostgreSQL node: an etcd member, HAProxy."""
+    kind: str
+    name: str
+    address: str
+    state: str                 # leader, follower, up, down, …
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ManagerView:
+    manager: str
+    leader: str | None                  # the leader the manager holds (Patroni: the leader key)
+    members: tuple[Member, ...] = ()
+    components: tuple[Component, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class HAEvent:
+    t: float
+    kind: str            # promoted, failover, switchover, …
+    node: str | None
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{time.strftime('%H:%M:%S', time.localtime(self.t))} {self.kind} {self.node or ''} {self.detail}".rstrip()
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A failover the manager made after a fault, with its phases where the manager tells them."""
+    old_primary: str
+    new_primary: str
+    t_declared: float | None      # the manager decided the primary was gone
+    t_elected: float | None
+    t_promoted: float | None      # the new primary accepts writes (as far as the manager knows)
+    decision: Any = None          # pglab's election table, when there is one
+    t_last_ok: float | None = None   # the manager's last good look at the old primary, if it says
+    failover: Any = None          # lab.failover.promotion.Failover: the data-loss estimate and truth
+
+
+@dataclass(frozen=True)
+class Change:
+    """A switchover or failover asked of a manager that does it itself (through its own API)."""
+    kind: str
+    old_primary: str | None
+    new_primary: str | None
+    window_s: float | None        # from the request to the new leader accepting writes
+    steps: tuple[tuple[str, float], ...] = ()
+    demoted: bool = False         # the old primary streams from the new one again
+    timeline: int | None = None
+
+
+class Manager(ABC):
+    """One failover manager of one lab."""
+
+    name: str = "?"
+    #: True when the manager creates and starts the servers itself (Patroni); else the lab does
+    bootstraps_servers: bool = False
+
+    def __init__(self, ctx: Ctx):
+        self.ctx = ctx
+
+    # ---- life cycle --------------------------------------------------------------------
+    def check_available(self) -> None:
+        """Raise a one-line error (naming what to install) before anything is created."""
+
+    def bootstrap(self, say: Say) -> None:
+        """Create and start the servers (managers with bootstraps_servers only)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def start(self, say: Say) -> None:
+        """Start supervising a lab whose servers run."""
+
+    @abstractmethod
+    def stop(self) -> list[str]:
+        """Stop supervising (the servers stay as they are); returns what was stopped."""
+
+    # ---- looking -----------------------------------------------------------------------
+    @abstractmethod
+    def leader(self) -> str | None:
+        """The node the manager holds as leader now (a fresh look, not the lab's record)."""
+
+    @abstractmethod
+    def view(self) -> ManagerView: ...
+
+    def events(self) -> list[HAEvent]:
+        return [HAEvent(e["t"], e["kind"].split(":", 1)[1], e.get("node"), e.get("detail", ""))
+                for e in self.ctx.state.events if str(e.get("kind", "")).startswith("ha:")]
+
+    def endpoints(self) -> dict[str, tuple[str, int]]:
+        """Client routes the manager provides (e.g. HAProxy's read-write and read-only ports)."""
+        return {}
+
+    # ---- acting ------------------------------------------------------------------------
+    @abstractmethod
+    def switchover(self, to: str | None) -> Any: ...
+
+    @abstractmethod
+    def failover(self, to: str | None, **kw: Any) -> Any: ...
+
+    def fault(self, node: str, kind: str, *, rate: str = "1mbit", latency: str | None = None) -> None:
+        faults.inject(self.ctx, node, kind, rate=rate, latency=latency)
+
+    def heal(self, node: str, kind: str | None = None) -> list[str]:
+        return faults.heal(self.ctx, node, kind)
+
+    # ---- drills ------------------------------------------------------------------------
+    def set_mode(self, mode: str) -> str:
+        """sync or async replication for a drill; returns a description."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say) -> None:
+        """Be ready to fail over (a drill's fault follows); returns once the manager is watching."""
+
+    @abstractmethod
+    def wait_for_takeover(self, old: str, t_fault: float, timeout: float) -> Takeover:
+        """Until a new primary is in place; the lab's record follows it."""
+
+    @abstractmethod
+    def disarm(self) -> None: ...
+
+    @abstractmethod
+    def recover(self, node: str, fault: str, *, inspect: str | None = None) -> Any:
+        """Bring a broken old primary back as a standby; returns a rejoin.Rejoin."""
+
+    def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True) -> Any:
+        """An old primary back as a standby (`pglab rejoin`): pg_rewind, else a re-clone."""
+        return rejoin.rejoin(self.ctx, node, inspect=inspect, allow_reclone=allow_reclone)
+
+    def record(self, kind: str, node: str | None, detail: str = "") -> None:
+        self.ctx.event(f"ha:{kind}", node, detail=detail)
