@@ -26,3 +26,12 @@ def test_drill_mode_after_sync_set_wins(make_lab):
     drill.set_mode(lab.ctx, "async")
     assert lab.topology.sync.is_async
     assert sql.scalar(lab.ctx.state, lab.primary, "SHOW synchronous_standby_names") == ""
+
+
+def test_sync_mode_after_async_mode_names_the_standbys(make_lab):
+    """A drill in sync mode after one in async mode (which left no names in the policy)."""
+    lab = make_lab(runtime="local")
+    drill.set_mode(lab.ctx, "async")
+    spec = drill.set_mode(lab.ctx, "sync")
+    assert spec.method == "FIRST" and spec.num == 1 and set(spec.names) == {"s1", "s2"}, spec
+    assert sql.scalar(lab.ctx.state, lab.primary, "SHOW synchronous_standby_names").startswith("FIRST 1")

@@ -96,7 +96,14 @@ def set_mode(ctx: Ctx, mode: str) -> SyncSpec:
     default); async: no synchronous standby."""
     if mode not in MODES:
         raise InvalidInput(f"unknown mode {mode!r}", "use sync or async")
-    syncpolicy.put(ctx, SyncSpec("FIRST", 1, ctx.topology.sync.names) if mode == "sync" else ASYNC)
+    if mode == "sync":
+        # the policy's own names first (an earlier async mode or `sync set none` left none: then every
+        # standby, by priority); reconfigure.spec_for keeps only those that stream now
+        prio = {n.name: n.priority for n in ctx.topology.nodes}
+        names = ctx.topology.sync.names or tuple(sorted(ctx.state.standbys, key=lambda n: (-prio.get(n, 100), n)))
+        syncpolicy.put(ctx, SyncSpec("FIRST", 1, names))
+    else:
+        syncpolicy.put(ctx, ASYNC)
     return reconfigure.restore_sync(ctx, ctx.state.primary, wait=15.0)
 
 
