@@ -149,6 +149,12 @@ class Lab:
         """Inject a fault: stop, kill, pause, partition or throttle (see lab.cluster.faults)."""
         faults.inject(self.ctx, self.node(node), kind, rate=rate)
 
+    def restart(self, node: str) -> None:
+        """`pg_ctl restart -m fast` on a node: its port is closed for a moment (not a fault: nothing to heal)."""
+        from lab.cluster import server  # lazy: keeps `import lab` light, as the other methods do
+        server.restart(self.ctx.rt, self.node(node))
+        self.ctx.event("restart", node)
+
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
         return faults.heal(self.ctx, self.node(node), kind)
@@ -254,11 +260,15 @@ class Lab:
         return rejoin.rejoin(self.ctx, self.node(node), inspect=inspect, allow_reclone=allow_reclone)
 
     def monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill", duration: float = 60.0,
-                allow_data_loss: bool = False, say: Callable[[str], None] | None = None):
-        """An in-process failover monitor (not started): call .run() or .start_thread()/.stop()."""
+                allow_data_loss: bool = False, fast_path: bool = True, confirm: float = 0.3,
+                say: Callable[[str], None] | None = None):
+        """An in-process failover monitor (not started): call .run() or .start_thread()/.stop().
+        fast_path: declare a certainly dead primary (port refused, no standby streaming, for
+        `confirm` seconds) without waiting for the timeout."""
         from lab.failover.monitor import Monitor, MonitorConfig
         return Monitor(self.ctx, MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
-                                               allow_data_loss=allow_data_loss), say=say)
+                                               allow_data_loss=allow_data_loss, fast_path=fast_path, confirm=confirm),
+                       say=say)
 
     def ledger(self, *, clients: int = 4, duration: float | None = 10.0, count: int | None = None,
                path: str | None = None, op_timeout: float = 3.0):
@@ -275,6 +285,11 @@ class Lab:
         """`pglab drill failover`: drill.DrillReport over `repeat` drills."""
         from lab.failover import drill
         return drill.repeat(self.ctx, repeat, **kw)
+
+    def drill_restart(self, **kw: Any):
+        """`pglab drill restart`: restart the primary under the monitor (fast path on); drill.RestartDrill."""
+        from lab.failover import drill  # lazy: keeps `import lab` light, as the other methods do
+        return drill.drill_restart(self.ctx, **kw)
     # ---- end of leader failure ---------------------------------------------------------
 
 

@@ -27,3 +27,13 @@ def stop(rt: Runtime, node: str, mode: str = "fast", timeout: int = 60) -> None:
                  check=False, timeout=timeout + 15)
     if res.rc != 0 and rt.postmaster_running(node):
         raise NodeFailed(f"the server of node {node} did not stop", details=res.out[-1000:])
+
+
+def restart(rt: Runtime, node: str, mode: str = "fast", timeout: int = 60) -> None:
+    """`pg_ctl restart`: the port is closed between the old postmaster's exit and the new one's start."""
+    p = rt.paths(node)
+    res = rt.run(node, ["pg_ctl", "-D", p.data, "-l", p.log, "-m", mode, "-w", "-t", str(timeout), "restart"],
+                 check=False, timeout=timeout + 15)
+    if res.rc != 0:
+        raise NodeFailed(f"the server of node {node} did not restart", "its last log lines are below",
+                         details=log_tail(rt, node))

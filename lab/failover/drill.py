@@ -17,7 +17,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from lab.cluster import nodes as cluster, faults
+from lab.cluster import nodes as cluster, faults, server
 from lab.failover import reconfigure
 from lab.failover.checker import SetCheck, check
 from lab.cluster.context import Ctx
@@ -59,6 +59,8 @@ class DrillResult:
     lost_seen_on_old: int | None    # lost acknowledged writes found on the old primary
     passed: bool
     problems: tuple[str, ...] = field(default_factory=tuple)
+    path: str | None = None          # which path of the monitor declared the failure: fast or slow
+    path_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def _detach(ctx: Ctx, node: str) -> None:
 
 def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_standby: str | None = None,
                    clients: int = 4, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill",
-                   settle: float = 1.0, say=None) -> DrillResult:
+                   settle: float = 1.0, fast_path: bool = True, confirm: float = 0.3, say=None) -> DrillResult:
     say = say or (lambda _: None)
     if fault not in DRILL_FAULTS:
         raise InvalidInput(f"unknown fault {fault!r}", f"use one of: {', '.join(DRILL_FAULTS)}")
@@ -133,7 +135,7 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
                 time.sleep(0.3)
             time.sleep(0.5)      # writes the elected standby will never receive
         cfg = MonitorConfig(interval=interval, timeout=timeout, fence=fence, allow_data_loss=(mode == "async"),
-                            duration=timeout + 120, max_failovers=1)
+                            duration=timeout + 120, max_failovers=1, fast_path=fast_path, confirm=confirm)
         monitor = Monitor(ctx, cfg, say=say).start_thread()
         wait_until(lambda: any("health:" in ln and " ok " in ln for ln in monitor.lines), timeout=10,
                    what="the monitor's first good health check")
@@ -198,7 +200,63 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
     if times.rto_s is None:
         problems.append("no write was acknowledged by the new primary")
     return DrillResult(mode, fault, old, new, rec.decision, res, summary, times, rj, old_minus_new, lost_on_old,
-                       not problems, tuple(problems))
+                       not problems, tuple(problems), rec.path, rec.reason)
+
+
+@dataclass(frozen=True)
+class RestartDrill:
+    node: str
+    restarts: int
+    failovers: int                    # must be 0: a restart is not a failure
+    evidence_s: tuple[float, ...]     # how long the fast path saw fail-stop evidence each time before it ended
+    confirm_s: float                  # the fast path's confirmation window
+    longest_write_gap_s: float | None
+    lost: int
+    primary_after: str
+    passed: bool
+    log: tuple[str, ...] = field(default_factory=tuple)
+
+
+def drill_restart(ctx: Ctx, *, restarts: int = 3, interval: float = 0.5, timeout: float = 2.0, confirm: float = 0.3,
+                  clients: int = 2, say=None) -> RestartDrill:
+    """Restart the primary (`pg_ctl restart -m fast`) under the monitor with its fast path on: the
+    port is refused for a moment and the standbys lose their stream, but the refusal ends before the
+    confirmation window does, so there must be no failover."""
+    say = say or (lambda _: None)
+    if not 1 <= restarts <= 20:
+        raise InvalidInput(f"--restarts {restarts} is out of range", "use 1 to 20")
+    old = ctx.state.primary
+    standbys = [n for n in ctx.state.nodes if n != old]
+    wait_until(lambda: set(standbys) <= reconfigure.streaming(ctx, old), timeout=30,
+               what=f"every standby to stream from {old} before the drill")
+    nodes = {f"{a.host}:{a.port}": n for n, a in ctx.state.nodes.items()}
+    writer = LedgerWriter(lambda: routed_dsn(ctx), ctx.state.dir / "ledger" / f"{int(time.time() * 1000)}.jsonl",
+                          clients=clients, duration=restarts * (timeout + 10) + 30, nodes=nodes).start()
+    monitor = Monitor(ctx, MonitorConfig(interval=interval, timeout=timeout, fence="kill", confirm=confirm,
+                                         duration=restarts * (timeout + 10) + 30, max_failovers=1), say=say)
+    try:
+        monitor.start_thread()
+        wait_until(lambda: any("health:" in ln and " ok " in ln for ln in monitor.lines), timeout=10,
+                   what="the monitor's first good health check")
+        for i in range(restarts):
+            say(f"drill: restart {i + 1}/{restarts} of {old}")
+            server.restart(ctx.rt, old)
+            # the monitor must see the primary healthy again, and wait out a whole timeout
+            time.sleep(timeout + 0.5)
+    finally:
+        res = monitor.stop()
+        writer.stop()
+        writer.wait()
+    ops = writer.ops()
+    final = final_ids(routed_dsn(ctx), writer.run)
+    chk = check([(o.id, o.outcome) for o in ops], final)
+    oks = sorted(o.t1 for o in ops if o.outcome == OK)
+    gap = max((b - a for a, b in zip(oks, oks[1:])), default=None)
+    ev = tuple(float(ln.split("evidence ended after ")[1].split("s")[0]) for ln in monitor.lines
+               if "evidence ended after " in ln)
+    n_fo = len(res.failovers) if res else len(monitor.failovers)
+    return RestartDrill(old, restarts, n_fo, ev, confirm, gap, len(chk.lost), ctx.state.primary,
+                        n_fo == 0 and not chk.lost and ctx.state.primary == old, tuple(monitor.lines))
 
 
 FIGURES = ("rto_s", "client_gap_s", "detection_s", "election_s", "promotion_s", "reconnection_s")

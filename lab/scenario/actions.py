@@ -63,6 +63,12 @@ def _fault(run: RunCtx, step: Step) -> str:
     return f"{step.arg} {node}"
 
 
+def _restart(run: RunCtx, step: Step) -> str:
+    node = _node_arg(run, step)
+    run.lab.restart(node)
+    return f"restarted {node}"
+
+
 def _heal(run: RunCtx, step: Step) -> str:
     done = run.lab.heal(_node_arg(run, step), step.options.get("kind"))
     return ", ".join(done)
@@ -205,7 +211,7 @@ def stop_all_workloads(run: RunCtx) -> None:
 
 
 _ACTIONS = {
-    "fault": _fault, "heal": _heal, "wait": _wait, "sleep": _sleep, "sql": _sql, "mark": _mark,
+    "fault": _fault, "heal": _heal, "restart": _restart, "wait": _wait, "sleep": _sleep, "sql": _sql, "mark": _mark,
     "parallel": _parallel, "drill": _drill, "workload": _workload, "stop": _stop, "check": _check, "monitor": _monitor,
     "promote": _api("promote"), "switchover": _api("switchover"), "failover": _api("failover"),
     "rejoin": _api("rejoin"), "reclone": _api("reclone"), "set_sync": _api("set_sync"),
