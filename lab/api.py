@@ -10,6 +10,7 @@ The CLI calls these same methods.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from lab.model.conninfo import client_dsn, multi_host_dsn
 from lab.cluster.context import Ctx
 from lab.errors import InvalidInput
 from lab.model.topology import Topology, default_topology, load_topology
+from lab.runtime import find_leftovers
 from lab.wait import wait_until
 
 DEFAULT_NAME = "pglab"
@@ -285,6 +287,18 @@ class Lab:
         """`pglab drill failover`: drill.DrillReport over `repeat` drills."""
         from lab.failover import drill
         return drill.repeat(self.ctx, repeat, **kw)
+
+    def chaos(self, *, down: bool = False, say: Callable[[str], None] | None = None, loss_report=None, **kw: Any):
+        """`pglab chaos`: a seeded fault soak under the monitor; chaos.ChaosResult. kw: the fields of
+        chaos.ChaosConfig (seed, duration, faults, mode, timeout, ...). down=True brings the lab down
+        afterwards and adds the invariant that nothing of it is left on this machine."""
+        from lab.failover import chaos  # lazy: keeps `import lab` light, as the other methods do
+        r = chaos.run_chaos(self.ctx, chaos.ChaosConfig(**kw), say=say, loss_report=loss_report)
+        if down:
+            self.down()
+            left = tuple(find_leftovers(self.name))
+            r = dataclasses.replace(r, leaks=left, invariants={**r.invariants, "nothing of the lab left after down": not left})
+        return r
 
     def drill_restart(self, **kw: Any):
         """`pglab drill restart`: restart the primary under the monitor (fast path on); drill.RestartDrill."""

@@ -39,6 +39,7 @@ from lab.cli import images  # noqa: E402,F401  (issue 3: image, prune, compose)
 from lab.cli import bench, lagcmd, node, workload  # noqa: E402,F401  (issue 4: workloads, lag, bench, drills)
 from lab.cli import consistency as _consistency  # noqa: E402,F401  (issue 7: pglab lab consistency|methods)
 from lab.cli import failover  # noqa: E402,F401  (issue 5: promote, switchover, failover, rejoin, monitor, drill)
+from lab.cli import chaos as _chaos  # noqa: E402,F401  (issues 13, 17: pglab chaos)
 
 
 def main() -> None:

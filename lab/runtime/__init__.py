@@ -9,7 +9,13 @@ from lab.runtime.base import CommandResult, NodePaths, Runtime
 
 KINDS = ("auto", "local", "docker")
 
-__all__ = ["KINDS", "CommandResult", "NodePaths", "Runtime", "choose", "make"]
+__all__ = ["KINDS", "CommandResult", "NodePaths", "Runtime", "choose", "find_leftovers", "make"]
+
+
+def find_leftovers(name: str) -> list[str]:
+    """What a lab left behind on this machine (directory, processes, namespaces, containers, networks)."""
+    from lab.runtime.leftovers import leftovers  # lazy: it asks Docker, which most callers never need
+    return leftovers(name)
 
 
 def docker_answers() -> bool:

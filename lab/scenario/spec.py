@@ -51,6 +51,8 @@ ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
     "monitor": ({"interval", "timeout", "fence", "fast_path", "confirm"}, set(),
                 "start or stop the automatic failover monitor (fast_path: false for the timeout only)"),
     "mark": (set(), set(), "put an event on the timeline"),
+    "chaos": ({"seed", "faults", "mode", "timeout", "fast_path"}, set(),
+              "a seeded fault soak of this many seconds under its own monitor (pglab chaos); figures chaos_*"),
     "drill": ({"node", "fault", "outage", "remedy", "clients", "other"}, set(),
               "a built-in follower drill: catchup, noslot or sync_failure (its figures become results)"),
     "parallel": (set(), set(), "run a list of steps at the same time"),
