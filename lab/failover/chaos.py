@@ -189,6 +189,13 @@ class Reader:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+TRANSIENT = (LabError, psycopg.Error, OSError)
+
+
+def _why(e: BaseException) -> str:
+    return e.line() if isinstance(e, LabError) else (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def _streaming_all(ctx: Ctx) -> bool:
     p = ctx.state.primary
     return set(ctx.state.nodes) - {p} <= reconfigure.streaming(ctx, p)
@@ -216,8 +223,8 @@ def _recover(ctx: Ctx, monitor: Monitor, bound: float, say) -> tuple[float | Non
                     say(f"chaos: {n} does not stream from {p}; rejoining it")
                     rejoin(ctx, n)
                     repaired.append(n)
-                except LabError as e:
-                    say(f"chaos: rejoin {n}: {e.line()}")
+                except TRANSIENT as e:
+                    say(f"chaos: rejoin {n}: {_why(e)}")
             grace = time.monotonic() + 5
         time.sleep(0.2)
     return None, tuple(repaired), f"not every node streams from {ctx.state.primary} after {bound:.0f}s"
@@ -287,8 +294,8 @@ def run_chaos(ctx: Ctx, cfg: ChaosConfig, *, say: Callable[[str], None] | None =
             except Unsupported as e:
                 outcomes.append(FaultOutcome(ev, node, was_primary, None, e.line(), (), None, ()))
                 continue
-            except LabError as e:
-                outcomes.append(FaultOutcome(ev, node, was_primary, None, None, (), None, (), error=e.line()))
+            except TRANSIENT as e:
+                outcomes.append(FaultOutcome(ev, node, was_primary, None, None, (), None, (), error=_why(e)))
                 continue
             t_fault = time.time()
             say(f"chaos: {time.time() - t_start:6.1f}s {ev.kind} {node}{' (primary)' if was_primary else ''}, "
@@ -300,8 +307,8 @@ def run_chaos(ctx: Ctx, cfg: ChaosConfig, *, say: Callable[[str], None] | None =
             err = None
             try:
                 _heal(ctx, node, failed_over)
-            except LabError as e:
-                err = f"heal {node}: {e.line()}"
+            except TRANSIENT as e:      # e.g. the monitor failed over again meanwhile: recovery repairs
+                err = f"heal {node}: {_why(e)}"
                 say(f"chaos: {err}")
             rec_s, repaired, rec_err = _recover(ctx, monitor, cfg.recover_bound, say)
             fos = tuple(_line(ctx, r, writer, t_fault, ev, node, was_primary, cfg.timeout, loss_report, cfg.interval)
@@ -315,8 +322,8 @@ def run_chaos(ctx: Ctx, cfg: ChaosConfig, *, say: Callable[[str], None] | None =
             if faults.active(ctx, n) or not ctx.rt.postmaster_running(n):
                 try:
                     faults.heal(ctx, n)
-                except LabError as e:
-                    problems.append(f"final heal {n}: {e.line()}")
+                except TRANSIENT as e:
+                    problems.append(f"final heal {n}: {_why(e)}")
         rec_s, _, rec_err = _recover(ctx, monitor, cfg.recover_bound, say)
         final_recovered = (time.monotonic() - t_final) if rec_s is not None else None
         if rec_err:
@@ -329,7 +336,10 @@ def run_chaos(ctx: Ctx, cfg: ChaosConfig, *, say: Callable[[str], None] | None =
         writer.wait()
     late = monitor.failovers[seen:]      # after the last fault: during the final heal, or false
     ops = writer.ops()
-    final = final_ids(routed_dsn(ctx), writer.run)
+    try:
+        final = final_ids(routed_dsn(ctx), writer.run)
+    except psycopg.Error as e:
+        raise LabError(f"chaos: could not read the final ledger from the primary: {_why(e)}") from None
     res = check([(o.id, o.outcome) for o in ops], final)
     writable = [sum(1 for v in got.values() if v) for _, got in reader.samples]
     all_fos = tuple(f for o in outcomes for f in o.failovers) + tuple(
@@ -363,8 +373,8 @@ def _line(ctx: Ctx, r: FailoverRecord, writer: LedgerWriter, t_fault: float, ev:
     if loss_report is not None:
         try:
             loss = loss_report(ctx, r)
-        except LabError as e:
-            loss = f"unknown ({e.line()})"
+        except TRANSIENT as e:
+            loss = f"unknown ({_why(e)})"
     return FailoverLine(r.old_primary, r.new_primary or "-", r.path, r.reason,
                         f"{ev.kind} {node}" if ev else None, not called_for,
                         (first.t1 - t_fault) if first and ev else None, loss)

@@ -47,6 +47,7 @@ from lab.runtime import procs
 PID_FILE = "monitor.pid"
 LOG_FILE = "monitor.log"
 MAX_DURATION = 24 * 3600.0
+MAX_PENDING = 8            # health checks in flight at once (each gives up after about 3 s)
 
 
 @dataclass(frozen=True)
@@ -193,13 +194,14 @@ class Monitor:
                 pass
 
     def _streams(self, standbys: tuple[str, ...]) -> dict[str, Stream]:
-        """Every standby asked in parallel; one that has not answered within 0.3 s is unknown (and
-        is not asked again until its pending probe ends)."""
+        """Every standby asked in parallel; one that has not answered within 0.5 s is unknown (and
+        is not asked again until its pending probe ends). A busy machine can take a few hundred ms
+        to schedule a standby's backend: unknown resets the confirmation window."""
         for n in standbys:
             f = self._stream_pending.get(n)
             if f is None or f.done():
                 self._stream_pending[n] = self._stream_pool.submit(self._stream, n)
-        deadline = time.monotonic() + 0.3
+        deadline = time.monotonic() + 0.5
         out: dict[str, Stream] = {}
         for n in standbys:
             f = self._stream_pending[n]
@@ -222,15 +224,15 @@ class Monitor:
         cfg = self.cfg
         end = time.monotonic() + cfg.duration
         checks = failed = 0
-        pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="monitor-check")
+        pool = ThreadPoolExecutor(max_workers=MAX_PENDING, thread_name_prefix="monitor-check")
         primary = self.ctx.state.primary
         last_ok = time.time()
         first_failed: float | None = None
         known: tuple[str, int] | None = None
         healthy: bool | None = None
         last_refusal = ""
-        pending: Future | None = None
-        pending_t = next_check = 0.0
+        pending: list[list] = []          # [future, submitted at, counted as no answer]
+        next_check = 0.0
         fast = FailStop(self._standbys(primary), cfg.confirm)
         confirming = 0.0        # since when the fast path has seen evidence (0: it has not), to log changes only
         tick_s = min(cfg.probe, cfg.interval) if cfg.fast_path else min(0.05, cfg.interval)
@@ -250,36 +252,44 @@ class Monitor:
                 if self.ctx.state.primary != primary:
                     primary = self.ctx.state.primary
                     self.log(f"monitor: the recorded primary is now {primary}")
-                    last_ok, first_failed, healthy, pending = time.time(), None, None, None
+                    last_ok, first_failed, healthy, pending = time.time(), None, None, []
                     fast.reset(self._standbys(primary))
                 elif fast.standbys != self._standbys(primary):
                     fast.reset(self._standbys(primary))
-                # slow path: one health check every interval, never blocking this loop
-                outcome: BaseException | None = None
-                resolved = False
-                if pending is None and tick >= next_check:
-                    pending, pending_t, next_check = pool.submit(self._check, primary), tick, tick + cfg.interval
+                # slow path: a health check every interval, never blocking this loop. A check that
+                # has not answered within an interval counts as failed ("no answer"), but it is
+                # not abandoned: if it answers later, the primary was alive then (a busy server
+                # that needs 0.7 s per answer is slow, not dead)
+                if tick >= next_check and len(pending) < MAX_PENDING:
+                    pending.append([pool.submit(self._check, primary), tick, False])
+                    next_check = tick + cfg.interval
                     checks += 1
-                if pending is not None:
-                    if pending.done():
-                        resolved = True
+                oks: list[tuple[str, int]] = []
+                errors: list[BaseException] = []
+                for item in list(pending):
+                    f, t_sub, late = item
+                    if f.done():
+                        pending.remove(item)
                         try:
-                            known = pending.result()
+                            oks.append(f.result())
                         except (psycopg.Error, OSError) as e:
-                            outcome = e
-                        pending = None
-                    elif tick - pending_t >= max(cfg.interval, 0.2):
-                        resolved, outcome, pending = True, FutureTimeout(), None
+                            if not late:
+                                errors.append(e)
+                    elif not late and tick - t_sub >= max(cfg.interval, 0.2):
+                        item[2] = True
+                        errors.append(FutureTimeout())
                 now = time.time()
-                if resolved and outcome is None:
+                failed += len(errors)
+                if oks:
+                    known = oks[-1]
                     if healthy is not True:
                         self.log(f"health: {primary} ok (lsn {known[0]}, timeline {known[1]})")
                     healthy, last_ok, first_failed = True, now, None
-                elif resolved:
-                    failed += 1
+                elif errors:
                     if first_failed is None:
                         first_failed = now
                     if healthy is not False:
+                        outcome = errors[0]
                         why = "no answer" if isinstance(outcome, FutureTimeout) else \
                             (str(outcome).strip().splitlines() or ["error"])[0]
                         self.log(f"health: {primary} FAILING ({why})")
@@ -312,7 +322,7 @@ class Monitor:
                         if rec.new_primary:
                             self.failovers.append(rec)
                             primary = rec.new_primary
-                            last_ok, first_failed, healthy, known, pending = time.time(), None, None, None, None
+                            last_ok, first_failed, healthy, known, pending = time.time(), None, None, None, []
                             fast.reset(self._standbys(primary))
                         elif rec.error != last_refusal:
                             last_refusal = rec.error or ""
