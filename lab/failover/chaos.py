@@ -44,8 +44,10 @@ from lab.failover.monitor import FailoverRecord, Monitor, MonitorConfig
 from lab.failover.rejoin import rejoin
 from lab.workload.ledger import OK, LedgerWriter, final_ids
 
-# a failover is called for by these faults on the primary (pause: only when held past the timeout)
+# a failover is called for by these faults on the primary (the fail-slow ones: only when held
+# about as long as the timeout)
 CALLS_FOR_FAILOVER = ("kill", "stop", "partition", "pause")
+FAIL_SLOW = ("partition", "pause")
 
 
 @dataclass(frozen=True)
@@ -363,11 +365,12 @@ def _line(ctx: Ctx, r: FailoverRecord, writer: LedgerWriter, t_fault: float, ev:
           was_primary: bool, timeout: float, loss_report, interval: float = 0.5) -> FailoverLine:
     if r.t_declared < t_fault:     # before this fault started: between faults, so nothing called for it
         ev, node, was_primary = None, None, False
-    # a pause held close to the timeout may or may not end in a failover (the last good check came
-    # up to an interval before it; a thawed server needs a moment): either is right, neither is false
+    # a freeze or partition held close to the timeout may or may not end in a failover (the last good
+    # check came up to an interval before it; a healed node needs a moment): either is right, neither
+    # is false; a shorter one must not
     margin = interval + 0.5
     called_for = bool(ev and was_primary and node == r.old_primary and ev.kind in CALLS_FOR_FAILOVER
-                      and (ev.kind != "pause" or ev.hold >= timeout - margin))
+                      and (ev.kind not in FAIL_SLOW or ev.hold >= timeout - margin))
     first = writer.first_ok_after(t_fault, r.new_primary) if r.new_primary else None
     loss = None
     if loss_report is not None:

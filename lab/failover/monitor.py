@@ -232,7 +232,7 @@ class Monitor:
         healthy: bool | None = None
         last_refusal = ""
         pending: list[list] = []          # [future, submitted at, counted as no answer]
-        next_check = 0.0
+        next_check = retry_at = 0.0
         fast = FailStop(self._standbys(primary), cfg.confirm)
         confirming = 0.0        # since when the fast path has seen evidence (0: it has not), to log changes only
         tick_s = min(cfg.probe, cfg.interval) if cfg.fast_path else min(0.05, cfg.interval)
@@ -306,7 +306,7 @@ class Monitor:
                                  f"{primary} is not declared dead")
                     confirming = (verdict.since or now) if verdict.evidence else 0.0
                 why_slow = now - last_ok >= cfg.timeout and healthy is False
-                if (verdict is not None and verdict.dead) or why_slow:
+                if ((verdict is not None and verdict.dead) or why_slow) and tick >= retry_at:
                     if len(self.failovers) < cfg.max_failovers:
                         if verdict is not None and verdict.dead:
                             path, reason = "fast", f"fail-stop: {verdict.reason}"
@@ -324,8 +324,10 @@ class Monitor:
                             primary = rec.new_primary
                             last_ok, first_failed, healthy, known, pending = time.time(), None, None, None, []
                             fast.reset(self._standbys(primary))
-                        elif rec.error != last_refusal:
-                            last_refusal = rec.error or ""
+                        else:       # refused or failed: decide again after an interval, not every probe
+                            retry_at = time.monotonic() + cfg.interval
+                            if rec.error != last_refusal:
+                                last_refusal = rec.error or ""
                 time.sleep(max(0.0, tick_s - (time.monotonic() - tick)))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -353,9 +355,12 @@ class Monitor:
                 self.log("  " + line)
             return FailoverRecord(old, None, last_ok, first_failed, declared, None, None, None, e.decision,
                                   error=e.decision.reason, path=path, reason=reason)
-        except LabError as e:
-            self.log(f"decision: failover failed: {e.line()}")
-            return FailoverRecord(old, None, last_ok, first_failed, declared, None, None, None, None, error=e.line(),
+        except (LabError, psycopg.Error, OSError) as e:
+            # the monitor must outlive one failed attempt (a node that changed under it, a lab
+            # being reconfigured meanwhile): log it; the next check decides again
+            why = e.line() if isinstance(e, LabError) else f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+            self.log(f"decision: failover failed: {why}")
+            return FailoverRecord(old, None, last_ok, first_failed, declared, None, None, None, None, error=why,
                                   path=path, reason=reason)
         finally:
             self.busy.clear()
