@@ -198,6 +198,14 @@ def _why(e: BaseException) -> str:
     return e.line() if isinstance(e, LabError) else (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
+def _wait_idle(monitor: Monitor, bound: float) -> bool:
+    """Wait (bounded) until the monitor is not in the middle of a failover."""
+    deadline = time.monotonic() + bound
+    while monitor.busy.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not monitor.busy.is_set()
+
+
 def _streaming_all(ctx: Ctx) -> bool:
     p = ctx.state.primary
     return set(ctx.state.nodes) - {p} <= reconfigure.streaming(ctx, p)
@@ -211,8 +219,7 @@ def _recover(ctx: Ctx, monitor: Monitor, bound: float, say) -> tuple[float | Non
     deadline = t0 + bound
     grace = t0 + min(10.0, bound / 3)       # a healed standby reconnects by itself (retry interval)
     while time.monotonic() < deadline:
-        while monitor.busy.is_set() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_idle(monitor, max(0.0, deadline - time.monotonic()))
         if _streaming_all(ctx):
             return time.monotonic() - t0, tuple(repaired), None
         if time.monotonic() >= grace:
@@ -303,8 +310,8 @@ def run_chaos(ctx: Ctx, cfg: ChaosConfig, *, say: Callable[[str], None] | None =
             say(f"chaos: {time.time() - t_start:6.1f}s {ev.kind} {node}{' (primary)' if was_primary else ''}, "
                 f"held {ev.hold:.1f}s")
             time.sleep(ev.hold)
-            while monitor.busy.is_set():
-                time.sleep(0.05)
+            if not _wait_idle(monitor, cfg.recover_bound):
+                problems.append(f"the monitor was still failing over {cfg.recover_bound:.0f}s after {ev.kind} {node}")
             failed_over = was_primary and ctx.state.primary != node
             err = None
             try:
