@@ -35,6 +35,8 @@ def render(r) -> None:
                   f"{r.unexpected} unexpected; reader: {r.samples} samples, {r.reads} reads, {r.read_errors} "
                   f"unanswered, most writable primaries in one sample {r.max_writable}; every node streaming "
                   f"{human_secs(r.final_recovered_s)} after the final heal")
+    for line in r.lost_detail:
+        console.print(f"  lost: {line}", markup=False)
     for k, ok in r.invariants.items():
         console.print(f"  {'PASS' if ok else 'FAIL'}  {k}", markup=False)
     if r.leaks:

@@ -87,6 +87,7 @@ class FailoverLine:
     false: bool               # no fault on the primary called for it
     rto_s: float | None       # fault -> first acknowledged write on the new primary
     loss: str | None = None   # the data-loss estimate / truth, when a loss_report is given
+    at: float | None = None   # when the failure was declared (wall clock)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class ChaosResult:
     invariants: dict[str, bool]
     leaks: tuple[str, ...] | None = None      # set by the caller after `down` (Lab.chaos)
     problems: tuple[str, ...] = field(default_factory=tuple)
+    lost_detail: tuple[str, ...] = field(default_factory=tuple)   # each lost write and the failover after it
 
     @property
     def false_failovers(self) -> int:
@@ -361,11 +363,23 @@ def run_chaos(ctx: Ctx, cfg: ChaosConfig, *, say: Callable[[str], None] | None =
             (max(writable, default=0) <= 1) if cfg.fence != "none" else True,
         f"every node streaming within {cfg.recover_bound:.0f}s of the final heal": final_recovered is not None,
     }
+    by_id = {o.id: o for o in ops}
+    lost_detail = tuple(_lost_line(by_id[i], all_fos, t_start) for i in sorted(res.lost, key=lambda i: by_id[i].t1)[:20])
     return ChaosResult(cfg.seed, time.time() - t_start, cfg.mode, ctx.rt.kind, schedule, tuple(outcomes),
                        _kinds(outcomes, cfg.faults), all_fos, len(ops), sum(1 for o in ops if o.outcome == OK),
                        sum(1 for o in ops if o.outcome == "unknown"), len(res.lost), len(res.unexpected),
                        len(reader.samples), max(writable, default=0), sum(1 for w in writable if w > 1),
-                       reader.reads, reader.errors, final_recovered, invariants, None, tuple(problems))
+                       reader.reads, reader.errors, final_recovered, invariants, None, tuple(problems), lost_detail)
+
+
+def _lost_line(op, fos: tuple[FailoverLine, ...], t_start: float) -> str:
+    """A lost acknowledged write, and the first failover declared after it was acknowledged."""
+    nxt = min((f for f in fos if f.at and f.at >= op.t0), key=lambda f: f.at, default=None)
+    head = f"{op.id} acknowledged by {op.node or '?'} at +{op.t1 - t_start:.2f}s"
+    if nxt is None:
+        return head + "; no failover after it"
+    return (head + f"; next failover {nxt.old_primary}->{nxt.new_primary} ({nxt.path} path, during "
+            f"{nxt.during or 'no fault'}) declared {nxt.at - op.t1:.2f}s later")
 
 
 def _line(ctx: Ctx, r: FailoverRecord, writer: LedgerWriter, t_fault: float, ev: FaultEvent | None, node: str | None,
@@ -387,7 +401,7 @@ def _line(ctx: Ctx, r: FailoverRecord, writer: LedgerWriter, t_fault: float, ev:
             loss = f"unknown ({_why(e)})"
     return FailoverLine(r.old_primary, r.new_primary or "-", r.path, r.reason,
                         f"{ev.kind} {node}" if ev else None, not called_for,
-                        (first.t1 - t_fault) if first and ev else None, loss)
+                        (first.t1 - t_fault) if first and ev else None, loss, r.t_declared)
 
 
 def _kinds(outcomes: list[FaultOutcome], kinds: tuple[str, ...]) -> tuple[KindRow, ...]:
