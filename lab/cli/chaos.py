@@ -19,6 +19,9 @@ def render(r) -> None:
                         [[k.kind, k.injected, k.skipped, k.on_primary, k.failovers_fast, k.failovers_slow,
                           k.false_failovers, human_secs(k.recovered_median_s), human_secs(k.recovered_max_s)]
                          for k in r.kinds]))
+    between = sum(1 for f in r.failovers if not f.during)
+    if between:
+        console.print(f"{between} failover(s) declared between faults (no fault in force: all false)")
     for f in r.failovers:
         console.print(f"failover {f.old_primary}->{f.new_primary} during {f.during or 'no fault'}: {f.path} path, RTO "
                       f"{human_secs(f.rto_s)}{' FALSE' if f.false else ''}; data loss: "

@@ -409,7 +409,7 @@ def _kinds(outcomes: list[FaultOutcome], kinds: tuple[str, ...]) -> tuple[KindRo
     for k in parse_faults(kinds):
         os_ = [o for o in outcomes if o.event.kind == k]
         rec = [o.recovered_s for o in os_ if o.recovered_s is not None]
-        fos = [f for o in os_ for f in o.failovers]
+        fos = [f for o in os_ for f in o.failovers if f.during]    # declared while this fault was in force
         rows.append(KindRow(k, sum(1 for o in os_ if o.started), sum(1 for o in os_ if o.skipped),
                             sum(1 for o in os_ if o.started and o.on_primary),
                             sum(1 for f in fos if f.path == "fast"), sum(1 for f in fos if f.path == "slow"),
