@@ -113,9 +113,11 @@ def test_kill_takes_the_fast_path_and_pause_the_slow_one(make_lab):
 
 def test_a_restart_and_a_short_freeze_cause_no_failover(make_lab):
     lab: Lab = make_lab(standbys=1)
-    # a window of 1 s: a restart refused for 87-155 ms on a quiet machine here, but up to 532 ms
-    # while the machine was loaded (bench_restart_window.py); the behaviour, not the margin, is tested
-    r = lab.drill_restart(restarts=2, timeout=2, confirm=1.0)
+    # a window of 1 s: a restart refused for 87-155 ms on a quiet machine here, but up to 608 ms
+    # while the machine was loaded (bench_restart_window.py); and a timeout of 6 s: a loaded Docker
+    # node took over 2 s to restart, and the slow path rightly counts that as failing. The fast
+    # path's behaviour, not the margins, is tested
+    r = lab.drill_restart(restarts=2, timeout=6, confirm=1.0)
     assert r.failovers == 0 and r.primary_after == "p1" and r.lost == 0 and r.passed, r.log
     # the fast path did see the restart's refusal, and let it go
     assert any("evidence ended" in ln for ln in r.log) or not r.evidence_s

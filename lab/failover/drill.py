@@ -255,6 +255,13 @@ def drill_restart(ctx: Ctx, *, restarts: int = 3, interval: float = 0.5, timeout
     ev = tuple(float(ln.split("evidence ended after ")[1].split("s")[0]) for ln in monitor.lines
                if "evidence ended after " in ln)
     n_fo = len(res.failovers) if res else len(monitor.failovers)
+    if n_fo and ctx.state.primary != old:
+        # the restart was taken for a failure: put the lab back together (the old primary was
+        # fenced), so that what runs next finds every node streaming
+        try:
+            rejoin(ctx, old)
+        except LabError as e:
+            say(f"drill: rejoin {old} after the false failover: {e.line()}")
     return RestartDrill(old, restarts, n_fo, ev, confirm, gap, len(chk.lost), ctx.state.primary,
                         n_fo == 0 and not chk.lost and ctx.state.primary == old, tuple(monitor.lines))
 
