@@ -76,7 +76,7 @@ def run_drill(lab: Lab, fault: str) -> dict:
     rep = lab.drill_failover(mode="sync", fault=fault)
     r = rep.results[0]
     return {"old": r.old_primary, "new": r.new_primary, "rto_s": r.times.rto_s, "client_gap_s": r.times.client_gap_s,
-            "detection_s": r.times.detection_s, "promotion_s": r.times.promotion_s, "lost": len(r.check.lost),
+            "detect_s": r.times.detect_s, "promote_s": r.times.promote_s, "lost": len(r.check.lost),
             "unexpected": len(r.check.unexpected), "unknown": r.check.unknown, "ok": r.check.ok,
             "passed": r.passed, "problems": list(r.problems),
             "rejoin_s": r.rejoin.duration_s if r.rejoin else None}

@@ -11,6 +11,7 @@ to a lab that exists and leaves it alone. The CLI calls these same methods.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -38,6 +39,8 @@ from lab.ha import Manager, ManagerView, check_available, manager
 from lab.ha.compare import disagreements
 from lab.model.conninfo import client_dsn
 from lab.model.topology import Topology, check_ha
+from lab.failover import chaos as chaos_mod
+from lab.runtime import find_leftovers
 
 __all__ = ["Lab", "Node", "default_name", "down", "list_labs", "versions"]
 
@@ -113,6 +116,12 @@ class Lab(Cluster):
         """Inject a fault: stop, kill, kill-postgres, pause, partition, isolate, throttle or delay (see
         lab.cluster.faults; with a supervisor, lab.ha.patroni says what each means)."""
         self.manager.fault(node, kind, rate=rate, latency=latency)
+
+    def restart(self, node: str) -> None:
+        """`pg_ctl restart -m fast` on a node: its port is closed for a moment (not a fault: nothing to heal)."""
+        from lab.cluster import server  # lazy: keeps `import lab` light, as the other methods do
+        server.restart(self.ctx.rt, self.node(node))
+        self.ctx.event("restart", node)
 
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
@@ -246,19 +255,24 @@ class Lab(Cluster):
 
     def monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill", duration: float = 60.0,
                 max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES, allow_data_loss: bool = False,
+                fast_path: bool = True, confirm: float = 0.3,
                 say: Callable[[str], None] | None = None, log_path: str | None = None,
                 reload_state: bool = False) -> monitor_mod.Monitor:
-        """An in-process failover monitor (not started): call .run() or .start_thread()/.stop()."""
+        """An in-process failover monitor (not started): call .run() or .start_thread()/.stop().
+        fast_path: declare a certainly dead primary (port refused, no standby streaming, for
+        `confirm` seconds) without waiting for the timeout."""
         cfg = monitor_mod.MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
-                                        max_lag_bytes=max_lag_bytes, allow_data_loss=allow_data_loss)
+                                        max_lag_bytes=max_lag_bytes, allow_data_loss=allow_data_loss,
+                                        fast_path=fast_path, confirm=confirm)
         return monitor_mod.Monitor(self.ctx, cfg, say=say, log_path=log_path, reload_state=reload_state)
 
     def start_monitor(self, *, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill",
                       duration: float = 3600.0, max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES,
-                      allow_data_loss: bool = False) -> int:
+                      allow_data_loss: bool = False, fast_path: bool = True, confirm: float = 0.3) -> int:
         """Start the monitor as a detached process (`down` stops it too); returns its pid."""
         cfg = monitor_mod.MonitorConfig(interval=interval, timeout=timeout, fence=fence, duration=duration,
-                                        max_lag_bytes=max_lag_bytes, allow_data_loss=allow_data_loss)
+                                        max_lag_bytes=max_lag_bytes, allow_data_loss=allow_data_loss,
+                                        fast_path=fast_path, confirm=confirm)
         return monitor_mod.start_background(self.ctx, cfg)
 
     def stop_monitor(self) -> int | None:
@@ -273,16 +287,40 @@ class Lab(Cluster):
 
     def drill_failover(self, *, repeat: int = 1, mode: str = "sync", fault: str = "kill",
                        lag_standby: str | None = None, clients: int = 4, interval: float = 0.5, timeout: float = 2.0,
-                       fence: str = "kill", settle: float = 1.0,
+                       fence: str = "kill", settle: float = 1.0, fast_path: bool = True, confirm: float = 0.3,
                        say: Callable[[str], None] | None = None) -> drill.DrillReport:
-        """`pglab drill failover`: write, break the primary, let the monitor fail over, check."""
+        """`pglab drill failover`: write, break the primary, let the manager fail over, check."""
         return drill.repeat(self.ctx, repeat, mode=mode, fault=fault, lag_standby=lag_standby, clients=clients,
-                            interval=interval, timeout=timeout, fence=fence, settle=settle, say=say)
+                            interval=interval, timeout=timeout, fence=fence, settle=settle, fast_path=fast_path,
+                            confirm=confirm, say=say)
 
     def drill_split_brain(self, *, fence: str = "none", writes: int = 3,
                           timeout: float = 2.0) -> splitbrain.SplitBrainResult:
         """Cut the primary off from its peers (its clients still reach it), fail over, write to both."""
         return splitbrain.drill(self.ctx, fence=fence, writes=writes, timeout=timeout)
+
+    def drill_restart(self, *, restarts: int = 3, interval: float = 0.5, timeout: float = 2.0, confirm: float = 0.3,
+                      clients: int = 2, say: Callable[[str], None] | None = None) -> drill.RestartDrill:
+        """`pglab drill restart`: restart the primary under the monitor (fast path on): no failover."""
+        return drill.drill_restart(self.ctx, restarts=restarts, interval=interval, timeout=timeout, confirm=confirm,
+                                   clients=clients, say=say)
+
+    def chaos(self, *, seed: int = 1, duration: float = 60.0, faults: tuple[str, ...] | None = None,
+              mode: str = "sync", clients: int = 2, timeout: float = 2.0, fast_path: bool = True,
+              hold: tuple[float, float] = (1.0, 5.0), down: bool = False,
+              say: Callable[[str], None] | None = None) -> "chaos_mod.ChaosResult":
+        """`pglab chaos`: a seeded fault soak under the monitor (same seed, same schedule); checked by
+        invariants at the end. down=True brings the lab down afterwards and adds the invariant that
+        nothing of it is left on this machine."""
+        cfg = chaos_mod.ChaosConfig(seed=seed, duration=duration, faults=faults or chaos_mod.FAULTS, mode=mode,
+                                    clients=clients, timeout=timeout, fast_path=fast_path, hold=hold)
+        r = chaos_mod.run_chaos(self.ctx, cfg, say=say, loss_report=_loss_report)
+        if down:
+            self.down()
+            left = tuple(find_leftovers(self.name))
+            r = dataclasses.replace(r, leaks=left,
+                                    invariants={**r.invariants, "nothing of the lab left after down": not left})
+        return r
 
 
 def list_labs() -> list[str]:
@@ -293,3 +331,9 @@ def down(name: str | None = None) -> list[str]:
     """Remove everything of a lab by name, whether or not its state can be read (idempotent)."""
     return bootstrap.down(name or default_name())
 
+
+def _loss_report(ctx: object, record: object) -> str | None:
+    """The chaos soak's line per failover: the data-loss estimate beside the truth, when the
+    monitor's record carries the failover (lab.failover.promotion.Failover)."""
+    fo = getattr(record, "failover", None)
+    return getattr(fo, "loss_line", None) if fo is not None else None

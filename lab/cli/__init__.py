@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "lab": ("consistency",),
     "promote": ("failover",), "switchover": ("failover",), "failover": ("failover",), "rejoin": ("failover",),
     "monitor": ("failover",), "drill": ("failover", "node"),
-    "learn": ("learn",), "top": ("top",),
+    "learn": ("learn",), "top": ("top",), "chaos": ("chaos",),
 }
 MODULES = tuple(dict.fromkeys(m for mods in COMMANDS.values() for m in mods))
 

@@ -108,18 +108,23 @@ TimeoutOpt = typer.Option(2.0, "--timeout", help="Declare the primary failed aft
 FenceOpt = typer.Option("kill", "--fence", help="How to fence the old primary before promoting: none, stop, kill, partition.")
 MaxLagOpt = typer.Option(DEFAULT_MAX_LAG_BYTES, "--max-lag", help="Data-loss guard in bytes.")
 AllowOpt = typer.Option(False, "--allow-data-loss", help="Promote a candidate even beyond --max-lag.")
+FastOpt = typer.Option(True, "--fast-path/--no-fast-path",
+                       help="Declare a certainly dead primary (port refused, no standby streaming) without the timeout.")
+ConfirmOpt = typer.Option(0.3, "--confirm",
+                          help="Seconds the fast path's evidence must hold (longer than a restart refuses connections).")
 
 
 @monitor_app.command("run")
 def monitor_run(name: Optional[str] = NameOpt, interval: float = IntervalOpt, timeout: float = TimeoutOpt,
                 fence: str = FenceOpt, duration: float = typer.Option(60.0, "--duration", help="Stop after this many seconds."),
-                max_lag: int = MaxLagOpt, allow_data_loss: bool = AllowOpt,
-                log: Optional[str] = typer.Option(None, "--log", help="Log file (default: <lab dir>/monitor.log)."),
+                max_lag: int = MaxLagOpt, allow_data_loss: bool = AllowOpt, fast_path: bool = FastOpt,
+                confirm: float = ConfirmOpt, log: Optional[str] = typer.Option(None, "--log", help="Log file (default: <lab dir>/monitor.log)."),
                 quiet: bool = typer.Option(False, "--quiet", help="Log to the file only.")) -> None:
     """Run the monitor in the foreground (bounded by --duration; Ctrl-C or SIGTERM stops it)."""
     lab = open_lab(name)
     m = lab.monitor(interval=interval, timeout=timeout, fence=fence, duration=duration, max_lag_bytes=max_lag,
-                    allow_data_loss=allow_data_loss, say=None if quiet else (lambda line: console.print(line, markup=False)),
+                    allow_data_loss=allow_data_loss, fast_path=fast_path, confirm=confirm,
+                    say=None if quiet else (lambda line: console.print(line, markup=False)),
                     log_path=log, reload_state=True)
     signal.signal(signal.SIGTERM, lambda *_: m.stop_event.set())
     try:
@@ -131,11 +136,12 @@ def monitor_run(name: Optional[str] = NameOpt, interval: float = IntervalOpt, ti
 @monitor_app.command("start")
 def monitor_start(name: Optional[str] = NameOpt, interval: float = IntervalOpt, timeout: float = TimeoutOpt,
                   fence: str = FenceOpt, duration: float = typer.Option(3600.0, "--duration", help="Stop by itself after this many seconds."),
-                  max_lag: int = MaxLagOpt, allow_data_loss: bool = AllowOpt) -> None:
+                  max_lag: int = MaxLagOpt, allow_data_loss: bool = AllowOpt, fast_path: bool = FastOpt,
+                  confirm: float = ConfirmOpt) -> None:
     """Start the monitor in the background (a detached process; `pglab down` stops it too)."""
     lab = open_lab(name)
     pid = lab.start_monitor(interval=interval, timeout=timeout, fence=fence, duration=duration, max_lag_bytes=max_lag,
-                            allow_data_loss=allow_data_loss)
+                            allow_data_loss=allow_data_loss, fast_path=fast_path, confirm=confirm)
     console.print(f"monitor started (pid {pid}); log: {lab.state_dir / 'monitor.log'}")
 
 
@@ -170,14 +176,15 @@ def drill_tables(rep) -> None:
                      ("≥" + human_bytes(r.loss_estimate_bytes)) if r.loss_estimate_bytes is not None else "?",
                      human_bytes(r.loss_true_bytes) + (f" ({r.loss_true_commits} commits)" if r.loss_true_commits is not None else ""),
                      human_bytes(r.rejoin.discarded_bytes if r.rejoin else None),
-                     "PASS" if r.passed else "FAIL"])
+                     r.path or "-", "PASS" if r.passed else "FAIL"])
     r0 = rep.results[0]
     console.print(table(f"drill failover: mode {r0.mode}, fault {r0.fault}", ["#", "leader", "ok", "unknown", "ok_unrepl",
                         "lost", "recovered", "RTO", "client gap", "detect", "elect", "promote", "reconnect",
-                        "loss est.", "loss true", "WAL>fork", "check"], rows))
+                        "loss est.", "loss true", "WAL>fork", "path", "check"], rows))
     console.print("detect: fault -> declared; elect: -> winner chosen; promote: -> pg_promote() returned; "
                   "reconnect: -> first write on the new primary; loss est.: the election's lower bound from the old "
-                  "primary's last sighting; loss true: its WAL on disk beyond the winner's position", style="dim")
+                  "primary's last sighting; loss true: its WAL on disk beyond the winner's position; path: how the "
+                  "monitor declared the primary dead (fast: fail-stop evidence; slow: the timeout)", style="dim")
     stats = [[k, *(human_bytes(int(v)) if "bytes" in k else (f"{v:.0f}" if k == "lost" else human_secs(v)) for v in vals)]
              for k, vals in rep.stats.items()]
     if len(rep.results) > 1:
@@ -189,6 +196,7 @@ def drill_tables(rep) -> None:
                       + (f"old primary had {r.old_minus_new} ids the new one lacks, {r.lost_seen_on_old} of them lost acks; "
                          if r.old_minus_new is not None else "the old primary's own rows were not read (its manager rejoined it); ")
                       + f"data loss: {r.loss_line}"
+                      + (f"; declared by the {r.path} path: {r.path_reason}" if r.path else "")
                       + (f"; problems: {'; '.join(r.problems)}" if r.problems else ""))
 
 
@@ -200,12 +208,13 @@ def drill_failover(name: Optional[str] = NameOpt,
                    repeat: int = typer.Option(1, "--repeat", help="Number of drills."),
                    clients: int = typer.Option(4, "--clients", help="Ledger writer clients."),
                    interval: float = IntervalOpt, timeout: float = TimeoutOpt, fence: str = FenceOpt,
-                   as_json: bool = JsonOpt) -> None:
+                   fast_path: bool = FastOpt, confirm: float = ConfirmOpt, as_json: bool = JsonOpt) -> None:
     """Write through the routed DSN, break the primary, let the monitor fail over, rejoin, check lost writes and RTO."""
     lab = open_lab(name)
     say = (lambda _: None) if as_json else (lambda line: err_console.print(line, style="dim", markup=False))
     rep = lab.drill_failover(repeat=repeat, mode=mode, fault=fault, lag_standby=lag_standby, clients=clients,
-                             interval=interval, timeout=timeout, fence=fence, say=say)
+                             interval=interval, timeout=timeout, fence=fence, fast_path=fast_path, confirm=confirm,
+                             say=say)
     if as_json:
         print_json({"passed": rep.passed, "stats": rep.stats,
                     "drills": [{"mode": r.mode, "fault": r.fault, "old_primary": r.old_primary, "new_primary": r.new_primary,
@@ -215,10 +224,33 @@ def drill_failover(name: Optional[str] = NameOpt,
                                 "lost_seen_on_old": r.lost_seen_on_old, "passed": r.passed,
                                 "loss_estimate_bytes": r.loss_estimate_bytes, "loss_true_bytes": r.loss_true_bytes,
                                 "loss_true_commits": r.loss_true_commits, "loss_line": r.loss_line,
+                                "path": r.path, "path_reason": r.path_reason,
                                 "problems": list(r.problems)} for r in rep.results]})
     else:
         drill_tables(rep)
     if not rep.passed:
+        raise typer.Exit(1)
+
+
+@drill_app.command("restart")
+def drill_restart(name: Optional[str] = NameOpt,
+                  restarts: int = typer.Option(3, "--restarts", help="Restarts of the primary (pg_ctl restart -m fast)."),
+                  interval: float = IntervalOpt, timeout: float = TimeoutOpt, confirm: float = ConfirmOpt,
+                  as_json: bool = JsonOpt) -> None:
+    """Restart the primary under the monitor (fast path on): its port is refused for a moment, but no failover may follow."""
+    lab = open_lab(name)
+    say = (lambda _: None) if as_json else (lambda line: err_console.print(line, style="dim", markup=False))
+    r = lab.drill_restart(restarts=restarts, interval=interval, timeout=timeout, confirm=confirm, say=say)
+    if as_json:
+        print_json({k: v for k, v in r.__dict__.items() if k != "log"})
+    else:
+        ev = ", ".join(human_secs(x) for x in r.evidence_s) or "none seen"
+        console.print(f"drill restart: {r.restarts} restart(s) of {r.node}: {r.failovers} failover(s), primary now "
+                      f"{r.primary_after}; fast-path evidence lasted {ev} (confirmation window "
+                      f"{human_secs(r.confirm_s)}); longest pause between acknowledged writes "
+                      f"{human_secs(r.longest_write_gap_s)}; lost acknowledged writes {r.lost}: "
+                      + ("PASS" if r.passed else "FAIL"))
+    if not r.passed:
         raise typer.Exit(1)
 
 

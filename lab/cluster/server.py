@@ -73,3 +73,13 @@ def start_all(rt: Runtime, nodes: list[str], timeout: float = 60) -> None:
 
     wait_until(all_started, timeout=timeout, interval=0.01, what=f"the servers of {', '.join(nodes)} to accept connections",
                logs=lambda: "\n".join(f"--- {n} ---\n{log_tail(rt, n)}" for n in waiting))
+
+
+def restart(rt: Runtime, node: str, mode: str = "fast", timeout: int = 60) -> None:
+    """`pg_ctl restart`: the port is closed between the old postmaster's exit and the new one's start."""
+    p = rt.paths(node)
+    res = rt.run(node, ["pg_ctl", "-D", p.data, "-l", p.log, "-m", mode, "-w", "-t", str(timeout), "restart"],
+                 check=False, timeout=timeout + 15)
+    if res.rc != 0:
+        raise NodeFailed(f"the server of node {node} did not restart", "its last log lines are below",
+                         details=log_tail(rt, node))

@@ -9,8 +9,15 @@ from lab.model.conninfo import node_dsn
 from lab.model.state import LabState
 
 
+# A node cut off mid-query (a partition) never answers, and without these the kernel keeps the
+# connection for many minutes: unacknowledged data or a silent peer ends it within a few seconds.
+NET_DEADLINES = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
+                 "tcp_user_timeout": 4000}
+
+
 def connect(state: LabState, node: str, *, autocommit: bool = True, connect_timeout: int = 3,
             **extra: Any) -> psycopg.Connection:
+    extra = {**NET_DEADLINES, **extra}
     return psycopg.connect(node_dsn(state, node, connect_timeout=connect_timeout, application_name="pglab", **extra),
                            autocommit=autocommit)
 

@@ -18,7 +18,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from lab.cluster import nodes as cluster
+from lab.cluster import nodes as cluster, server
 from lab.failover import reconfigure
 from lab.failover.checker import SetCheck, check
 from lab.cluster.context import Ctx
@@ -27,7 +27,8 @@ from lab.model.conninfo import node_dsn, role_dsn
 from lab.failover.election import Decision
 from lab.errors import InvalidInput, LabError, WaitTimeout
 from lab.failover.phases import Phases
-from lab.failover.rejoin import Rejoin
+from lab.failover.monitor import Monitor, MonitorConfig
+from lab.failover.rejoin import Rejoin, rejoin
 from lab.ha import manager
 from lab.model.syncspec import ASYNC, SyncSpec
 from lab.wait import wait_until
@@ -74,6 +75,8 @@ class DrillResult:
     loss_true_bytes: int | None = None       # read from the old primary's WAL before the rejoin
     loss_true_commits: int | None = None
     loss_line: str = ""                      # both, for people
+    path: str | None = None          # which path of the monitor declared the failure: fast or slow
+    path_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def _detach(ctx: Ctx, node: str) -> None:
 
 def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_standby: str | None = None,
                    clients: int = 4, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill",
-                   settle: float = 1.0, say=None) -> DrillResult:
+                   settle: float = 1.0, fast_path: bool = True, confirm: float = 0.3, say=None) -> DrillResult:
     say = say or (lambda _: None)
     if fault not in DRILL_FAULTS:
         raise InvalidInput(f"unknown fault {fault!r}", f"use one of: {', '.join(DRILL_FAULTS)}")
@@ -148,7 +151,8 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
                 _detach(ctx, s)
                 time.sleep(0.3)
             time.sleep(0.5)      # writes the elected standby will never receive
-        sup.arm(interval=interval, timeout=timeout, fence=fence, allow_data_loss=(mode == "async"), say=say)
+        sup.arm(interval=interval, timeout=timeout, fence=fence, allow_data_loss=(mode == "async"), say=say,
+                fast_path=fast_path, confirm=confirm)
         armed = True
         t_fault = time.time()
         sup.fault(old, fault)
@@ -207,7 +211,71 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
         problems.append(f"the estimate ({est} B) exceeds the WAL really lost ({true} B): it should be a lower bound")
     return DrillResult(mode, fault, old, new, rec.decision, res, summary, times, rj, old_minus_new, lost_on_old,
                        not problems, tuple(problems), est, true, fo.loss_true_commits if fo else None,
-                       fo.loss_line if fo else "no failover")
+                       fo.loss_line if fo else "no failover", rec.path, rec.reason)
+
+
+
+@dataclass(frozen=True)
+class RestartDrill:
+    node: str
+    restarts: int
+    failovers: int                    # must be 0: a restart is not a failure
+    evidence_s: tuple[float, ...]     # how long the fast path saw fail-stop evidence each time before it ended
+    confirm_s: float                  # the fast path's confirmation window
+    longest_write_gap_s: float | None
+    lost: int
+    primary_after: str
+    passed: bool
+    log: tuple[str, ...] = field(default_factory=tuple)
+
+
+def drill_restart(ctx: Ctx, *, restarts: int = 3, interval: float = 0.5, timeout: float = 2.0, confirm: float = 0.3,
+                  clients: int = 2, say=None) -> RestartDrill:
+    """Restart the primary (`pg_ctl restart -m fast`) under the monitor with its fast path on: the
+    port is refused for a moment and the standbys lose their stream, but the refusal ends before the
+    confirmation window does, so there must be no failover."""
+    say = say or (lambda _: None)
+    if not 1 <= restarts <= 20:
+        raise InvalidInput(f"--restarts {restarts} is out of range", "use 1 to 20")
+    old = ctx.state.primary
+    standbys = [n for n in ctx.state.nodes if n != old]
+    wait_until(lambda: set(standbys) <= reconfigure.streaming(ctx, old), timeout=30,
+               what=f"every standby to stream from {old} before the drill")
+    nodes = {f"{a.host}:{a.port}": n for n, a in ctx.state.nodes.items()}
+    writer = LedgerWriter(lambda: routed_dsn(ctx), ctx.state.dir / "ledger" / f"{int(time.time() * 1000)}.jsonl",
+                          clients=clients, duration=restarts * (timeout + 10) + 30, nodes=nodes).start()
+    monitor = Monitor(ctx, MonitorConfig(interval=interval, timeout=timeout, fence="kill", confirm=confirm,
+                                         duration=restarts * (timeout + 10) + 30, max_failovers=1), say=say)
+    try:
+        monitor.start_thread()
+        wait_until(lambda: any("health:" in ln and " ok " in ln for ln in monitor.lines), timeout=10,
+                   what="the monitor's first good health check")
+        for i in range(restarts):
+            say(f"drill: restart {i + 1}/{restarts} of {old}")
+            server.restart(ctx.rt, old)
+            # the monitor must see the primary healthy again, and wait out a whole timeout
+            time.sleep(timeout + 0.5)
+    finally:
+        res = monitor.stop()
+        writer.stop()
+        writer.wait()
+    ops = writer.ops()
+    final = final_ids(routed_dsn(ctx), writer.run)
+    chk = check([(o.id, o.outcome) for o in ops], final)
+    oks = sorted(o.t1 for o in ops if o.outcome == OK)
+    gap = max((b - a for a, b in zip(oks, oks[1:])), default=None)
+    ev = tuple(float(ln.split("evidence ended after ")[1].split("s")[0]) for ln in monitor.lines
+               if "evidence ended after " in ln)
+    n_fo = len(res.failovers) if res else len(monitor.failovers)
+    if n_fo and ctx.state.primary != old:
+        # the restart was taken for a failure: put the lab back together (the old primary was
+        # fenced), so that what runs next finds every node streaming
+        try:
+            rejoin(ctx, old)
+        except LabError as e:
+            say(f"drill: rejoin {old} after the false failover: {e.line()}")
+    return RestartDrill(old, restarts, n_fo, ev, confirm, gap, len(chk.lost), ctx.state.primary,
+                        n_fo == 0 and not chk.lost and ctx.state.primary == old, tuple(monitor.lines))
 
 
 FIGURES = ("rto_s", "client_gap_s", "detect_s", "elect_s", "promote_s", "reconnect_s")

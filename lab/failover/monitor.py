@@ -1,10 +1,15 @@
 """The failover supervisor: health-check the primary, declare it failed, fail over.
 
-Every `interval` seconds it opens a fresh connection to the recorded primary with a short deadline
-(a frozen or cut-off server never answers; waiting for it must not stall the loop). When no check
-has succeeded for `timeout` seconds the primary is declared failed and the monitor fails over as
-`lab.failover.promotion.failover` does, with the primary's last WAL position it saw as the data-loss guard's
-reference. The defaults (0.5 s / 2 s) are much shorter than Patroni's (~30 s), pg_auto_failover's
+Two ways to declare the primary failed:
+  slow path  every `interval` seconds a fresh connection to the recorded primary with a short
+             deadline (a frozen or cut-off server never answers; waiting for it must not stall the
+             loop); when no check has succeeded for `timeout` seconds, the primary is declared failed.
+  fast path  (lab.failover.failstop) every `probe` seconds a TCP connect to the primary's port;
+             while it is refused, every standby is asked whether it still streams. Refused and no
+             stream anywhere, in every sample for `confirm` seconds: the primary is dead (fail-stop),
+             declared at once. Anything ambiguous is left to the slow path.
+Then the monitor fails over as `lab.failover.promotion.failover` does (fencing first), with the
+primary's last WAL position it saw as the data-loss guard's reference. The defaults (0.5 s / 2 s) are much shorter than Patroni's (~30 s), pg_auto_failover's
 (~20 s) or repmgr's (~60 s): on one machine there are no network hiccups to ride out; the slow-failover
 experiments vary --timeout to show the trade-off.
 
@@ -14,6 +19,7 @@ Each change of health and each decision is logged with a timestamp, to the calle
 """
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -31,10 +37,12 @@ from lab.cluster import background, sql
 from lab.model import state as lab_state
 from lab.cluster.context import Ctx
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision, LastSeen
+from lab.failover.failstop import DEFAULT_PROBE, DEFAULT_WINDOW, FailStop, Observation, Port, Stream, Verdict
 from lab.errors import InvalidInput, LabError
 
 LOG_FILE = "monitor.log"
 MAX_DURATION = 24 * 3600.0
+MAX_PENDING = 8            # health checks in flight at once (each gives up after about 3 s)
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,9 @@ class MonitorConfig:
     allow_data_loss: bool = False
     duration: float = 60.0
     max_failovers: int = 10
+    fast_path: bool = True           # declare a certainly dead primary (fail-stop) without the timeout
+    confirm: float = DEFAULT_WINDOW  # the fast path's confirmation window (s)
+    probe: float = DEFAULT_PROBE     # how often the fast path probes the primary's port (s)
 
     def check(self) -> "MonitorConfig":
         if not 0.05 <= self.interval <= 60:
@@ -54,6 +65,11 @@ class MonitorConfig:
             raise InvalidInput(f"--timeout {self.timeout} is out of range", "use interval <= timeout <= 600 s")
         if not 0 < self.duration <= MAX_DURATION:
             raise InvalidInput(f"--duration {self.duration} is out of range", f"use 0 < duration <= {MAX_DURATION:.0f} s")
+        if not 0.05 <= self.confirm <= 30:
+            raise InvalidInput(f"--confirm {self.confirm} is out of range",
+                               "use 0.05 to 30 s, longer than a restart refuses connections (~0.1-0.2 s here)")
+        if not 0.01 <= self.probe <= min(1.0, self.confirm):
+            raise InvalidInput(f"--probe {self.probe} is out of range", "use 0.01 s to min(1 s, --confirm)")
         if self.fence not in promotion.FENCES:
             raise InvalidInput(f"unknown fencing {self.fence!r}", f"use one of: {', '.join(promotion.FENCES)}")
         return self
@@ -72,6 +88,8 @@ class FailoverRecord:
     decision: Decision | None
     error: str | None = None
     failover: "promotion.Failover | None" = None   # with the estimate and the truth of the data loss
+    path: str = "slow"       # which path declared the failure: fast (fail-stop evidence) or slow (timeout)
+    reason: str = ""         # why, in words (also in the log)
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,10 @@ class Monitor:
         self._thread: threading.Thread | None = None
         self._result: MonitorResult | None = None
         self.busy = threading.Event()     # set while a failover is in progress
+        self._addr_cache: dict[str, tuple[tuple[str, int] | None, float]] = {}
+        self._stream_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="monitor-stream")
+        self._stream_pending: dict[str, Future] = {}
+        self._stream_conns: dict[str, psycopg.Connection] = {}
 
     # ---- logging --------------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -123,20 +145,101 @@ class Monitor:
         lab_state.record_primary_seen(self.ctx.name, lab_state.PrimarySeen(node, pos, tli, asked, "the monitor"))
         return pos, tli, asked
 
+    # ---- the fast path's evidence: the primary's port, the standbys' streams -----------------
+    def _probe_addr(self, node: str) -> tuple[str, int] | None:
+        now = time.monotonic()
+        cached = self._addr_cache.get(node)
+        if cached is None or now - cached[1] > 2.0:     # re-resolved now and then (a healed partition)
+            addr = self.ctx.rt.probe_address(node, self.ctx.state.nodes[node])
+            cached = self._addr_cache[node] = (addr, now)
+        return cached[0]
+
+    def _probe_port(self, node: str) -> Port:
+        addr = self._probe_addr(node)
+        if addr is None:
+            return Port.UNREACHABLE
+        try:
+            socket.create_connection(addr, timeout=0.25).close()
+            return Port.OPEN
+        except ConnectionRefusedError:
+            return Port.REFUSED
+        except TimeoutError:
+            return Port.NO_ANSWER
+        except OSError:
+            self._addr_cache.pop(node, None)
+            return Port.UNREACHABLE
+
+    def _stream(self, node: str) -> Stream:
+        # one connection per standby, kept open: asking must cost a round trip, not a fork
+        for attempt in (1, 2):      # a kept connection may have broken since (a restart): once more, fresh
+            fresh = node not in self._stream_conns or self._stream_conns[node].closed
+            try:
+                if fresh:
+                    self._stream_conns[node] = sql.connect(self.ctx.state, node, connect_timeout=2,
+                                                           options="-c statement_timeout=500")
+                row = self._stream_conns[node].execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+                break
+            except (psycopg.Error, OSError):
+                self._drop_stream_conn(node)
+                if fresh or attempt == 2:
+                    raise
+        return Stream.STREAMING if row and row[0] == "streaming" else Stream.GONE
+
+    def _drop_stream_conn(self, node: str) -> None:
+        c = self._stream_conns.pop(node, None)
+        if c is not None:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close
+                pass
+
+    def _streams(self, standbys: tuple[str, ...]) -> dict[str, Stream]:
+        """Every standby asked in parallel; one that has not answered within 0.5 s is unknown (and
+        is not asked again until its pending probe ends). A busy machine can take a few hundred ms
+        to schedule a standby's backend: unknown resets the confirmation window."""
+        for n in standbys:
+            f = self._stream_pending.get(n)
+            if f is None or f.done():
+                self._stream_pending[n] = self._stream_pool.submit(self._stream, n)
+        deadline = time.monotonic() + 0.5
+        out: dict[str, Stream] = {}
+        for n in standbys:
+            f = self._stream_pending[n]
+            try:
+                out[n] = f.result(timeout=max(0.0, deadline - time.monotonic()))
+            except (psycopg.Error, OSError, FutureTimeout):
+                out[n] = Stream.UNKNOWN
+        return out
+
+    def _observe(self, primary: str, standbys: tuple[str, ...]) -> Observation:
+        port = self._probe_port(primary)
+        t = time.time()
+        return Observation(t, port, self._streams(standbys) if port is Port.REFUSED else {})
+
+    def _standbys(self, primary: str) -> tuple[str, ...]:
+        return tuple(n for n in self.ctx.state.nodes if n != primary)
+
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> MonitorResult:
         cfg = self.cfg
         end = time.monotonic() + cfg.duration
         checks = failed = 0
-        pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="monitor-check")
+        pool = ThreadPoolExecutor(max_workers=MAX_PENDING, thread_name_prefix="monitor-check")
         primary = self.ctx.state.primary
         last_ok = time.time()
         first_failed: float | None = None
         known: tuple[str, int, float] | None = None
         healthy: bool | None = None
         last_refusal = ""
+        pending: list[list] = []          # [future, submitted at, counted as no answer]
+        next_check = retry_at = 0.0
+        fast = FailStop(self._standbys(primary), cfg.confirm)
+        confirming = 0.0        # since when the fast path has seen evidence (0: it has not), to log changes only
+        tick_s = min(cfg.probe, cfg.interval) if cfg.fast_path else min(0.05, cfg.interval)
         self.log(f"monitor: watching {primary} every {cfg.interval}s, failover after {cfg.timeout}s "
-                 f"(fence={cfg.fence}, max lag {cfg.max_lag_bytes} B)")
+                 f"(fence={cfg.fence}, max lag {cfg.max_lag_bytes} B); fast path "
+                 + (f"on (port probe every {cfg.probe}s, confirmation window {cfg.confirm}s)" if cfg.fast_path
+                    else "off"))
         try:
             while not self.stop_event.is_set() and time.monotonic() < end:
                 tick = time.monotonic()
@@ -149,45 +252,100 @@ class Monitor:
                 if self.ctx.state.primary != primary:
                     primary = self.ctx.state.primary
                     self.log(f"monitor: the recorded primary is now {primary}")
-                    last_ok, first_failed, healthy = time.time(), None, None
-                fut: Future = pool.submit(self._check, primary)
-                checks += 1
-                try:
-                    known = fut.result(timeout=max(cfg.interval, 0.2))
+                    last_ok, first_failed, healthy, pending = time.time(), None, None, []
+                    fast.reset(self._standbys(primary))
+                elif fast.standbys != self._standbys(primary):
+                    fast.reset(self._standbys(primary))
+                # slow path: a health check every interval, never blocking this loop. A check that
+                # has not answered within an interval counts as failed ("no answer"), but it is
+                # not abandoned: if it answers later, the primary was alive then (a busy server
+                # that needs 0.7 s per answer is slow, not dead)
+                if tick >= next_check and len(pending) < MAX_PENDING:
+                    pending.append([pool.submit(self._check, primary), tick, False])
+                    next_check = tick + cfg.interval
+                    checks += 1
+                oks: list[tuple[str, int]] = []
+                errors: list[BaseException] = []
+                for item in list(pending):
+                    f, t_sub, late = item
+                    if f.done():
+                        pending.remove(item)
+                        try:
+                            oks.append(f.result())
+                        except (psycopg.Error, OSError) as e:
+                            if not late:
+                                errors.append(e)
+                    elif not late and tick - t_sub >= max(cfg.interval, 0.2):
+                        item[2] = True
+                        errors.append(FutureTimeout())
+                now = time.time()
+                failed += len(errors)
+                if oks:
+                    known = oks[-1]
                     if healthy is not True:
                         self.log(f"health: {primary} ok (lsn {known[0]}, timeline {known[1]})")
-                    healthy, last_ok, first_failed = True, time.time(), None
-                except (psycopg.Error, FutureTimeout, OSError) as e:
-                    failed += 1
-                    now = time.time()
+                    healthy, last_ok, first_failed = True, now, None
+                elif errors:
                     if first_failed is None:
                         first_failed = now
                     if healthy is not False:
-                        why = "no answer" if isinstance(e, FutureTimeout) else (str(e).strip().splitlines() or ["error"])[0]
+                        outcome = errors[0]
+                        why = "no answer" if isinstance(outcome, FutureTimeout) else \
+                            (str(outcome).strip().splitlines() or ["error"])[0]
                         self.log(f"health: {primary} FAILING ({why})")
                     healthy = False
-                    if now - last_ok >= cfg.timeout and len(self.failovers) < cfg.max_failovers:
-                        rec = self._failover(primary, last_ok, first_failed, known)
+                # fast path: the port and the standbys, every probe
+                verdict: Verdict | None = None
+                if cfg.fast_path:
+                    verdict = fast.observe(self._observe(primary, fast.standbys))
+                    if verdict.evidence and not confirming:
+                        self.log(f"fast path: {primary}: {verdict.reason.split(', for')[0]}; "
+                                 f"confirming for {cfg.confirm}s")
+                    elif not verdict.evidence and confirming:
+                        self.log(f"fast path: evidence ended after {now - confirming:.2f}s ({verdict.reason}): "
+                                 f"{primary} is not declared dead")
+                    confirming = (verdict.since or now) if verdict.evidence else 0.0
+                why_slow = now - last_ok >= cfg.timeout and healthy is False
+                if ((verdict is not None and verdict.dead) or why_slow) and tick >= retry_at:
+                    if len(self.failovers) < cfg.max_failovers:
+                        if verdict is not None and verdict.dead:
+                            path, reason = "fast", f"fail-stop: {verdict.reason}"
+                            first_failed = min(first_failed or now, verdict.since or now)
+                        else:
+                            path = "slow"
+                            reason = (f"timeout: {now - last_ok:.2f}s since the last good check (timeout {cfg.timeout}s)"
+                                      + (f"; fast path not taken: {verdict.reason}" if verdict is not None else
+                                         "; fast path off"))
+                        rec = self._failover(primary, last_ok, first_failed or now, known, path, reason)
+                        fast.reset()
+                        confirming = 0.0
                         if rec.new_primary:
                             self.failovers.append(rec)
                             primary = rec.new_primary
-                            last_ok, first_failed, healthy, known = time.time(), None, None, None
-                        elif rec.error != last_refusal:
-                            last_refusal = rec.error or ""
-                time.sleep(max(0.0, cfg.interval - (time.monotonic() - tick)))
+                            last_ok, first_failed, healthy, known, pending = time.time(), None, None, None, []
+                            fast.reset(self._standbys(primary))
+                        else:       # refused or failed: decide again after an interval, not every probe
+                            retry_at = time.monotonic() + cfg.interval
+                            if rec.error != last_refusal:
+                                last_refusal = rec.error or ""
+                time.sleep(max(0.0, tick_s - (time.monotonic() - tick)))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            self._stream_pool.shutdown(wait=False, cancel_futures=True)
+            for n in list(self._stream_conns):
+                if self._stream_pending.get(n) is None or self._stream_pending[n].done():
+                    self._drop_stream_conn(n)
             self.log(f"monitor: stopped after {checks} checks ({failed} failed), {len(self.failovers)} failover(s)")
         self._result = MonitorResult(checks, failed, tuple(self.failovers), tuple(self.lines))
         return self._result
 
     def _failover(self, old: str, last_ok: float, first_failed: float,
-                  known: tuple[str, int, float] | None) -> FailoverRecord:
+                  known: tuple[str, int, float] | None, path: str = "slow", reason: str = "") -> FailoverRecord:
         declared = time.time()
         # the guard's reference: the primary's position at the last good check, and its age
         seen = LastSeen(old, known[0], known[1], declared - known[2], "the monitor") if known else None
         self.busy.set()
-        self.log(f"decision: {old} declared failed ({declared - last_ok:.2f}s since the last good check); electing")
+        self.log(f"decision: {old} declared failed by the {path} path ({reason}); electing")
         try:
             fo = promotion.failover(self.ctx, allow_data_loss=self.cfg.allow_data_loss,
                                     max_lag_bytes=self.cfg.max_lag_bytes, fence_with=self.cfg.fence,
@@ -198,10 +356,14 @@ class Monitor:
             for line in format_decision(e.decision):
                 self.log("  " + line)
             return FailoverRecord(old, None, last_ok, first_failed, declared, None, None, None, e.decision,
-                                  error=e.decision.reason)
-        except LabError as e:
-            self.log(f"decision: failover failed: {e.line()}")
-            return FailoverRecord(old, None, last_ok, first_failed, declared, None, None, None, None, error=e.line())
+                                  error=e.decision.reason, path=path, reason=reason)
+        except (LabError, psycopg.Error, OSError) as e:
+            # the monitor must outlive one failed attempt (a node that changed under it, a lab
+            # being reconfigured meanwhile): log it; the next check decides again
+            why = e.line() if isinstance(e, LabError) else f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+            self.log(f"decision: failover failed: {why}")
+            return FailoverRecord(old, None, last_ok, first_failed, declared, None, None, None, None, error=why,
+                                  path=path, reason=reason)
         finally:
             self.busy.clear()
         for line in format_decision(fo.decision):
@@ -212,7 +374,7 @@ class Monitor:
                  + (f"; problems: {'; '.join(p.problems)}" if p.problems else ""))
         self.log(f"  data loss: {fo.loss_line}")
         return FailoverRecord(old, p.new_primary, last_ok, first_failed, declared, fo.t_elected, p.t_promoted,
-                              p.t_done, fo.decision, failover=fo)
+                              p.t_done, fo.decision, failover=fo, path=path, reason=reason)
 
     # ---- in-process background ---------------------------------------------------------------
     def start_thread(self) -> "Monitor":
@@ -255,7 +417,8 @@ def start_background(ctx: Ctx, cfg: MonitorConfig) -> int:
     # every process that mentions it
     argv = [sys.executable, "-m", "lab", "monitor", "run", "--name", ctx.name, "--interval", str(cfg.interval),
             "--timeout", str(cfg.timeout), "--duration", str(cfg.duration), "--fence", cfg.fence,
-            "--max-lag", str(cfg.max_lag_bytes), "--log", str(log), "--quiet"]
+            "--max-lag", str(cfg.max_lag_bytes), "--log", str(log), "--quiet", "--confirm", str(cfg.confirm),
+            "--fast-path" if cfg.fast_path else "--no-fast-path"]
     if cfg.allow_data_loss:
         argv.append("--allow-data-loss")
     pid = background.start(ctx.name, BACKGROUND, argv, ctx.state.dir / "monitor.out")

@@ -72,6 +72,8 @@ class Takeover:
     decision: Any = None          # pglab's election table, when there is one
     t_last_ok: float | None = None   # the manager's last good look at the old primary, if it says
     failover: Any = None          # lab.failover.promotion.Failover: the data-loss estimate and truth
+    path: str | None = None       # pglab's monitor: which path declared the failure (fast or slow)
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,8 +149,10 @@ class Manager(ABC):
         raise NotImplementedError
 
     @abstractmethod
-    def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say) -> None:
-        """Be ready to fail over (a drill's fault follows); returns once the manager is watching."""
+    def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say,
+            fast_path: bool = True, confirm: float = 0.3) -> None:
+        """Be ready to fail over (a drill's fault follows); returns once the manager is watching.
+        `fast_path`/`confirm`: pglab's monitor's fail-stop path (other managers have their own rules)."""
 
     @abstractmethod
     def wait_for_takeover(self, old: str, t_fault: float, timeout: float) -> Takeover:

@@ -55,9 +55,10 @@ class ManualManager(Manager):
     def set_mode(self, mode: str) -> str:
         return drill.set_mode(self.ctx, mode).render() or "async"
 
-    def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say) -> None:
+    def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say,
+            fast_path: bool = True, confirm: float = 0.3) -> None:
         cfg = MonitorConfig(interval=interval, timeout=timeout, fence=fence, allow_data_loss=allow_data_loss,
-                            duration=timeout + 120, max_failovers=1)
+                            duration=timeout + 120, max_failovers=1, fast_path=fast_path, confirm=confirm)
         self.monitor = Monitor(self.ctx, cfg, say=say).start_thread()
         m = self.monitor
         wait_until(lambda: any("health:" in ln and " ok " in ln for ln in m.lines), timeout=10,
@@ -70,7 +71,7 @@ class ManualManager(Manager):
         rec = m.failovers[0]
         self.record("promoted", rec.new_primary, f"by pglab's monitor after {old} failed")
         return Takeover(old, rec.new_primary, rec.t_declared, rec.t_elected, rec.t_promoted, rec.decision,
-                        rec.t_last_ok, rec.failover)
+                        rec.t_last_ok, rec.failover, rec.path, rec.reason)
 
     def disarm(self) -> None:
         if self.monitor is not None:

@@ -395,7 +395,8 @@ class PatroniManager(PatroniFaults, Manager):
                 continue
         return 0, "no Patroni agent answers"
 
-    def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say) -> None:
+    def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say,
+            fast_path: bool = True, confirm: float = 0.3) -> None:
         leader = self.leader()
         if leader is None:
             raise NodeFailed("Patroni has no leader; a drill needs one", "see `pglab status`")

@@ -70,21 +70,30 @@ class LabState:
         return [n for n in self.nodes if n != self.primary]
 
     def save(self) -> None:
-        d = asdict(self)
-        tmp = self.dir / "state.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(d, f, indent=1)
-        os.replace(tmp, self.dir / "state.json")
+        # Two threads of one process may save at once (a monitor failing over while a drill heals
+        # a node): each writes its own temporary file, and the last rename wins whole.
+        _replace(self.dir / "state.json", json.dumps(asdict(self), indent=1))
         self._write_pgpass()
 
     def _write_pgpass(self) -> None:
         # Clients get DSNs with passfile= instead of password=, so a DSN printed
-        # to a terminal or a CI log carries no secret.
+        # to a terminal or a CI log carries no secret. Replaced atomically, and only when it
+        # changes: a client reading it meanwhile must never find it empty.
         line = pgpass_line("postgres", self.superuser_password)
-        fd = os.open(self.pgpass_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(line)
+        try:
+            if self.pgpass_path.read_text() == line:
+                return
+        except OSError:
+            pass
+        _replace(self.pgpass_path, line)
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def lab_dir(name: str) -> Path:

@@ -17,8 +17,14 @@ from lab.runtime.programs import client_program
 KINDS = ("auto", "local", "docker")
 
 __all__ = ["KINDS", "CommandResult", "NodePaths", "Runtime", "ServerOffer", "choose", "client_program",
-           "destroy_orphans", "docker_answers", "labs_with_docker_resources", "make", "process_alive",
-           "remove_docker_resources", "versions"]
+           "destroy_orphans", "docker_answers", "find_leftovers", "labs_with_docker_resources", "make",
+           "process_alive", "remove_docker_resources", "versions"]
+
+
+def find_leftovers(name: str) -> list[str]:
+    """What a lab left behind on this machine (directory, processes, namespaces, containers, networks)."""
+    from lab.runtime.leftovers import leftovers  # lazy: it asks Docker, which most callers never need
+    return leftovers(name)
 
 
 def docker_answers() -> bool:

@@ -101,6 +101,11 @@ class Runtime(Protocol):
 
     def listen_address(self, node: str) -> str: ...
 
+    def probe_address(self, node: str, addr: NodeAddr) -> tuple[str, int] | None:
+        """Where a monitor on the lab's network reaches the node's server port (`addr` is the
+        node's address in the lab state) with nothing in between (no proxy that accepts for it),
+        so that a closed port is refused; None when the node is not on the network."""
+
     def hba_networks(self) -> list[str]:
         """CIDRs that clients and peers of this lab connect from."""
 

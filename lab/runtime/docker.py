@@ -235,6 +235,17 @@ class DockerRuntime:
     def listen_address(self, node: str) -> str:
         return "*"   # inside the container; only the lab network and the published loopback port reach it
 
+    def probe_address(self, node: str, addr: NodeAddr) -> tuple[str, int] | None:
+        # the published loopback port goes through docker-proxy, which accepts even when the
+        # server is gone: probe the container's own address on the lab network instead
+        try:
+            c = self.container(node)
+            c.reload()
+        except (docker.errors.DockerException, NodeFailed):
+            return None
+        ip = ((c.attrs.get("NetworkSettings", {}).get("Networks") or {}).get(self.network) or {}).get("IPAddress")
+        return (ip, addr.peer_port) if ip else None
+
     def hba_networks(self) -> list[str]:
         # peers come from the lab network; clients on this machine arrive through the published
         # port from the network's gateway, which is inside the same subnet

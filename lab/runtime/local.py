@@ -142,6 +142,9 @@ class LocalRuntime:
     def listen_address(self, node: str) -> str:
         return netns.node_ip(self.net, node) if self.netns else "127.0.0.1"
 
+    def probe_address(self, node: str, addr: NodeAddr) -> tuple[str, int] | None:
+        return addr.host, addr.port    # the server's own socket: 127.0.0.1 or its namespace's address
+
     def hba_networks(self) -> list[str]:
         return [self.net["subnet"]] if self.netns else ["127.0.0.1/32"]
 

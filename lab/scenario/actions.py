@@ -31,6 +31,12 @@ def _fault(run: RunCtx, step: Step) -> str:
     return f"{step.arg} {node}"
 
 
+def _restart(run: RunCtx, step: Step) -> str:
+    node = _node_arg(run, step)
+    run.lab.restart(node)
+    return f"restarted {node}"
+
+
 def _heal(run: RunCtx, step: Step) -> str:
     done = run.lab.heal(_node_arg(run, step), step.options.get("kind"))
     return ", ".join(done)
@@ -156,6 +162,24 @@ def _drill(run: RunCtx, step: Step) -> str:
     return _short(result)
 
 
+def _chaos(run: RunCtx, step: Step) -> str:
+    o = step.options
+    faults = o.get("faults", "kill,stop,pause,partition,isolate,throttle")
+    r = run.lab.chaos(seed=int(o.get("seed", 1)), duration=float(step.arg or 60),
+                      faults=tuple(faults.split(",") if isinstance(faults, str) else faults),
+                      mode=str(o.get("mode", "sync")), timeout=float(o.get("timeout", 2.0)),
+                      fast_path=bool(o.get("fast_path", True)))
+    injected = sum(1 for x in r.outcomes if x.started)
+    run.add_figures({"chaos_faults": injected, "chaos_failovers": len(r.failovers),
+                     "chaos_false_failovers": r.false_failovers, "chaos_lost": r.lost,
+                     "chaos_unexpected": r.unexpected, "chaos_max_writable": r.max_writable,
+                     "chaos_recovered_s": r.final_recovered_s,
+                     "chaos_invariants_failed": sum(1 for ok in r.invariants.values() if not ok)})
+    fos = ", ".join(f"{f.old_primary}->{f.new_primary} {f.path}" for f in r.failovers) or "none"
+    return (f"seed {r.seed}: {injected} faults, failovers {fos}, {r.false_failovers} false, {r.lost} lost, "
+            f"at most {r.max_writable} writable primary")
+
+
 def stop_all_workloads(run: RunCtx) -> None:
     """Stop what is still running (workloads, the monitor) at the end of a run, success or not."""
     if not run.workloads:
@@ -171,7 +195,7 @@ def stop_all_workloads(run: RunCtx) -> None:
 
 
 _ACTIONS = {
-    "fault": _fault, "heal": _heal, "wait": _wait, "sleep": _sleep, "sql": _sql, "mark": _mark,
+    "fault": _fault, "heal": _heal, "restart": _restart, "chaos": _chaos, "wait": _wait, "sleep": _sleep, "sql": _sql, "mark": _mark,
     "parallel": _parallel, "drill": _drill, "workload": _workload, "stop": _stop, "check": _check, "monitor": _monitor,
     "promote": _api("promote"), "switchover": _api("switchover"), "failover": _api("failover"),
     "rejoin": _api("rejoin"), "reclone": _api("reclone"), "set_sync": _api("set_sync"),

@@ -128,9 +128,11 @@ def monitor(run: RunCtx, action: str, opts: dict[str, Any]) -> str:
         if "_monitor" in run.workloads:
             raise InvalidInput("the monitor is already running", "add `monitor: stop` first")
         m = run.lab.monitor(interval=float(opts.get("interval", 0.5)), timeout=float(opts.get("timeout", 2.0)),
-                            fence=str(opts.get("fence", "kill")), duration=600.0)
+                            fence=str(opts.get("fence", "kill")), duration=600.0,
+                            fast_path=bool(opts.get("fast_path", True)), confirm=float(opts.get("confirm", 0.3)))
         run.workloads["_monitor"] = m.start_thread()
-        return f"monitor: interval {m.cfg.interval}s, timeout {m.cfg.timeout}s, fence {m.cfg.fence}"
+        return (f"monitor: interval {m.cfg.interval}s, timeout {m.cfg.timeout}s, fence {m.cfg.fence}, fast path "
+                + (f"on (confirm {m.cfg.confirm}s)" if m.cfg.fast_path else "off"))
     m = run.workloads.pop("_monitor", None)
     if m is None:
         raise InvalidInput("the monitor is not running", "add `monitor: start` first")
@@ -155,5 +157,8 @@ def monitor(run: RunCtx, action: str, opts: dict[str, Any]) -> str:
             figures.update(loss_estimate_bytes=fo.loss_estimate_bytes, loss_true_bytes=fo.loss_true_bytes,
                            loss_true_commits=fo.loss_true_commits, loss="; ".join([fo.loss_line]))
             detail = f"; data loss: {fo.loss_line}"
+        figures["failover_path"] = f.path          # fast (fail-stop evidence) or slow (timeout)
+        figures["failover_reason"] = f.reason
     run.add_figures(figures, "monitor")
-    return f"{len(fos)} failover(s)" + detail
+    return (f"{len(fos)} failover(s)" + (f", by the {fos[0].path} path: {fos[0].reason}" if fos else "")
+            + detail)
