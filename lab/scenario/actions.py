@@ -22,7 +22,7 @@ def run_step(run: RunCtx, step: Step) -> str | None:
 
 
 def _node_arg(run: RunCtx, step: Step) -> str:
-    return run.lab.node(str(step.arg))
+    return run.lab.check_node(str(step.arg))
 
 
 def _fault(run: RunCtx, step: Step) -> str:
