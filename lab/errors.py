@@ -36,6 +36,13 @@ class InvalidInput(LabError):
     """A name, option, setting or file the user gave is wrong."""
 
 
+def one_of(value: str, allowed: "tuple[str, ...] | list[str] | frozenset[str]", what: str) -> str:
+    """`value` if it is one of `allowed`, else InvalidInput ("{what} {value!r}") with the allowed values."""
+    if value not in allowed:
+        raise InvalidInput(f"{what} {value!r}", f"use one of: {', '.join(allowed)}")
+    return value
+
+
 class LabExists(LabError):
     """A lab with this name already exists."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lab.errors import InvalidInput
+from lab.errors import InvalidInput, one_of
 
 MANAGERS = ("none", "pglab", "patroni")
 PROFILES: dict[str, dict[str, int]] = {
@@ -90,12 +90,8 @@ def ha_from_dict(d: Any, source: str = "topology") -> HASpec:
     unknown = set(d) - _KEYS
     if unknown:
         raise InvalidInput(f"{source}: unknown key {sorted(unknown)[0]!r} in [ha]", f"allowed keys: {', '.join(sorted(_KEYS))}")
-    manager = str(d.get("manager", "none"))
-    if manager not in MANAGERS:
-        raise InvalidInput(f"{source}: unknown failover manager {manager!r}", f"use one of: {', '.join(MANAGERS)}")
-    profile = str(d.get("profile", "default"))
-    if profile not in PROFILES:
-        raise InvalidInput(f"{source}: unknown [ha] profile {profile!r}", f"use one of: {', '.join(PROFILES)}")
+    manager = one_of(str(d.get("manager", "none")), MANAGERS, f"{source}: unknown failover manager")
+    profile = one_of(str(d.get("profile", "default")), PROFILES, f"{source}: unknown [ha] profile")
     if manager != "patroni":
         extra = sorted(set(d) - {"manager", "profile"})
         if extra:

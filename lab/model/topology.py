@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from lab.errors import InvalidInput
+from lab.errors import InvalidInput, one_of
 from lab.model.haspec import HASpec, ha_from_dict
 from lab.model.names import check_name
 from lab.model.syncspec import SyncSpec, parse_sync
@@ -218,12 +218,8 @@ def topology_from_dict(data: dict, source: str = "topology") -> Topology:
         raise InvalidInput(f"{source}: {len(primaries)} nodes have role = \"primary\"", "a lab has exactly one primary")
     primary = primaries[0] if primaries else nodes[0][0]
     standbys = tuple(n for n, _ in nodes if n is not primary)
-    sc = str(repl.get("synchronous_commit", "on"))
-    if sc not in SYNC_COMMIT_LEVELS:
-        raise InvalidInput(f"{source}: synchronous_commit = {sc!r} is not allowed", f"use one of {', '.join(SYNC_COMMIT_LEVELS)}")
-    wl = str(repl.get("wal_level", "replica"))
-    if wl not in WAL_LEVELS:
-        raise InvalidInput(f"{source}: wal_level = {wl!r} is not allowed", f"use one of {', '.join(WAL_LEVELS)}")
+    sc = one_of(str(repl.get("synchronous_commit", "on")), SYNC_COMMIT_LEVELS, f"{source}: synchronous_commit is not one of the levels:")
+    wl = one_of(str(repl.get("wal_level", "replica")), WAL_LEVELS, f"{source}: wal_level is not one of the levels:")
     reserved = sorted(set(settings) & RESERVED_SETTINGS)
     if reserved:
         raise InvalidInput(f"{source}: [settings] sets {reserved[0]}, which the lab manages",
