@@ -126,7 +126,8 @@ def bookworm_image() -> Iterator[str]:
 def test_readme_first_command_brings_a_lab_up_on_stock_debian(bookworm_image: str):
     name = f"pglab-test-readme-{uuid.uuid4().hex[:8]}"
     pip_env, mounts = pip_settings()
-    args = ["run", "-d", "--name", name, "--network", "host", "--label", "pglab.test=readme",
+    # --init: PID 1 reaps orphans, as a machine's init does (`sleep` would leave killed servers as zombies)
+    args = ["run", "-d", "--init", "--name", name, "--network", "host", "--label", "pglab.test=readme",
             "-v", f"{ROOT}:/src:ro"]
     for src, dest in mounts:
         args += ["-v", f"{src}:{dest}:ro"]
