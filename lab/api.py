@@ -117,12 +117,6 @@ class Lab(Cluster):
         lab.cluster.faults; with a supervisor, lab.ha.patroni says what each means)."""
         self.manager.fault(node, kind, rate=rate, latency=latency)
 
-    def restart(self, node: str) -> None:
-        """`pg_ctl restart -m fast` on a node: its port is closed for a moment (not a fault: nothing to heal)."""
-        from lab.cluster import server  # lazy: keeps `import lab` light, as the other methods do
-        server.restart(self.ctx.rt, self.node(node))
-        self.ctx.event("restart", node)
-
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
         return self.manager.heal(node, kind)

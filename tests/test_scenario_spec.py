@@ -31,7 +31,7 @@ def test_valid_scenario(tmp_path):
 @pytest.mark.parametrize("body, message", [
     ("steps:\n  - explode: p1\n", r"sc.yaml:8: step 1: unknown action 'explode'.*fault"),
     ("steps:\n  - fault: kill\n", r"sc.yaml:8: step 1: fault needs 'node'"),
-    ("steps:\n  - fault: melt\n    node: p1\n", r"unknown fault 'melt'.*stop, kill, pause"),
+    ("steps:\n  - fault: melt\n    node: p1\n", r"unknown fault 'melt'.*stop, kill, kill-postgres, pause"),
     ("steps:\n  - fault: kill\n    node: p9\n", r"node 'p9' is not in the topology"),
     ("steps:\n  - sleep: 1\n    colour: red\n", r"sc.yaml:8: step 1: unknown field 'colour' for sleep.*allowed"),
     ("steps:\n  - wait: primary is s9\n", r"names 's9', which is not a node"),

@@ -216,3 +216,8 @@ class Cluster:
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         """Undo one fault (or all of them) on a node; a stopped or killed server is started again."""
         return faults.heal(self.ctx, self.check_node(node), kind)
+
+    def restart(self, node: str) -> None:
+        """`pg_ctl restart -m fast` on a node: its port is closed for a moment (not a fault: nothing to heal)."""
+        server.restart(self.ctx.rt, self.check_node(node))
+        self.ctx.event("restart", node)
