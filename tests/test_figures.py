@@ -7,6 +7,7 @@ and a second reader judged by the pure checkers of lab.reads.anomalies.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -199,6 +200,18 @@ def test_bench_commit_percentiles_agree_with_pgbench_summary(make_lab):
 
 # ---- anomaly counts ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def reading_beside(reader):
+    """Run an independent reader in a thread while the drill runs; stop it after."""
+    th = threading.Thread(target=reader.run, daemon=True)
+    th.start()
+    try:
+        yield reader
+    finally:
+        reader.stop.set()
+        th.join(10)
+
+
 class _Reader:
     """A second reader, independent of pglab's Router: its own connections, its own writes and
     reads, judged by the pure checkers. It runs in a thread beside pglab's drill, on the same lab,
@@ -245,14 +258,8 @@ def test_anomaly_counts_agree_with_an_independent_reader():
         with psycopg.connect(a.dsn("p1"), autocommit=True) as c:
             c.execute("CREATE TABLE indep (id bigserial PRIMARY KEY, author text)")
         a.wait_caught_up()
-        ind = _Reader(a, "s2")
-        th = threading.Thread(target=ind.run, daemon=True)
-        th.start()
-        try:
+        with reading_beside(_Reader(a, "s2")) as ind:
             d = cons.read_after_write(a, users=2, rounds=4)
-        finally:
-            ind.stop.set()
-            th.join(10)
         bad, n = ind.count("follower")
         assert n >= 5 and bad >= n - 1, (bad, n)
         assert ind.count("leader")[0] == 0
@@ -315,14 +322,8 @@ def test_monotonic_counts_agree_with_an_independent_reader():
     non-zero counts are random, so only their sign is compared)."""
     base = unique("fm")
     with cons.drill_labs("150ms", name=base, partitions=False) as (a, _):
-        ind = _ClockReader(a)
-        th = threading.Thread(target=ind.run, daemon=True)
-        th.start()
-        try:
+        with reading_beside(_ClockReader(a)) as ind:
             d = cons.monotonic_reads(a, users=4, steps=24)
-        finally:
-            ind.stop.set()
-            th.join(10)
         rnd, sticky = d.runs[0], d.runs[1]
         alt_bad, alt_n = ind.count("alternating")
         s2_bad, s2_n = ind.count("s2 only")
