@@ -40,6 +40,7 @@ from lab.failover import reconfigure
 from lab.failover.chaos_schedule import FAULTS, PRIMARY, FaultEvent, make_schedule, parse_faults
 from lab.failover.checker import check
 from lab.failover.drill import routed_dsn, set_mode
+from lab.wait import poll
 from lab.failover.monitor import FailoverRecord, Monitor, MonitorConfig
 from lab.failover.rejoin import rejoin
 from lab.workload.ledger import OK, LedgerWriter, final_ids
@@ -202,10 +203,7 @@ def _why(e: BaseException) -> str:
 
 def _wait_idle(monitor: Monitor, bound: float) -> bool:
     """Wait (bounded) until the monitor is not in the middle of a failover."""
-    deadline = time.monotonic() + bound
-    while monitor.busy.is_set() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not monitor.busy.is_set()
+    return bool(poll(lambda: not monitor.busy.is_set(), timeout=bound, interval=0.05))
 
 
 def _streaming_all(ctx: Ctx) -> bool:
