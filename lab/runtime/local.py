@@ -331,6 +331,23 @@ class LocalRuntime:
         netns.undelay(self.net, self.lab, node)
 
     # ---- teardown ----------------------------------------------------------
+    def _wait_gone(self, servers_: set[int], node_dirs: list[Path]) -> None:
+        """Return once every process of the lab is dead. A SIGKILLed process lingers until the
+        kernel has torn it down, and a server may have forked a child (an archive command, a
+        backend) after the snapshot was taken: such late ones are killed too. Bounded: a
+        process stuck in the kernel is reported by `leftovers`, not waited on for ever."""
+        # a loop of its own, not lab.wait: that would import psycopg, and `down` stays light
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            snap = procs.Snapshot()
+            left = {p for p in servers_ if snap.alive(p)} | set(snap.matching(str(self.dir) + "/"))
+            for d in node_dirs:
+                left.update(snap.titled(cluster_name(self.lab, d.name)))
+            if not left:
+                return
+            procs.kill_now(left)
+            time.sleep(0.02)
+
     def destroy(self) -> list[str]:
         # supervisors first: a failover manager's agent would start a killed server again
         removed = self.services().destroy()
@@ -352,6 +369,7 @@ class LocalRuntime:
         procs.kill_now(servers_ | stray)
         if stray:
             removed.append(f"{len(stray)} other process(es)")
+        self._wait_gone(servers_, node_dirs)
         if self.netns or self.net:
             removed += netns.destroy_lab_network(self.net, self.lab)
         self._discard(node_dirs)
