@@ -97,7 +97,7 @@ def versions(as_json: bool = JsonOpt) -> None:
 @app.command()
 def down(name: Optional[str] = NameOpt) -> None:
     """Stop and remove everything of a lab (servers, data, containers, networks). Idempotent."""
-    from lab.api import down as lab_down  # lazy: start-up
+    from lab.cluster.teardown import down as lab_down  # lazy: start-up (down needs no psycopg)
     lab_name = name or default_name()
     removed = lab_down(lab_name)
     if removed:

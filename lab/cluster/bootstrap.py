@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from lab.cluster import background, coldclone, nodes as cluster, server
+from lab.cluster import coldclone, nodes as cluster, server
 from lab import runtime as runtimes
 from lab.model import state as lab_state
 from lab.cluster.context import Ctx
-from lab.errors import LabNotFound
+from lab.cluster.teardown import down  # noqa: F401 - where callers have always found it
 from lab.model.names import check_name
 from lab.model.passwords import generate
 from lab.model.state import LabState
@@ -79,19 +79,3 @@ def _bootstrap(ctx: Ctx, topology: Topology, say: Say) -> None:
     cluster.wait_streaming(ctx, primary, standbys, topology.sync)
 
 
-def down(name: str) -> list[str]:
-    """Remove everything of the lab. Idempotent: returns [] when there was nothing."""
-    check_name(name, "lab name")
-    removed: list[str] = []
-    removed += background.stop_all(name)   # a background failover monitor must not outlive its lab
-    try:
-        ctx = Ctx.open(name)
-    except LabNotFound:
-        ctx = None
-    if ctx is not None:
-        removed += ctx.rt.destroy()
-    else:
-        removed += runtimes.destroy_orphans(name, lab_state.lab_dir(name))
-    if lab_state.remove_lab_dir(name):
-        removed.append(f"directory {lab_state.lab_dir(name)}")
-    return removed
