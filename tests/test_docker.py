@@ -217,3 +217,22 @@ def test_down_removes_everything_quickly(dclient):
     assert leftovers(n) == []
     assert elapsed < 10   # generous: the bench measures it (target 2 s)
     assert down(n) == []
+
+
+def test_nodes_are_copies_of_a_template_the_lab_does_not_own(dlab: Lab, dclient):
+    """Cold clones on Docker: every node has the primary's system identifier without a
+    pg_basebackup, and the template volume carries no lab label, so `down` keeps it for the next
+    lab while `prune` removes it once no container mounts it."""
+    from lab.runtime import docker_templates
+    ids = set()
+    for node in ("p1", "s1"):
+        out = dlab.ctx.rt.run(node, ["pg_controldata", "-D", dlab.ctx.rt.paths(node).data], env={"LC_ALL": "C"}).out
+        ids.add(next(line.split(":")[1].strip() for line in out.splitlines() if line.startswith("Database system identifier")))
+    assert len(ids) == 1
+    vol = dclient.volumes.get(docker_templates.VOLUME)
+    assert "pglab.lab" not in (vol.attrs.get("Labels") or {})
+    mounts = {m["Name"] for m in dclient.containers.get(f"pglab-{dlab.name}-s1").attrs["Mounts"] if m.get("Name")}
+    assert docker_templates.VOLUME in mounts
+    # in use: prune leaves it
+    assert docker_templates.remove_unused(dclient) == []
+    assert dclient.volumes.get(docker_templates.VOLUME)

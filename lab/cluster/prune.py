@@ -13,7 +13,7 @@ from lab.model import state as lab_state
 from lab.cluster.bootstrap import down
 from lab.errors import InvalidInput
 from lab.model.names import check_name
-from lab.runtime import labs_with_docker_resources, remove_docker_resources
+from lab.runtime import labs_with_docker_resources, remove_docker_resources, remove_docker_templates
 
 GRACE_S = 600
 
@@ -48,4 +48,6 @@ def prune() -> list[str]:
             removed += remove_docker_resources(name)
             continue
         removed += [f"{name}: {r}" for r in down(name)]
+    # the templates volume only once no lab's containers mount it; the next Docker lab makes it again
+    removed += remove_docker_templates()
     return removed

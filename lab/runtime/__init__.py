@@ -84,6 +84,15 @@ def remove_docker_resources(lab: str) -> list[str]:
     return remove_labelled(lab)
 
 
+def remove_docker_templates() -> list[str]:
+    """The Docker runtime's cluster templates (a cache, like the local one), when no container uses them."""
+    if not docker_answers():
+        return []
+    from lab.runtime import docker_templates  # lazy: the Docker SDK is slow to import
+    from lab.runtime.dockerapi import client  # lazy: as above
+    return docker_templates.remove_unused(client())
+
+
 def versions() -> list[ServerOffer]:
     """Every PostgreSQL this machine can run, and where it comes from: the embedded server and
     the system's packages (local runtime), and PostgreSQL images (Docker runtime, when a daemon

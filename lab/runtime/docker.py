@@ -35,7 +35,7 @@ from lab.runtime import netns
 from lab.runtime.local import pick_port
 from lab.runtime.programs import client_program
 from lab.runtime.dockerapi import client
-from lab.runtime import images
+from lab.runtime import docker_templates as templates, images
 
 LABEL = "pglab.lab"
 NODE_LABEL = "pglab.node"
@@ -187,9 +187,21 @@ class DockerRuntime:
         return {n.name: r for n, r in zip(nodes, results)}
 
     def data_from_template(self, nodes: list[str], recipe: str, build) -> bool:
-        # Not yet: a template would have to be copied into each container's volume (put_archive),
-        # which was not measured to beat initdb + pg_basebackup here. Nodes are made the classic way.
-        return False
+        """Each node's data directory copied from a template in the templates volume, which every
+        node container mounts (lab.runtime.docker_templates); on first use build(nodes[0])
+        initialises the first node and a copy of its data becomes the template."""
+        key = templates.key(self.client.images.get(self.image).id, recipe)
+        data = self.paths(nodes[0]).data
+        todo = list(nodes)
+        with templates.locked(key):
+            if self._exec(todo[0], ["test", "-d", templates.path(key)]).rc != 0:
+                first = todo.pop(0)
+                build(first)
+                self._exec(first, ["sh", "-c", templates.publish_script(key, data)], user="root", check=True)
+        if todo:
+            with ThreadPoolExecutor(max_workers=len(todo)) as ex:
+                list(ex.map(lambda n: self._exec(n, ["sh", "-c", templates.copy_script(key, data)], check=True), todo))
+        return True
 
     def add_node(self, node: NodeSpec) -> NodeAddr:
         name = self.cname(node.name)
@@ -203,7 +215,7 @@ class DockerRuntime:
                 c = self.client.containers.create(
                     self.image, entrypoint=SLEEPER, command=[], name=name, hostname=node.name, labels=labels,
                     init=True, detach=True, network=self.network, environment={"LANG": "C.UTF-8"},
-                    volumes={name: {"bind": HOME, "mode": "rw"}},
+                    volumes={name: {"bind": HOME, "mode": "rw"}, **templates.mount(self.client)},
                     # clients on this machine only: published on the loopback address, never 0.0.0.0
                     ports={f"{PG_PORT}/tcp": ("127.0.0.1", port)},
                     cap_add=["NET_ADMIN"],   # tc, for the throttle fault
