@@ -28,10 +28,10 @@ def require_runtime(kind: str) -> None:
             pytest.fail("no Docker daemon answers; in CI the Docker tests must run (.ci/run starts dockerd)")
         pytest.skip("no Docker daemon answers (start dockerd to run the Docker tests)")
     from lab.runtime.images import usable_image
-    if usable_image(15) is None:
+    if usable_image() is None:   # the default major (18), which a lab runs unless told
         if IN_CI:
-            pytest.fail("no PostgreSQL image; in CI .ci/run builds it with `pglab image build --pg 15`")
-        pytest.skip("no PostgreSQL image (build one with `pglab image build --pg 15`)")
+            pytest.fail("no PostgreSQL image; in CI .ci/run builds it with `pglab image build --pg 18`")
+        pytest.skip("no PostgreSQL image (build one with `pglab image build --pg 18`)")
 
 
 @pytest.fixture(params=RUNTIMES)

@@ -57,9 +57,9 @@ def compose_render(
     image: Optional[str] = typer.Option(None, "--image", help="Default image (else $PGLAB_IMAGE at run time, then postgres:<major>)."),
 ) -> None:
     """Write docker-compose.yml, init scripts and a .env with generated passwords for a topology."""
-    from lab.model.topology import default_topology, load_topology  # lazy: start-up
+    from lab.model.topology import DEFAULT_PG, default_topology, load_topology  # lazy: start-up
     from lab.runtime.compose import render_to  # lazy: start-up
     topo = load_topology(topology) if topology else default_topology()
     files = render_to(topo, out, image=image)
     console.print(f"wrote {', '.join(str(f) for f in files)}")
-    console.print(f"run: cd {out} && PGLAB_IMAGE=pglab-postgres:{topo.pg_version or 15} docker-compose up -d")
+    console.print(f"run: cd {out} && PGLAB_IMAGE=pglab-postgres:{topo.pg_version or DEFAULT_PG} docker-compose up -d")

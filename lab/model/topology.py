@@ -51,6 +51,10 @@ RESERVED_SETTINGS = frozenset({
 })
 
 
+#: the PostgreSQL major a lab runs when neither the topology nor --pg names one, on both runtimes
+#: (the local runtime's embedded server, and the Docker image built from the same files)
+DEFAULT_PG = 18
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str

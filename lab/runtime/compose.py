@@ -20,7 +20,7 @@ from lab.model.conninfo import replication_conninfo
 from lab.model.passwords import generate
 from lab.model.pgconf import quote
 from lab.model.syncspec import slot_name
-from lab.model.topology import Topology
+from lab.model.topology import DEFAULT_PG, Topology
 
 HOME = "/var/lib/postgresql/pglab"
 SCRIPT = "pglab-node.sh"
@@ -50,7 +50,7 @@ def node_conf(topo: Topology, node: str) -> str:
 
 
 def compose_file(topo: Topology, image: str | None = None) -> str:
-    major = topo.pg_version or 15
+    major = topo.pg_version or DEFAULT_PG
     default_image = image or f"postgres:{major}"
     secret = "set it in .env (see README.md)"
     services: dict = {}

