@@ -126,6 +126,7 @@ def test_patroni_lab_up_status_haproxy_sync_kill_drill_and_down():
             assert c.execute("SELECT pg_is_in_recovery()").fetchone()[0] is True
         res = runner.invoke(app, ["status", "--name", name])
         assert res.exit_code == 0 and "patroni's view: leader p1" in res.output and "leader key" in res.output
+        _top_shows_patroni(lab)
 
         # losing the etcd leader: etcd elects another, Patroni's leader stays
         lab.fault("etcd-leader", "kill")
@@ -164,3 +165,33 @@ def test_disagreements_between_the_manager_and_postgresql_are_named():
     assert odd["leader key"] == "etcd's leader key names p1, the agents report s1"
     agree = LabStatus("x", "local", "p1", (NodeStatus("p1", Role.PRIMARY), NodeStatus("s1", Role.STANDBY, sync_state="sync")), 0.0)
     assert disagreements(agree, ManagerView("patroni", "p1", (Member("p1", "leader"), Member("s1", "sync_standby")))) == {}
+
+
+def _top_shows_patroni(lab: Lab) -> None:
+    """`pglab top` on a Patroni lab: the manager panel shows Patroni's members and its etcd and
+    HAProxy (the dashboard needs the ui extra, which CI installs)."""
+    import asyncio
+    try:
+        from lab.ui.app import TopApp
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        return
+
+    async def drive() -> str:
+        top = TopApp(lab)
+        async with top.run_test(size=(180, 60)) as pilot:
+            for _ in range(100):
+                if top.manager_plain.startswith("patroni's view: leader p1") and "etcd" in top.manager_plain:
+                    break
+                await pilot.pause(0.2)
+            await pilot.press("q")
+            for _ in range(150):
+                if not top.is_running:
+                    break
+                await pilot.pause(0.2)
+        return top.manager_plain
+
+    plain = asyncio.run(drive())
+    assert plain.startswith("patroni's view: leader p1"), plain
+    assert "s1 sync_standby" in plain and "etcd e1" in plain and "haproxy" in plain, plain

@@ -104,3 +104,49 @@ def test_a_figure_that_was_not_read_is_unknown_not_zero():
     down = node_text(NodeStatus("p1", Role.DOWN, error="connection refused", slot="p1", slot_active=False), ["kill"])
     assert down.splitlines()[:2] == ["[bold red]DOWN[/]", "[red]faults: kill[/]"]
     assert "keeps unknown" in down and "connection refused" in down
+
+
+def test_manager_panel_marks_disagreements_in_words():
+    """Pure logic: the manager's panel names its leader, members and stack, and every place where
+    it and PostgreSQL disagree."""
+    from rich.text import Text
+
+    from lab.ha.base import Component, ManagerView, Member
+    from lab.ui.app import manager_text
+    view = ManagerView("patroni", "p1", (Member("p1", "leader", "running", 1, 0),
+                                          Member("s1", "sync_standby", "streaming", 1, None)),
+                       (Component("etcd", "e1", "127.0.0.1:1", "leader"), Component("haproxy", "rw", "127.0.0.1:2", "up"),
+                        Component("etcd", "leader key", "/x/leader", "p1")))
+    plain = Text.from_markup(manager_text(view, {"s1": "PostgreSQL says primary", "lab": "the lab records s1"})).plain
+    assert plain.splitlines()[0] == "patroni's view: leader p1"
+    assert "p1 leader (running, tl 1, lag 0 B)" in plain
+    assert "s1 sync_standby (streaming, tl 1): PostgreSQL says primary" in plain   # lag unknown: not shown as 0
+    assert "stack: etcd e1 leader  haproxy rw up" in plain and "leader key" not in plain.split("stack:")[1].split("\n")[0]
+    assert "disagreement (lab): the lab records s1" in plain
+    assert "could not be read: timeout" in Text.from_markup(manager_text(None, {}, "timeout")).plain
+
+
+@pytest.mark.parametrize("runtime", ["local"])
+def test_manager_panel_follows_the_managers_leader_through_a_kill(make_lab, runtime):
+    """With a failover manager (here pglab's background monitor), `top` shows the manager's view
+    beside PostgreSQL's, and the kill key on the primary moves the manager's leader."""
+    lab = make_lab(standbys=2, ha="pglab")
+
+    async def drive() -> TopApp:
+        app = TopApp(lab)
+        async with app.run_test(size=(180, 60)) as pilot:
+            await _until(pilot, lambda: app.manager_plain.startswith("pglab's view: leader p1"), 20,
+                         "the manager panel naming p1")
+            await pilot.press("m")      # a second monitor would race the manager: refused, in words
+            assert not app.mon.running
+            assert any("failover manager is pglab" in x for x in app.event_lines)
+            await pilot.press("k")
+            await _until(pilot, lambda: app.manager_plain.startswith("pglab's view: leader s1"), 40,
+                         "the manager panel naming s1")
+            await _until(pilot, lambda: any("pglab: leader is now s1 (was p1)" in x for x in app.event_lines), 10,
+                         "the change of leader in the event log")
+            await pilot.press("q")
+            await _until(pilot, lambda: not app.is_running, 30, "the app exiting")
+        return app
+
+    asyncio.run(drive())

@@ -70,6 +70,31 @@ def node_text(n: NodeStatus | None, faults: list[str]) -> str:
     return "\n".join(lines)
 
 
+def manager_text(view, odd: dict[str, str], error: str | None = None) -> str:
+    """The failover manager's own view, beside PostgreSQL's in the node panels: its leader, its
+    members, the rest of its stack (etcd, HAProxy) and, in red, where the two views disagree
+    (an operator learns most from those)."""
+    if view is None:
+        return f"[red]the manager's view could not be read: {escape(error or 'unknown')}[/]"
+    head = f"[bold]{escape(view.manager)}[/]'s view: leader [bold]{escape(view.leader or 'none')}[/]"
+    if view.error:
+        head += f"  [yellow]({escape(view.error)})[/]"
+    members = []
+    for m in view.members:
+        lag = "" if m.lag_bytes is None else f", lag {_b(m.lag_bytes)}"
+        tl = "" if m.timeline is None else f", tl {m.timeline}"
+        text = f"{m.name} {m.role} ({m.state or 'unknown'}{tl}{lag})"
+        members.append(f"[red]{escape(text)}: {escape(odd[m.name])}[/]" if m.name in odd else escape(text))
+    lines = [head, "members: " + ("  |  ".join(members) or "none")]
+    parts = [c for c in view.components if c.name != "leader key"]
+    if parts:
+        lines.append("stack: " + "  ".join(escape(f"{c.kind} {c.name} {c.state}") for c in parts))
+    for k in ("lab", "leader key"):
+        if k in odd:
+            lines.append(f"[red]disagreement ({k}): {escape(odd[k])}[/]")
+    return "\n".join(lines)
+
+
 class NodePanel(Static):
     def __init__(self, node: str):
         super().__init__(id=f"node-{node}", classes="node")
@@ -140,6 +165,7 @@ class TopApp(App):
     #lags { height: auto; }
     .lag { width: 1fr; border: round $secondary; height: 8; padding: 0 1; }
     Sparkline { height: 2; }
+    #manager { height: auto; border: round $secondary; padding: 0 1; }
     #writer { height: 1; padding: 0 1; }
     #command { height: 1; padding: 0 1; color: $warning; }
     #events { border: round $secondary; }
@@ -169,6 +195,10 @@ class TopApp(App):
         self.saved_faults: dict[str, list[str]] = dict(lab.ctx.state.faults)
         self.broken: list[str] = []
         self.known_primaries: list[str] = []
+        #: the lab's failover manager; "none" (you promote) has no view of its own to show
+        self.manager = lab.topology.ha.manager
+        self.manager_plain = ""      # the manager panel without markup (tests read it)
+        self._leader: str | None = None
 
     # ---- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -179,6 +209,8 @@ class TopApp(App):
         with Horizontal(id="lags"):
             for n in self.nodes:
                 yield LagPanel(n)
+        if self.manager != "none":
+            yield Static("", id="manager")
         yield Static("", id="writer")
         yield Static("", id="command")
         yield RichLog(id="events", markup=False, wrap=True)
@@ -235,13 +267,22 @@ class TopApp(App):
         # the recorder samples the primary's view: follow a failover (here, off the UI thread,
         # because stopping the old recorder may wait for a query on a frozen node)
         self.feed.follow(st.primary if st.primary in st.primaries else None)
-        self.call_from_thread(self._apply, st, None)
+        managed = None
+        if self.manager != "none":
+            try:
+                view = self.lab.ha_view()
+                managed = (view, self.lab.disagreements(st, view), None)
+            except Exception as e:  # noqa: BLE001 - shown in the panel; the next poll tries again
+                managed = (None, {}, e.line() if hasattr(e, "line") else str(e))
+        self.call_from_thread(self._apply, st, None, managed)
 
-    def _apply(self, st: LabStatus | None, error: str | None) -> None:
+    def _apply(self, st: LabStatus | None, error: str | None, managed=None) -> None:
         self._polling = False
         if st is None:
             self.log_event(f"status could not be read: {error}")
             return
+        if managed is not None:
+            self._show_manager(*managed)
         for line in events.diff(self.status, st, self.known_primaries):
             self.log_event(line)
         if st.primaries:
@@ -260,6 +301,16 @@ class TopApp(App):
             p.show(n, self.saved_faults.get(p.node, []))
         self.writer.tick()
         self._show_writer()
+
+    def _show_manager(self, view, odd: dict[str, str], error: str | None) -> None:
+        markup = manager_text(view, odd, error)
+        self.manager_plain = Text.from_markup(markup).plain
+        self.query_one("#manager", Static).update(markup)
+        if view is not None and view.leader != self._leader:
+            if self._leader is not None or view.leader is None:
+                self.log_event(f"{view.manager}: leader is now {view.leader or 'none'}"
+                               + (f" (was {self._leader})" if self._leader else ""))
+            self._leader = view.leader
 
     def refresh_lag(self) -> None:
         primaries = set(self.status.primaries) if self.status else set()
@@ -314,6 +365,11 @@ class TopApp(App):
         self.call_from_thread(self.log_event, f"{what}: done in {took:.2f}s" + _summary(result))
 
     def action_monitor(self) -> None:
+        if self.manager != "none":
+            # a second monitor would race the lab's own manager for every failover
+            self.log_event(f"m: this lab's failover manager is {self.manager}; pglab's in-process monitor "
+                           "stays off (it would race it). Break the primary and watch the manager act.")
+            return
         on = not self.mon.running
         self._say_command(f"pglab monitor {'start' if on else 'stop'} --name {self.lab.name}"
                           + (f" --timeout {self.mon.timeout:g}" if on else ""))
