@@ -129,3 +129,53 @@ def test_top_without_the_ui_extra_says_how_to_install_it():
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "pip install 'pglab[ui]'" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_lesson_6_interactive_in_a_terminal(tmp_path):
+    """`pglab learn 6` as a learner runs it: in a pseudo-terminal, pausing for Enter and asking a
+    question. The learner answers 0, the naive guess; an async failover here always loses writes
+    (test_async_failover_lesson_counts_the_lost_writes_twice), so the lesson must say "not quite",
+    show the measured number, and save the answer as wrong."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    env = {**os.environ, "PGLAB_PROGRESS": str(tmp_path / "lessons.json"), "COLUMNS": "200", "TERM": "dumb"}
+    p = subprocess.Popen([sys.executable, "-m", "lab", "learn", "6", "--runtime", "local"], stdin=slave,
+                         stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    out, answered, pauses, deadline = "", False, 0, time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536).decode(errors="replace")
+                except OSError:      # the child closed the terminal: it has exited
+                    break
+                out += chunk
+                plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+                # one Enter per pause: the terminal echoes it, so the text still ends with the prompt
+                if plain.count("(Enter to go on)") > pauses:
+                    pauses += 1
+                    os.write(master, b"\n")
+                elif plain.rstrip().endswith("your answer:") and not answered:
+                    os.write(master, b"0\n")
+                    answered = True
+            elif p.poll() is not None:
+                break
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    assert p.returncode == 0, plain[-3000:]
+    assert answered, plain[-3000:]
+    after = plain.split("your answer:")[-1]
+    lost = int(re.search(r"measured: (\d+)\s+not quite \(you said 0\)", after).group(1))
+    assert lost > 0 and pauses >= 2
+    assert re.search(rf"so\s+{lost} acknowledged writes are gone", after), after
+    saved = progress.load()[6]
+    assert saved.passed and saved.answered == 1 and saved.answered_right == 0
+    name = re.search(r"its lab (\S+) was removed", plain).group(1)
+    assert leftovers(name) == []

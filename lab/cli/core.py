@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.text import Text
 
 from lab.cli.root import app
 from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table
@@ -150,7 +151,7 @@ def _print_ha(lab: Lab, st: LabStatus) -> None:
     odd = lab.disagreements(st, view)
     rows = [[m.name, m.role, m.state, m.timeline, human_bytes(m.lag_bytes),
              ", ".join(k for k, v in m.tags.items() if v is True) or None,
-             f"[red]{odd[m.name]}[/]" if m.name in odd else "agrees"] for m in view.members]
+             Text(odd[m.name], style="red") if m.name in odd else "agrees"] for m in view.members]
     console.print(table(f"{view.manager}'s view: leader {view.leader or 'none'}" + (f" ({view.error})" if view.error else ""),
                         ["member", "role", "state", "tl", "lag", "tags", "vs PostgreSQL"], rows))
     if view.components:
@@ -158,7 +159,7 @@ def _print_ha(lab: Lab, st: LabStatus) -> None:
                             [[c.kind, c.name, c.address, c.state, c.detail] for c in view.components]))
     for k in ("lab", "leader key"):
         if k in odd:
-            console.print(f"[red]disagreement ({k}):[/] {odd[k]}")
+            console.print(Text.assemble((f"disagreement ({k}):", "red"), f" {odd[k]}"))
     events = lab.manager.events()[-5:]
     if events:
         console.print("recent failover events:\n" + "\n".join("  " + e.line() for e in events), markup=False,

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 
 from lab.cli import app
@@ -35,20 +36,20 @@ class ConsoleLearner:
                 self.live.start()
 
     def say(self, text: str, *, pause: bool = False) -> None:
-        console.print(f"\n[bold cyan]>[/] {text}", soft_wrap=True)
+        console.print(f"\n[bold cyan]>[/] {escape(text)}", soft_wrap=True, markup=True)
         if pause and self.interactive:
             self._prompt("  [dim](Enter to go on)[/] ")
 
     def ask(self, question: str) -> str | None:
-        console.print(f"\n[bold yellow]?[/] {question}", soft_wrap=True)
+        console.print(f"\n[bold yellow]?[/] {escape(question)}", soft_wrap=True, markup=True)
         if not self.interactive:
             return None
         return self._prompt("  your answer: ").strip() or None
 
     def answer(self, question: str, given: str | None, measured: Any, right: bool | None, explain: str) -> None:
-        verdict = {None: "", True: "  [green]right[/]", False: f"  [red]not quite[/] (you said {given})"}[right]
+        verdict = {None: "", True: "  [green]right[/]", False: f"  [red]not quite[/] (you said {escape(str(given))})"}[right]
         shown = f"{measured:.3g}" if isinstance(measured, float) else measured
-        console.print(f"  measured: [bold]{shown}[/]{verdict}")
+        console.print(f"  measured: [bold]{escape(str(shown))}[/]{verdict}", markup=True)
         if explain:
             console.print(f"  {explain}", soft_wrap=True)
 
@@ -100,7 +101,7 @@ def learn(
     if not yes and not sys.stdin.isatty():
         raise InvalidInput("a lesson asks questions and needs a terminal", f"run `pglab learn {number} --yes` to watch it without questions")
     sc = ls.scenario()
-    console.print(f"[bold]Lesson {sc.name}[/]\n{sc.description}", soft_wrap=True)
+    console.print(f"[bold]Lesson {escape(sc.name)}[/]\n{escape(sc.description)}", soft_wrap=True, markup=True)
     learner = ConsoleLearner(interactive=not yes)
     steps = {s.name: s for s in sc.steps}
     current: dict = {"step": "bringing up the lab", "t0": time.monotonic(), "run": None}
@@ -108,7 +109,7 @@ def learn(
     def on_step(name, run) -> None:
         if current["run"] is None:
             console.print(f"  [dim]the lesson's lab is up: watch it in another terminal with "
-                          f"`pglab top --name {run.lab.name}`[/]")
+                          f"`pglab top --name {run.lab.name}`[/]", markup=True)
         current["step"], current["run"] = name, run
         step = steps.get(name)
         if step is not None and step.action not in ("say", "ask"):
@@ -120,14 +121,14 @@ def learn(
         res = run_lesson(ls, learner=learner, runtime=runtime, on_step=on_step)
     failed = [s for s in res.steps if s.outcome != "ok"] + [e for e in res.expectations if not e.passed]
     if res.error:
-        console.print(f"[red]the lesson could not run:[/] {res.error}")
+        console.print(f"[red]the lesson could not run:[/] {escape(str(res.error))}", markup=True)
     for s in res.steps:
         if s.outcome != "ok":
-            console.print(f"[red]step failed:[/] {s.description}: {s.detail}", markup=True)
+            console.print(f"[red]step failed:[/] {escape(s.description)}: {escape(str(s.detail))}", markup=True)
     for e in res.expectations:
         if not e.passed:
-            console.print(f"[red]expected {e.text}[/], measured {e.actual}")
+            console.print(f"[red]expected {escape(e.text)}[/], measured {escape(str(e.actual))}", markup=True)
     verdict = "[green]lesson done[/]" if res.passed else "[red]lesson did not go as planned[/]"
-    console.print(f"\n{verdict} in {res.ended - res.started:.1f} s; its lab {res.lab} was removed.")
+    console.print(f"\n{verdict} in {res.ended - res.started:.1f} s; its lab {res.lab} was removed.", markup=True)
     if failed or res.exit_code:
         raise typer.Exit(res.exit_code or 1)

@@ -5,6 +5,7 @@ import importlib.util
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from lab.api import Lab, default_name
 from lab.cli import app
@@ -46,7 +47,7 @@ def top(
     from lab.ui.app import TopApp  # lazy: Textual loads only for `pglab top`, so `pglab status` stays fast
     broken = TopApp(lab).run() or []
     if broken:
-        console.print("[bold red]still broken in lab {}:[/]".format(lab.name))
+        console.print(Text(f"still broken in lab {lab.name}:", style="bold red"))
         for line in broken:
             console.print(f"  {line}", markup=False)
     else:
