@@ -150,3 +150,46 @@ def test_manager_panel_follows_the_managers_leader_through_a_kill(make_lab, runt
         return app
 
     asyncio.run(drive())
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("runtime", ["local"])
+def test_partition_and_isolate_keys_then_heal(make_lab, runtime, tmp_path):
+    """The network keys on a standby (a namespace per node): partition cuts it from its peers,
+    isolate from everyone; the panel shows the fault in force and the primary's view of the
+    stream, and heal lifts each. What pglab reads is checked against the primary itself."""
+    if os.geteuid() != 0:
+        pytest.skip("a network namespace per node needs root")
+    # a cut stream is noticed after wal_sender_timeout: seconds here, not the default minute
+    topo = tmp_path / "quick.toml"
+    topo.write_text('[settings]\nwal_sender_timeout = "3s"\nwal_receiver_timeout = "3s"\n'
+                    '[[nodes]]\nname = "p1"\n[[nodes]]\nname = "s1"\n[[nodes]]\nname = "s2"\n')
+    lab = make_lab(str(topo), netns=True)
+
+    def streams_to(node: str) -> bool:
+        with lab.connect("p1") as c:
+            return bool(c.execute("SELECT 1 FROM pg_stat_replication WHERE application_name = %s "
+                                  "AND state = 'streaming'", (node,)).fetchone())
+
+    async def drive() -> TopApp:
+        app = TopApp(lab)
+        async with app.run_test(size=(180, 60)) as pilot:
+            panels = {p.node: p for p in app.query(NodePanel)}
+            await _until(pilot, lambda: panels["s2"].plain.startswith("STANDBY"), 20, "s2 shown as a standby")
+            await pilot.press("right", "right")
+            assert app.selected_node == "s2"
+            for key, kind in (("x", "partition"), ("i", "isolate")):
+                await pilot.press(key)
+                assert app.last_command == f"pglab fault {kind} s2 --name {lab.name}"
+                await _until(pilot, lambda k=kind: f"faults: {k}" in panels["s2"].plain, 20, f"the {kind} shown on s2")
+                await _until(pilot, lambda: not streams_to("s2"), 40, f"p1 losing s2's stream ({kind})")
+                await pilot.press("h")
+                await _until(pilot, lambda: "faults:" not in panels["s2"].plain, 20, f"the {kind} healed on s2")
+                await _until(pilot, lambda: streams_to("s2") and "(streaming)" in panels["s2"].plain, 40,
+                             f"s2 streaming again after the {kind}")
+            await pilot.press("q")
+            await _until(pilot, lambda: not app.is_running, 30, "the app exiting")
+        return app
+
+    app = asyncio.run(drive())
+    assert app.return_value == [], app.return_value     # nothing left broken

@@ -123,6 +123,8 @@ class LagPanel(Vertical):
         yield Sparkline([], summary_function=max, classes="sparks")
 
     def show(self, bytes_: list[float], secs: list[float], latest, is_primary: bool) -> None:
+        if not self.children:
+            return      # the app is closing and has removed the panel's parts already
         if is_primary:
             self.query_one(".lagb", Static).update("primary: lag is measured on its standbys")
             self.query_one(".lags", Static).update("")
