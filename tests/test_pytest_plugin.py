@@ -67,7 +67,7 @@ def test_fails(pglab_factory):
     lab = pglab_factory(standbys=1)
     assert lab.status().node("s1").sync_state == "nope"
 ''')
-    result = pytester.runpytest_subprocess("--pglab-runtime=local", "--pglab-keep", "-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--pglab-runtime=local", "-q", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     m = re.search(r"pglab: kept lab (pf-\w+) of a failed test", result.stdout.str())
     assert m, result.stdout.str()
@@ -102,3 +102,38 @@ def test_examples_run_as_a_new_project_would(pytester: pytest.Pytester, runtime:
     result = pytester.runpytest_subprocess(f"--pglab-runtime={runtime}", "-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
     assert _labs_before() == before
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_factory_with_patroni_fails_over_and_cleans_up(pytester: pytest.Pytester):
+    """An application's test against the production HA stack: pglab_factory(ha="patroni") gives a
+    Patroni lab whose primary route (HAProxy) follows a failover; the fixture removes all of it.
+    Run from pytester's directory, which the server user may not enter: the lab's services must
+    not depend on the caller's working directory (HAProxy refused to start here once)."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("Patroni runs as the postgres user: needs root")
+    pytester.makepyfile(test_ha='''
+import psycopg
+
+def test_app_survives_failover(pglab_factory):
+    lab = pglab_factory(ha="patroni", ha_profile="fast", name="pfha-plugin")
+    with psycopg.connect(lab.dsn(role="primary"), autocommit=True) as c:
+        c.execute("CREATE TABLE app (x int)")
+        c.execute("INSERT INTO app VALUES (1)")
+    lab.fault(lab.primary, "kill")
+    lab.wait_for(lambda lb: lb.manager.leader() not in (None, "p1"), timeout=90, what="Patroni to promote a standby")
+    lab.wait_for(lambda lb: lb.status().primary not in (None, "p1"), timeout=30, what="the new primary")
+
+    def write_through_haproxy(lb):
+        # HAProxy's checks notice the new leader within a few of their intervals: retry as an app would
+        with psycopg.connect(lb.dsn(role="primary"), autocommit=True, connect_timeout=5) as c:
+            c.execute("INSERT INTO app VALUES (2)")
+            return c.execute("SELECT count(*) FROM app").fetchone()[0]
+    assert lab.wait_for(write_through_haproxy, timeout=30, what="a write through HAProxy") == 2
+''')
+    result = pytester.runpytest_subprocess("--pglab-runtime=local", "-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    from lab.runtime.leftovers import leftovers
+    assert leftovers("pfha-plugin") == []

@@ -21,6 +21,10 @@ SCENARIOS = sorted(Path(__file__).resolve().parent.parent.joinpath("scenarios").
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario_passes(path: Path, runtime: str):
     sc = load_scenario(path)
+    if sc.runtime not in (None, "auto") and sc.runtime != runtime:
+        pytest.skip(f"the scenario names its runtime ({sc.runtime})")
+    if sc.topology.ha.manager == "patroni" and os.geteuid() != 0:
+        pytest.skip("Patroni runs as the postgres user: needs root")
     if sc.topology.netns and runtime == "local" and os.geteuid() != 0:
         pytest.skip("partitions on the local runtime need network namespaces (root)")
     res = run_scenario(sc, runtime=runtime, timeout_multiplier=2.0)

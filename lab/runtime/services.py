@@ -98,7 +98,9 @@ class LocalServices:
             os.chown(log, user.pw_uid, user.pw_gid)
         try:
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                                 start_new_session=True, close_fds=True, cwd=cwd,
+                                 # never the caller's directory: the server user may not be
+                                 # allowed in it (HAProxy then refuses its configuration)
+                                 start_new_session=True, close_fds=True, cwd=cwd or str(self.dir),
                                  env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", **(env or {})},
                                  **kwargs)
         except OSError as e:

@@ -5,6 +5,8 @@ A scenario is YAML with four sections:
     # What it demonstrates and what you should see (the first comment is the description).
     topology: {...}            # as a topology file, inline; or a path to one (relative to the scenario)
     runtime: local             # optional: auto, local, docker
+    manager: patroni           # optional: the failover manager (none, pglab, patroni, …), or a
+                               # mapping like a topology's [ha] section: {manager: patroni, profile: fast}
     steps:                     # run in order; each has one action, an optional name and timeout
       - workload: ledger       # start a background workload (ledger, reader, pgbench)
         id: writes
@@ -25,7 +27,8 @@ from typing import Any
 import yaml
 
 from lab.errors import InvalidInput
-from lab.model.topology import Topology, load_topology, topology_from_dict
+from lab.model.haspec import ha_from_dict
+from lab.model.topology import Topology, check_ha, load_topology, topology_from_dict
 from lab.scenario.conditions import Expectation, parse_condition, parse_expectation
 from lab.cluster.faults import parse_fault
 
@@ -139,10 +142,11 @@ def load_scenario(path: str | Path) -> Scenario:
                            "fix the syntax at that line") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{p}: a scenario is a mapping", "with sections topology, runtime, steps, expect")
-    allowed = {"topology", "runtime", "steps", "expect", "name", "description", "__line__"}
+    allowed = {"topology", "runtime", "manager", "steps", "expect", "name", "description", "__line__"}
     for k in data:
         if k not in allowed:
-            raise InvalidInput(f"{p}: unknown section {k!r}", "allowed: topology, runtime, steps, expect, name, description")
+            raise InvalidInput(f"{p}: unknown section {k!r}",
+                               "allowed: topology, runtime, manager, steps, expect, name, description")
     topo = data.get("topology")
     if isinstance(topo, str):
         topology = load_topology(p.parent / topo)
@@ -150,6 +154,8 @@ def load_scenario(path: str | Path) -> Scenario:
         topology = topology_from_dict(_strip(topo), source=f"{p}:{topo['__line__']} (topology)")
     else:
         raise InvalidInput(f"{p}: no topology", "add `topology:` with nodes, or a path to a topology file")
+    if data.get("manager") is not None:
+        topology = _with_manager(p, topology, data["manager"])
     runtime = data.get("runtime")
     if runtime is not None and runtime not in ("auto", "local", "docker"):
         raise InvalidInput(f"{p}: runtime {runtime!r} is not allowed", "use auto, local or docker")
@@ -169,6 +175,24 @@ def load_scenario(path: str | Path) -> Scenario:
             raise InvalidInput(f"{p}: expect: {err.message}", err.hint) from None
     return Scenario(str(p), str(data.get("name") or p.stem), str(data.get("description") or _description(text)),
                     topology, runtime, steps, tuple(expect))
+
+
+def _with_manager(p: Path, topology: Topology, manager: Any) -> Topology:
+    """`manager: patroni`, or a mapping like the topology's [ha] section (`manager: {manager:
+    patroni, profile: fast}`): the same scenario drilled against another failover manager."""
+    if isinstance(manager, str):
+        manager = {"manager": manager}
+    elif isinstance(manager, dict):
+        manager = _strip(manager)
+    else:
+        raise InvalidInput(f"{p}: `manager` is a name or a mapping",
+                           "e.g. manager: patroni, or manager: {manager: patroni, profile: fast}")
+    if topology.ha.manager != "none":
+        raise InvalidInput(f"{p}: both `manager` and the topology's [ha] name a failover manager",
+                           "keep one of them")
+    source = f"{p} (manager)"
+    spec = check_ha(ha_from_dict(manager, source), [s.name for s in topology.standbys], source)
+    return topology.with_changes(ha=spec)
 
 
 def _step(p: Path, raw: Any, nodes: list[str], index: int) -> Step:
