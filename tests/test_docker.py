@@ -158,8 +158,8 @@ def test_missing_image_says_how_to_get_one(dclient, monkeypatch, tmp_path):
     monkeypatch.setattr(lab_images, "image_name", lambda m: f"pglab-nothere:{m}")
     monkeypatch.setattr(lab_images, "official_name", lambda m: f"pglab-nothere-either:{m}")
     n = unique()
-    out = _fails(["up", "--name", n, "--runtime", "docker"], "no PostgreSQL 15 image here", n)
-    assert "build it with `pglab image build --pg 15` or pull `pglab-nothere-either:15`" in out
+    out = _fails(["up", "--name", n, "--runtime", "docker"], "no PostgreSQL 18 image here", n)   # the default major
+    assert "build it with `pglab image build --pg 18` or pull `pglab-nothere-either:18`" in out
     f = tmp_path / "t.toml"
     f.write_text('[postgres]\nimage = "pglab-no-such-image:1"\n[[nodes]]\nname = "p1"\n')
     _fails(["up", "--name", n, "--runtime", "docker", "--topology", str(f)],
