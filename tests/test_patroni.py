@@ -69,7 +69,6 @@ def test_s1_is_the_synchronous_standby_by_default_and_nosync_is_checked():
 @pytest.mark.parametrize("args, words", [
     (["--ha", "corosync"], "unknown failover manager"),
     (["--ha", "patroni", "--ha-profile", "slow"], "unknown [ha] profile"),
-    (["--ha", "patroni", "--runtime", "docker"], "needs images with Patroni"),
 ])
 def test_up_with_a_bad_manager_says_one_line_and_leaves_nothing(args, words):
     name = f"bad-{uuid.uuid4().hex[:6]}"
