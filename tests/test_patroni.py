@@ -163,3 +163,16 @@ def test_disagreements_between_the_manager_and_postgresql_are_named():
     assert odd["leader key"] == "etcd's leader key names p1, the agents report s1"
     agree = LabStatus("x", "local", "p1", (NodeStatus("p1", Role.PRIMARY), NodeStatus("s1", Role.STANDBY, sync_state="sync")), 0.0)
     assert disagreements(agree, ManagerView("patroni", "p1", (Member("p1", "leader"), Member("s1", "sync_standby")))) == {}
+
+
+def test_haproxy_resolves_servers_given_by_name_again_and_again():
+    """Containers are given by name (their address changes when a partition heals): HAProxy then
+    resolves them through the network's DNS; addresses (local runtime) need no resolver."""
+    from lab.ha.haproxy import render
+    by_name = render(rw_port=5000, ro_port=5001, stats_socket="/s", bind="0.0.0.0",
+                     servers=[("p1", "pglab-x-p1", 5432, "pglab-x-p1", 8008)])
+    assert "resolvers lab\n    parse-resolv-conf" in by_name and "bind 0.0.0.0:5000" in by_name
+    assert "server p1 pglab-x-p1:5432 check port 8008\n" in by_name
+    assert "resolvers lab init-addr last,libc,none" in by_name
+    by_ip = render(rw_port=6000, ro_port=6001, stats_socket="/s", servers=[("p1", "127.0.0.1", 7000, "127.0.0.1", 7001)])
+    assert "resolvers" not in by_ip and "bind 127.0.0.1:6000" in by_ip
