@@ -59,6 +59,18 @@ def test_docker_patroni_without_its_image_says_one_line_and_leaves_nothing(args,
     assert_clean(name)
 
 
+def test_docker_patroni_refuses_a_topology_image(tmp_path):
+    require_runtime("docker")
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    f = tmp_path / "t.toml"
+    f.write_text('[postgres]\nversion = 18\nimage = "pglab-postgres:18"\n[ha]\nmanager = "patroni"\n')
+    res = runner.invoke(app, ["up", "--name", name, "--runtime", "docker", "--topology", str(f)])
+    assert res.exit_code == 2, res.output
+    assert "runs the lab's HA image, not [postgres] image = 'pglab-postgres:18'" in res.output
+    assert "Traceback" not in res.output
+    assert_clean(name)
+
+
 def _ip(container: str, network: str) -> str:
     c = drt.client().containers.get(container)
     return c.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -68,13 +70,15 @@ class DockerServices:
 
     def front(self, name: str, ports: tuple[int, ...]) -> tuple[str | None, str, list[tuple[int, int]]]:
         """A lab host whose ports this machine's clients reach on 127.0.0.1 (published there only)."""
+        if self._exists(name):    # made before: the ports it publishes
+            bound = self.rt.container(name).attrs["HostConfig"].get("PortBindings") or {}
+            return name, "0.0.0.0", [(p, int(bound[f"{p}/tcp"][0]["HostPort"])) for p in ports]
         out: list[tuple[int, int]] = []
         taken: set[int] = set()
         for p in ports:
             out.append((p, pick_port(taken)))
             taken.add(out[-1][1])
-        if not self._exists(name):
-            self._create_host(name, {f"{p}/tcp": ("127.0.0.1", hp) for p, hp in out})
+        self._create_host(name, {f"{p}/tcp": ("127.0.0.1", hp) for p, hp in out})
         return name, "0.0.0.0", out
 
     def address(self, where: str) -> str:
@@ -199,9 +203,35 @@ class DockerServices:
         if self._status(rec["where"]) == "paused":
             if sig == "stop":
                 return True       # frozen already
-            self.rt.container(rec["where"]).unpause()   # a paused container takes no exec: thaw it first
+            # a paused container takes no exec. A kill is sent from this machine before the thaw (a
+            # frozen process acts on it first, so it never runs again); anything else after it
+            host = self._host_pid(rec["where"], rec["pid"]) if sig in ("kill", "term") else None
+            if host is not None:
+                try:
+                    os.kill(host, getattr(signal, f"SIG{NUMBERS[sig]}"))
+                except ProcessLookupError:
+                    host = None
+            self.rt.container(rec["where"]).unpause()
+            if host is not None:
+                return True
         rc, _ = self._sh(rec["where"], f'kill -{NUMBERS[sig]} "$1"', str(rec["pid"]))
         return rc == 0
+
+    def _host_pid(self, where: str, pid: int) -> int | None:
+        """This machine's pid of a process of the container (None when the daemon is elsewhere)."""
+        try:
+            rows = self.rt.container(where).top(ps_args="-o pid").get("Processes") or []
+        except docker.errors.APIError:
+            return None
+        for row in rows:
+            try:
+                status = Path(f"/proc/{int(row[0])}/status").read_text()
+            except (OSError, ValueError):
+                continue
+            ns = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("NSpid:")), [])
+            if ns and ns[-1] == str(pid):     # the innermost namespace's pid is the container's
+                return int(row[0])
+        return None
 
     def partition(self, where: str, on: bool) -> None:
         net = self.rt.client.networks.get(self.rt.network)
