@@ -176,3 +176,15 @@ def test_haproxy_resolves_servers_given_by_name_again_and_again():
     assert "resolvers lab init-addr last,libc,none" in by_name
     by_ip = render(rw_port=6000, ro_port=6001, stats_socket="/s", servers=[("p1", "127.0.0.1", 7000, "127.0.0.1", 7001)])
     assert "resolvers" not in by_ip and "bind 127.0.0.1:6000" in by_ip
+
+
+def test_both_runtimes_provide_every_service_operation():
+    """A failover manager talks to lab.runtime.base.Services only: each runtime's implementation has
+    all of it (the Docker one runs the services in the lab's containers)."""
+    from lab.runtime.base import Services
+    from lab.runtime.docker_services import DockerServices
+    from lab.runtime.services import LocalServices
+    wanted = {n for n, v in vars(Services).items() if callable(v) and not n.startswith("_")}
+    assert {"host", "front", "reach", "bind_address", "program", "put", "start", "signal", "partition"} <= wanted
+    for impl in (LocalServices, DockerServices):
+        assert wanted <= set(dir(impl)), (impl.__name__, wanted - set(dir(impl)))

@@ -10,10 +10,14 @@ Faults mean what they mean with a supervisor:
   kill-postgres  SIGKILL of the postmaster only: Patroni restarts it in place
   stop           SIGTERM of the agent: Patroni stops the server cleanly and gives up the leader key
   pause          every process of the node frozen, the agent (and its REST API) included
-  partition, isolate, throttle   the node's addresses (per-node namespaces, --netns), which carry its
-                 REST and etcd traffic too
+  partition, isolate, throttle   the node's addresses (per-node namespaces, --netns; on Docker the
+                 node's container on the lab network), which carry its REST and etcd traffic too
 An etcd member (e1, e2, …, or etcd-leader for whichever leads now) can be killed, paused, stopped
-or (with --netns) partitioned on its own.
+or (with --netns, or on Docker) partitioned on its own.
+
+The same code runs on both runtimes: where the agents, etcd and HAProxy run, how they are reached
+and which programs they are comes from the runtime's Services (lab.runtime.base); on Docker they
+are processes in the lab's containers, from the pglab-ha image.
 """
 from __future__ import annotations
 
