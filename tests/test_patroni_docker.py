@@ -136,8 +136,9 @@ def test_patroni_on_docker_up_status_faults_sync_kill_drill_and_down(ha18: str):
         assert r.passed, r.problems
         assert r.new_primary == "s1" and r.check.lost == () and r.check.ok > 100
         assert r.rejoin is not None and r.rejoin.streaming
-        # the RTO against Patroni's own record: it promoted s1 after the fault and before the first
-        # write the drill saw acknowledged there (its history has millisecond times)
+        # the RTO against Patroni's own record: its history dates s1's promotion by the mtime of the
+        # new timeline's history file (the server writes it before it accepts writes), which must lie
+        # between the fault and the first write the drill saw acknowledged there
         ph = r.times.phases
         promoted = [e for e in lab.manager.events()
                     if e.kind == "promoted" and e.node == "s1" and "Patroni's history" in e.detail]
