@@ -3,6 +3,7 @@ drill, the same faults, the same checker, on this machine, against a floor measu
 
     python bench/bench_ha.py [--repeat 3] [--managers patroni-fast,patroni-default,pglab]
                              [--faults kill,kill-postgres,pause,partition,pause-short] [--markdown out.md]
+                             [--runtime local|docker]
 
 floor         kill -9 the primary, pg_promote() the synchronous standby at once, first write (what
               PostgreSQL itself costs; no detection, no election)
@@ -17,7 +18,9 @@ pause-short   frozen for half the manager's failover bound (Patroni: ttl / 2; pg
 
 Every drill: sync mode, 4 ledger clients writing through libpq's multi-host DSN, RTO = fault -> first
 acknowledged write on the new (or restarted) primary; lost / unexpected from Jepsen's set checker.
-Needs root (per-node namespaces for partition, Patroni as the postgres user).
+Needs root (per-node namespaces for partition, Patroni as the postgres user). With --runtime docker
+every lab is containers (PostgreSQL 18; Patroni's from the pglab-ha:18 image, `pglab image build
+--pg 18 --ha`), and partition disconnects the node's container from the lab network.
 """
 from __future__ import annotations
 
@@ -115,6 +118,7 @@ def main() -> int:
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--runtime", default="local", choices=("local", "docker"))
     a = ap.parse_args()
     if not 1 <= a.repeat <= 20:
         print("--repeat: use 1 to 20", file=sys.stderr)
@@ -124,12 +128,14 @@ def main() -> int:
     if bad:
         print(f"unknown manager or fault {bad[0]!r}", file=sys.stderr)
         return 2
-    netns = os.geteuid() == 0
+    netns = os.geteuid() == 0 and a.runtime == "local"
+    where = {"runtime": a.runtime, **({"netns": netns} if a.runtime == "local" else {"pg": 18})}
+    can_partition = netns or a.runtime == "docker"
     results: dict[str, dict[str, list[dict]]] = {}
     floors: list[float] = []
     t_start = time.time()
     # the floor, on a lab without a manager
-    lab = Lab.up(name=f"bhf{uuid.uuid4().hex[:5]}", runtime="local")
+    lab = Lab.up(name=f"bhf{uuid.uuid4().hex[:5]}", **{**where, "netns": False})
     try:
         floors = [floor(lab) for _ in range(2)]
     finally:
@@ -137,10 +143,10 @@ def main() -> int:
     print(f"floor (kill -9, pg_promote at once, first write): {', '.join(f'{x:.2f}s' for x in floors)}", flush=True)
     for m in managers:
         results[m] = {}
-        lab = Lab.up(name=f"bh{uuid.uuid4().hex[:5]}", runtime="local", netns=netns, **MANAGERS[m])
+        lab = Lab.up(name=f"bh{uuid.uuid4().hex[:5]}", **where, **MANAGERS[m])
         try:
             for f in faults:
-                if f == "partition" and not netns:
+                if f == "partition" and not can_partition:
                     continue
                 rows = results[m].setdefault(f, [])
                 for i in range(a.repeat):
@@ -152,7 +158,7 @@ def main() -> int:
                     print(f"{m} {f} #{i + 1}: " + json.dumps(row, default=str)[:300], flush=True)
                     if "error" in row:     # start again from a fresh lab
                         lab.down()
-                        lab = Lab.up(name=f"bh{uuid.uuid4().hex[:5]}", runtime="local", netns=netns, **MANAGERS[m])
+                        lab = Lab.up(name=f"bh{uuid.uuid4().hex[:5]}", **where, **MANAGERS[m])
         finally:
             lab.down()
     table = [cell(rows, m, f) for m, per in results.items() for f, rows in per.items()]
@@ -161,7 +167,7 @@ def main() -> int:
     print()
     print(md)
     print(f"\nfloor median {fl:.2f}s; sync mode, {a.repeat} repeats, {time.time() - t_start:.0f}s in all; "
-          f"per-node namespaces: {netns}")
+          f"runtime {a.runtime}, per-node namespaces: {netns}")
     if a.markdown:
         Path(a.markdown).write_text(md + f"\n\nfloor (kill -9 + pg_promote by hand + first write): median {fl:.2f}s\n")
     if a.json:

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 # the runtimes themselves: only lab.runtime imports them (everyone else uses lab.runtime's functions
 # and the Runtime protocol of lab.runtime.base, and never asks which runtime a lab runs on)
-RUNTIME_PRIVATE = ("lab.runtime.local", "lab.runtime.docker", "lab.runtime.dockerapi", "lab.runtime.netns",
+RUNTIME_PRIVATE = ("lab.runtime.local", "lab.runtime.docker", "lab.runtime.docker_services", "lab.runtime.dockerapi", "lab.runtime.netns",
                    "lab.runtime.procs", "lab.runtime.programs")
 
 

@@ -69,7 +69,6 @@ def test_s1_is_the_synchronous_standby_by_default_and_nosync_is_checked():
 @pytest.mark.parametrize("args, words", [
     (["--ha", "corosync"], "unknown failover manager"),
     (["--ha", "patroni", "--ha-profile", "slow"], "unknown [ha] profile"),
-    (["--ha", "patroni", "--runtime", "docker"], "needs images with Patroni"),
 ])
 def test_up_with_a_bad_manager_says_one_line_and_leaves_nothing(args, words):
     name = f"bad-{uuid.uuid4().hex[:6]}"
@@ -195,3 +194,28 @@ def _top_shows_patroni(lab: Lab) -> None:
     plain = asyncio.run(drive())
     assert plain.startswith("patroni's view: leader p1"), plain
     assert "s1 sync_standby" in plain and "etcd e1" in plain and "haproxy" in plain, plain
+
+
+def test_haproxy_resolves_servers_given_by_name_again_and_again():
+    """Containers are given by name (their address changes when a partition heals): HAProxy then
+    resolves them through the network's DNS; addresses (local runtime) need no resolver."""
+    from lab.ha.haproxy import render
+    by_name = render(rw_port=5000, ro_port=5001, stats_socket="/s", bind="0.0.0.0",
+                     servers=[("p1", "pglab-x-p1", 5432, "pglab-x-p1", 8008)])
+    assert "resolvers lab\n    parse-resolv-conf" in by_name and "bind 0.0.0.0:5000" in by_name
+    assert "server p1 pglab-x-p1:5432 check port 8008\n" in by_name
+    assert "resolvers lab init-addr last,libc,none" in by_name
+    by_ip = render(rw_port=6000, ro_port=6001, stats_socket="/s", servers=[("p1", "127.0.0.1", 7000, "127.0.0.1", 7001)])
+    assert "resolvers" not in by_ip and "bind 127.0.0.1:6000" in by_ip
+
+
+def test_both_runtimes_provide_every_service_operation():
+    """A failover manager talks to lab.runtime.base.Services only: each runtime's implementation has
+    all of it (the Docker one runs the services in the lab's containers)."""
+    from lab.runtime.base import Services
+    from lab.runtime.docker_services import DockerServices
+    from lab.runtime.services import LocalServices
+    wanted = {n for n, v in vars(Services).items() if callable(v) and not n.startswith("_")}
+    assert {"host", "front", "reach", "bind_address", "program", "put", "start", "signal", "partition"} <= wanted
+    for impl in (LocalServices, DockerServices):
+        assert wanted <= set(dir(impl)), (impl.__name__, wanted - set(dir(impl)))

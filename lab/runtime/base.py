@@ -51,7 +51,26 @@ class Services(Protocol):
         """Create (once) a lab host that runs no PostgreSQL; return its address."""
 
     def address(self, where: str) -> str:
-        """The address of a node or lab host."""
+        """The address of a node or lab host, as the lab's other places reach it."""
+
+    def bind_address(self, where: str) -> str:
+        """The address a service at a node or lab host listens on there."""
+
+    def reach(self, where: str, port: int) -> tuple[str, int] | None:
+        """Where this machine (pglab itself) reaches a service's port at a node or lab host now;
+        None when the place is cut off."""
+
+    def front(self, name: str, ports: tuple[int, ...]) -> tuple[str | None, str, list[tuple[int, int]]]:
+        """A place for a proxy that this machine's clients reach on 127.0.0.1: `where` to start it
+        (None: this machine), the address it binds, and per wanted port (the port it listens on
+        there, the 127.0.0.1 port clients use)."""
+
+    def program(self, name: str) -> str | None:
+        """A service program (patroni, etcd, haproxy) as the runtime's places provide it (an image's),
+        or None: this machine's own installation."""
+
+    def put(self, path: str, text: str) -> None:
+        """Write a file in a workdir (mode 0600, the server user's) that the services read."""
 
     def port(self, where: str, preferred: int) -> int:
         """A port for a service at a node or lab host: `preferred` when the place has its own address,

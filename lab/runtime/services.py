@@ -49,6 +49,27 @@ class LocalServices:
     def address(self, where: str) -> str:
         return netns.node_ip(self.rt.net, where) if self.rt.netns else "127.0.0.1"
 
+    def bind_address(self, where: str) -> str:
+        return self.address(where)
+
+    def reach(self, where: str, port: int) -> tuple[str, int] | None:
+        return self.address(where), port     # this machine reaches every namespace of the lab bridge
+
+    def front(self, name: str, ports: tuple[int, ...]) -> tuple[str | None, str, list[tuple[int, int]]]:
+        # on this machine itself: each wanted port becomes a free port of 127.0.0.1, listened on directly
+        out = [(p, p) for p in (self.port("", want) for want in ports)]
+        return None, "127.0.0.1", out
+
+    def program(self, name: str) -> str | None:
+        return None    # this machine's own installation (the manager finds it)
+
+    def put(self, path: str, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if self.rt.user:
+            os.chown(path, self.rt.user.pw_uid, self.rt.user.pw_gid)
+
     def port(self, where: str, preferred: int) -> int:
         if self.rt.netns and where in self.rt.net.get("nodes", {}):
             return preferred     # the place has an address of its own
