@@ -35,7 +35,7 @@ from lab.workload.ledger import LedgerWriter
 from lab.cluster import status as lab_status
 from lab.cluster.context import Ctx
 from lab.cluster.handle import Say, resolve_topology
-from lab.ha import Manager, ManagerView, check_available, manager
+from lab.ha import Manager, ManagerView, bootstraps, check_available, fit, manager
 from lab.ha.compare import disagreements
 from lab.model.conninfo import client_dsn
 from lab.model.topology import Topology, check_ha
@@ -69,12 +69,13 @@ class Lab(Cluster):
             spec = topology.ha.with_manager(ha or topology.ha.manager, ha_profile)
             topology = topology.with_changes(ha=check_ha(spec, [s.name for s in topology.standbys], "--ha"))
         say = say or (lambda _: None)
+        topology = fit(topology)
         runtime = check_available(topology, runtime)
 
         def init(ctx: Ctx, say: Say) -> None:
             manager(ctx).bootstrap(say)
         ctx = bootstrap.up(topology, name or default_name(), runtime, say,
-                           init=init if topology.ha.manager == "patroni" else None)
+                           init=init if bootstraps(topology.ha.manager) else None)
         lab = cls(ctx, owned=True)
         if not manager(ctx).bootstraps_servers:
             try:
