@@ -434,12 +434,15 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         primary = next(r.name for r in rows if r.leads)
         self.ctx.state.primary = primary
         self.ctx.save()
+        if node == primary:   # restarted in place (kill-postgres): it leads again, nothing to stream
+            return Rejoin(node, primary, "pg_auto_failover", f"pg_autoctl restarted {node} in place", None, None,
+                          None, None, None, None, time.time() - t0, True)
         try:
             wait_until(lambda: node in cluster.replication_rows(self.ctx, primary), timeout=60,
                        what=f"{node} to stream from {primary}", interval=0.1)
             streaming = True
         except (WaitTimeout, LabError):
-            streaming = node == primary
+            streaming = False
         return Rejoin(node, primary, "pg_auto_failover", f"pg_autoctl rejoined {node} by itself", None, None, None,
                       None, None, None, time.time() - t0, streaming)
 
