@@ -140,29 +140,43 @@ def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_fa
             addrs = {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines()}
             assert addrs == {"127.0.0.1"}, out
 
-        # the failover drill in sync mode, the primary node killed: nothing acknowledged is lost
+        # a switchover through the CLI: `pg_autoctl perform promotion --name s1`
+        res = runner.invoke(app, ["switchover", "--to", "s1", "--name", name])
+        assert res.exit_code == 0, res.output
+        assert "p1 streams from s1" in res.output
+        lab = Lab.open(name)    # the CLI changed the lab's record of its primary
+        st = lab.status()
+        assert st.node("s1").role.value == "primary" and st.node("p1").role.value == "standby"
+        assert st.node("p1").sync_state == "quorum" and st.node("s1").timeline == 2
+
+        # the failover drill in sync mode, the primary node killed: nothing acknowledged is lost,
+        # p1 is promoted (s2 has candidate priority 0) and s1 comes back as a standby by itself
         rep = lab.drill_failover(mode="sync", fault="kill")
         r = rep.results[0]
         assert r.passed, r.problems
-        assert r.new_primary == "s1" and r.check.lost == () and r.check.ok > 100
+        assert (r.old_primary, r.new_primary) == ("s1", "p1") and r.check.lost == () and r.check.ok > 100
         assert r.rejoin is not None and r.rejoin.streaming
         st = lab.status()
-        assert st.node("s1").role.value == "primary" and st.node("p1").role.value == "standby"
-        assert st.node("s1").timeline == 2 and lab.ha_view().leader == "s1"
+        assert st.node("p1").role.value == "primary" and st.node("s1").role.value == "standby"
+        assert st.node("p1").timeline == 3 and lab.ha_view().leader == "p1"
+        # the new primary names its quorum standby a moment after the monitor says it settled
+        lab.wait_for(lambda lb: lb.disagreements() == {}, timeout=30, what="the monitor and PostgreSQL to agree")
 
         # the single point of failure: the monitor dead, the primary killed, nobody is promoted
         lab.fault("monitor", "kill")
-        assert lab.ha_view().error and "cannot fail over" in lab.ha_view().error
-        lab.fault("s1", "kill")
+        view = lab.ha_view()
+        assert view.error and "cannot fail over" in view.error
+        assert [c.state for c in view.components if c.kind == "monitor"] == ["down"]
+        lab.fault("p1", "kill")
         deadline = time.monotonic() + 2 * (PROFILES["fast"]["node_considered_unhealthy_timeout"]
                                            + PROFILES["fast"]["primary_demote_timeout"]) / 1000 + 5
         while time.monotonic() < deadline:
-            assert _in_recovery(lab, "p1") is True and _in_recovery(lab, "s2") is True
+            assert _in_recovery(lab, "s1") is True and _in_recovery(lab, "s2") is True
             time.sleep(0.5)
-        # the monitor back: it fails over by itself, to p1 (s2 has candidate priority 0)
+        # the monitor back: it fails over by itself, to s1 (s2 has candidate priority 0)
         lab.heal("monitor")
-        rec = lab.manager.wait_for_takeover("s1", time.time(), 120)
-        assert rec.new_primary == "p1" and _in_recovery(lab, "p1") is False
+        rec = lab.manager.wait_for_takeover("p1", time.time(), 120)
+        assert rec.new_primary == "s1" and _in_recovery(lab, "s1") is False
     finally:
         removed = lab.down()
     assert any("pgaf-monitor" in r for r in removed)

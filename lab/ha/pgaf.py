@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -319,18 +320,28 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         args = (["perform", "promotion", "--name", to] if to else ["perform", kind]) + \
             ["--pgdata", data, "--formation", FORMATION, "--wait", "90"]
         t0 = time.time()
-        res = self._autoctl(MONITOR, *args, timeout=120, check=False)
-        if res.rc != 0:
-            last = (res.out.strip().splitlines() or ["no output"])[-1]
-            raise NodeFailed(f"pg_autoctl {' '.join(args[:2])} failed: {last}", "see `pglab status`",
-                             details=res.out[-1500:])
-        steps = [(f"pg_autoctl {shlex.join(args[:2])} returned", time.time() - t0)]
-        def moved() -> str | None:
-            lead = self.leader()
-            return lead if lead and lead != old and self._writable(lead) else None
-        new = wait_until(moved, timeout=60, what=f"a new pg_auto_failover primary after {old}", interval=0.05)
-        window = time.time() - t0
-        steps.append((f"{new} accepts writes", window))
+        # the command returns only once the whole group settled; the new primary takes writes
+        # earlier, so watch for it while the command runs
+        with ThreadPoolExecutor(max_workers=1) as ex:
+            fut = ex.submit(self._autoctl, MONITOR, *args, timeout=120, check=False)
+
+            def failed() -> None:
+                res = fut.result()
+                if res.rc != 0:
+                    last = (res.out.strip().splitlines() or ["no output"])[-1]
+                    raise NodeFailed(f"pg_autoctl {' '.join(args[:2])} failed: {last}", "see `pglab status`",
+                                     details=res.out[-1500:])
+
+            def moved() -> str | None:
+                if fut.done():
+                    failed()
+                lead = self.leader()
+                return lead if lead and lead != old and self._writable(lead) else None
+            new = wait_until(moved, timeout=120, what=f"a new pg_auto_failover primary after {old}", interval=0.05)
+            window = time.time() - t0
+            steps = [(f"{new} accepts writes", window)]
+            failed()
+            steps.append((f"pg_autoctl {shlex.join(args[:2])} returned", time.time() - t0))
         self.ctx.state.primary = new
         self.ctx.save()
         self.record(kind, new, f"through pg_autoctl perform, from {old}")
