@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from lab.api import Lab
 from lab.cli import app
 from lab.errors import InvalidInput
-from lab.ha import pgaf_monitor
+from lab.ha import fit, pgaf_monitor
 from lab.ha.pgaf_conf import PROFILES, pg_autoctl, shape
 from lab.model.haspec import ha_from_dict
 from lab.model.topology import default_topology
@@ -43,6 +43,13 @@ def test_the_ha_section_keeps_its_profile_and_refuses_patroni_keys():
 
 def test_the_synchronous_standby_is_in_the_quorum_and_the_others_never_promoted():
     assert shape(default_topology(2)) == {"p1": (True, 50), "s1": (True, 50), "s2": (False, 0)}
+
+
+def test_a_lab_that_names_no_version_gets_postgresql_15_and_one_that_does_keeps_it():
+    topo = default_topology(2).with_changes(ha=ha_from_dict({"manager": "pg_auto_failover"}))
+    assert fit(topo).pg_version == 15
+    assert fit(topo.with_changes(pg_version=18)).pg_version == 18    # refused later, in one line
+    assert fit(default_topology(2)).pg_version is None                # other managers: untouched
 
 
 # ---- bad input -------------------------------------------------------------------------------------

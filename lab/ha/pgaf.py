@@ -264,7 +264,9 @@ class PgAutoFailoverManager(PgafFaults, Manager):
             else:
                 role = "replica"
             state = r.reported if r.reported == r.goal else f"{r.reported} -> {r.goal}"
-            members.append(Member(r.name, role, state, r.timeline, r.behind_bytes, None,
+            # no lag from the monitor: each keeper's LSN is its own last report, taken at another
+            # moment than the primary's (a standby then looks ahead); `status` has the real lag
+            members.append(Member(r.name, role, state, r.timeline, None, None,
                                   {"quorum": r.quorum, "healthy": r.health == 1, "priority": r.priority}))
         seen = {m.name for m in members}
         members += [Member(n, "(missing)", "not registered with the monitor") for n in self.ctx.state.nodes if n not in seen]

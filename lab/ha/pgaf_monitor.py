@@ -18,9 +18,7 @@ PRIMARY_STATES = ("single", "wait_primary", "primary", "join_primary", "apply_se
 _NODES_SQL = """
 SELECT n.nodeid, n.nodename, n.nodehost, n.nodeport, n.reportedstate::text, n.goalstate::text, n.reportedtli,
        n.reportedlsn::text, n.health, n.candidatepriority, n.replicationquorum,
-       extract(epoch FROM n.reporttime)::float8, extract(epoch FROM n.healthchecktime)::float8,
-       pg_wal_lsn_diff((SELECT max(p.reportedlsn) FROM pgautofailover.node p
-                        WHERE p.reportedstate::text IN ('single', 'wait_primary', 'primary')), n.reportedlsn)::bigint
+       extract(epoch FROM n.reporttime)::float8, extract(epoch FROM n.healthchecktime)::float8
 FROM pgautofailover.node n ORDER BY n.nodeid
 """
 _EVENTS_SQL = """
@@ -44,7 +42,6 @@ class NodeRow:
     quorum: bool
     t_report: float | None  # the keeper's last report
     t_check: float | None   # the monitor's last health check
-    behind_bytes: int | None  # behind the primary's last reported LSN, as the monitor knows it
 
     @property
     def leads(self) -> bool:
@@ -70,7 +67,7 @@ def nodes(dsn_: str) -> list[NodeRow]:
     with psycopg.connect(dsn_, autocommit=True) as c:
         rows = c.execute(_NODES_SQL).fetchall()
     return [NodeRow(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], r[6], r[7], int(r[8]), int(r[9]), bool(r[10]),
-                    r[11], r[12], int(r[13]) if r[13] is not None else None) for r in rows]
+                    r[11], r[12]) for r in rows]
 
 
 def events(dsn_: str, since: float) -> list[Event]:
