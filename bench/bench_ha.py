@@ -1,7 +1,8 @@
-"""Failover managers side by side: Patroni (profiles default and fast) and pglab's monitor, the same
+"""Failover managers side by side: Patroni and pg_auto_failover (profiles default and fast) and pglab's monitor, the same
 drill, the same faults, the same checker, on this machine, against a floor measured in the same run.
 
-    python bench/bench_ha.py [--repeat 3] [--managers patroni-fast,patroni-default,pglab]
+    python bench/bench_ha.py [--repeat 3] [--managers patroni-fast,patroni-default,pg_auto_failover-fast,
+                                                      pg_auto_failover-default,pglab]
                              [--faults kill,kill-postgres,pause,partition,pause-short] [--markdown out.md]
                              [--runtime local|docker]
 
@@ -12,7 +13,8 @@ kill-postgres the postmaster only: a supervisor may restart it in place (Patroni
               fails over)
 pause         every process of the node frozen, agent included
 partition     the node's link down (per-node network namespaces: its REST and etcd traffic too)
-pause-short   frozen for half the manager's failover bound (Patroni: ttl / 2; pglab: timeout / 2),
+pause-short   frozen for half the manager's failover bound (Patroni: ttl / 2; pg_auto_failover:
+              node_considered_unhealthy_timeout / 2; pglab: timeout / 2),
               then resumed: any change of leader is a false failover; its "RTO" is the longest pause
               between acknowledged writes
 
@@ -39,22 +41,36 @@ from bench_failover import floor  # noqa: E402
 
 from lab import Lab  # noqa: E402
 from lab.errors import LabError  # noqa: E402
+from lab.ha.pgaf_conf import PROFILES as PGAF_PROFILES  # noqa: E402
 from lab.workload.ledger import OK  # noqa: E402
 
 MANAGERS = {
     "patroni-fast": {"ha": "patroni", "ha_profile": "fast"},
     "patroni-default": {"ha": "patroni", "ha_profile": "default"},
+    # PostgreSQL 15 (pg_auto_failover's Debian packages), on 127.0.0.1 (no per-node namespaces)
+    "pg_auto_failover-fast": {"ha": "pg_auto_failover", "ha_profile": "fast", "pg": 15, "netns": False},
+    "pg_auto_failover-default": {"ha": "pg_auto_failover", "ha_profile": "default", "pg": 15, "netns": False},
     "pglab": {"ha": "pglab"},
 }
 FAULTS = ("kill", "kill-postgres", "pause", "partition", "pause-short")
 # the old primary's restart in place is the expected outcome of these faults under Patroni
-NO_FAILOVER_EXPECTED = {"patroni-fast": {"kill-postgres"}, "patroni-default": {"kill-postgres"}, "pglab": set()}
+NO_FAILOVER_EXPECTED = {"patroni-fast": {"kill-postgres"}, "patroni-default": {"kill-postgres"}, "pglab": set(),
+                        "pg_auto_failover-fast": {"kill-postgres"}, "pg_auto_failover-default": {"kill-postgres"}}
+
+
+def _bound_s(lab: Lab, manager: str) -> float:
+    """How long the manager lets a silent primary be before it acts (pause-short holds half)."""
+    if manager.startswith("patroni"):
+        return lab.topology.ha.ttl
+    if manager.startswith("pg_auto_failover"):
+        return PGAF_PROFILES[lab.topology.ha.profile]["node_considered_unhealthy_timeout"] / 1000
+    return 2.0
 
 
 def pause_short(lab: Lab, manager: str) -> dict:
     """Freeze the primary for half the manager's bound, resume, and see whether the leader moved."""
     ha = lab.topology.ha
-    hold = ha.ttl / 2 if manager.startswith("patroni") else 1.0
+    hold = _bound_s(lab, manager) / 2
     old = lab.manager.leader()
     w = lab.ledger(clients=2, duration=hold + 60).start()
     lab.wait_for(lambda _: sum(1 for o in w.ops() if o.outcome == OK) > 50, timeout=15, what="writes")
@@ -62,7 +78,10 @@ def pause_short(lab: Lab, manager: str) -> dict:
     lab.fault(old, "pause")
     time.sleep(hold)
     lab.heal(old, "pause")
-    time.sleep((2 * ha.loop_wait + 5) if manager.startswith("patroni") else 3)
+    if manager.startswith("patroni"):
+        time.sleep(2 * ha.loop_wait + 5)
+    else:
+        time.sleep(_bound_s(lab, manager) + 3 if manager.startswith("pg_auto_failover") else 3)
     new = lab.manager.leader()
     w.stop()
     w.wait()
@@ -130,7 +149,6 @@ def main() -> int:
         return 2
     netns = os.geteuid() == 0 and a.runtime == "local"
     where = {"runtime": a.runtime, **({"netns": netns} if a.runtime == "local" else {"pg": 18})}
-    can_partition = netns or a.runtime == "docker"
     results: dict[str, dict[str, list[dict]]] = {}
     floors: list[float] = []
     t_start = time.time()
@@ -143,10 +161,11 @@ def main() -> int:
     print(f"floor (kill -9, pg_promote at once, first write): {', '.join(f'{x:.2f}s' for x in floors)}", flush=True)
     for m in managers:
         results[m] = {}
-        lab = Lab.up(name=f"bh{uuid.uuid4().hex[:5]}", **where, **MANAGERS[m])
+        kw = {**where, **MANAGERS[m]}          # a manager may refuse per-node namespaces (netns False)
+        lab = Lab.up(name=f"bh{uuid.uuid4().hex[:5]}", **kw)
         try:
             for f in faults:
-                if f == "partition" and not can_partition:
+                if f == "partition" and not (kw.get("netns") or a.runtime == "docker"):
                     continue
                 rows = results[m].setdefault(f, [])
                 for i in range(a.repeat):
@@ -158,7 +177,7 @@ def main() -> int:
                     print(f"{m} {f} #{i + 1}: " + json.dumps(row, default=str)[:300], flush=True)
                     if "error" in row:     # start again from a fresh lab
                         lab.down()
-                        lab = Lab.up(name=f"bh{uuid.uuid4().hex[:5]}", **where, **MANAGERS[m])
+                        lab = Lab.up(name=f"bh{uuid.uuid4().hex[:5]}", **kw)
         finally:
             lab.down()
     table = [cell(rows, m, f) for m, per in results.items() for f, rows in per.items()]

@@ -35,7 +35,7 @@ from lab.workload.ledger import LedgerWriter
 from lab.cluster import status as lab_status
 from lab.cluster.context import Ctx
 from lab.cluster.handle import Say, resolve_topology
-from lab.ha import Manager, ManagerView, check_available, manager
+from lab.ha import Manager, ManagerView, bootstraps, check_available, fit, manager
 from lab.ha.compare import disagreements
 from lab.model.conninfo import client_dsn
 from lab.model.topology import Topology, check_ha
@@ -62,19 +62,20 @@ class Lab(Cluster):
            say: Say | None = None) -> "Lab":
         """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
         default (p1 primary, s1 synchronous, the rest asynchronous). `ha` picks the failover manager
-        (none, pglab, patroni; the short form of the topology's [ha] manager), `ha_profile` its
+        (none, pglab, patroni, pg_auto_failover; the short form of the topology's [ha] manager), `ha_profile` its
         timing profile (default, fast). `pg`: the PostgreSQL major (see `lab.api.versions()`)."""
         topology = resolve_topology(topology, standbys=standbys, sync=sync, netns=netns, pg=pg)
         if ha is not None or ha_profile is not None:
             spec = topology.ha.with_manager(ha or topology.ha.manager, ha_profile)
             topology = topology.with_changes(ha=check_ha(spec, [s.name for s in topology.standbys], "--ha"))
         say = say or (lambda _: None)
+        topology = fit(topology)
         runtime = check_available(topology, runtime)
 
         def init(ctx: Ctx, say: Say) -> None:
             manager(ctx).bootstrap(say)
         ctx = bootstrap.up(topology, name or default_name(), runtime, say,
-                           init=init if topology.ha.manager == "patroni" else None)
+                           init=init if bootstraps(topology.ha.manager) else None)
         lab = cls(ctx, owned=True)
         if not manager(ctx).bootstraps_servers:
             try:
@@ -86,7 +87,7 @@ class Lab(Cluster):
 
     @property
     def manager(self) -> Manager:
-        """The lab's failover manager (lab.ha): none, pglab or patroni."""
+        """The lab's failover manager (lab.ha): none, pglab, patroni or pg_auto_failover."""
         return manager(self.ctx)
 
     def ha_view(self) -> ManagerView:

@@ -157,7 +157,7 @@ def set_sync(ctx: Ctx, primary: str, spec: SyncSpec) -> None:
 
 def replication_rows(ctx: Ctx, primary: str) -> dict[str, tuple[str, str]]:
     rows = sql.query(ctx.state, primary, "SELECT application_name, state, sync_state FROM pg_stat_replication")
-    return {r[0]: (r[1], r[2]) for r in rows}
+    return {ctx.state.node_of(r[0]): (r[1], r[2]) for r in rows}
 
 
 def wait_streaming(ctx: Ctx, primary: str, standbys: list[str], sync: SyncSpec, timeout: float = 60) -> None:

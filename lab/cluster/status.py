@@ -152,7 +152,7 @@ def _probe_all(ctx: Ctx, names: list[str], timeout: float) -> dict[str, dict]:
     late = [n for n in names if n not in out]
     if late:
         # a late node that its upstream heard from just now is alive: give it its full connect time
-        heard = {r[0]: r[9] for p in dict(out).values() if "error" not in p and not p["recovery"]
+        heard = {ctx.state.node_of(r[0]): r[9] for p in dict(out).values() if "error" not in p and not p["recovery"]
                  for r in p["repl"]}
         for n in late:
             age = heard.get(n)
@@ -180,9 +180,9 @@ def snapshot(ctx: Ctx, *, timeout: float = PROBE_TIMEOUT_S) -> LabStatus:
     slots: dict[str, tuple] = {}
     for p in primaries:
         for r in probes[p]["repl"]:
-            seen[r[0]] = (p, r)
+            seen[ctx.state.node_of(r[0])] = (p, r)
         for s in probes[p]["slots"]:
-            slots.setdefault(s[0], s)
+            slots.setdefault(ctx.state.node_of(s[0]).replace("-", "_"), s)
     recorded = ctx.state.primary
     main = recorded if recorded in primaries else (primaries[0] if primaries else None)
     if recorded in primaries:

@@ -11,12 +11,16 @@ from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member
 from lab.model.haspec import MANAGERS
 from lab.model.topology import Topology
 
-__all__ = ["MANAGERS", "Change", "Component", "HAEvent", "Manager", "ManagerView", "Member", "Takeover", "check_available", "manager"]
+__all__ = ["MANAGERS", "Change", "Component", "HAEvent", "Manager", "ManagerView", "Member", "Takeover", "bootstraps", "check_available", "fit", "manager"]
 
 
 def check_available(topology: Topology, runtime: str) -> str:
     """Before anything is created: one line naming what is missing. Returns the runtime to use
-    ('auto' means local for Patroni: Docker needs an HA image built first, `--runtime docker` asks for it)."""
+    ('auto' means local for Patroni, whose Docker stack needs an HA image built first, and for
+    pg_auto_failover, whose stack runs on the local runtime only)."""
+    if topology.ha.manager == "pg_auto_failover":
+        from lab.ha.pgaf import check_available as pgaf_available  # lazy: pg_auto_failover's plumbing only when asked
+        return pgaf_available(topology, runtime)
     if topology.ha.manager != "patroni":
         return runtime
     if runtime == "docker":
@@ -26,6 +30,19 @@ def check_available(topology: Topology, runtime: str) -> str:
     from lab.ha.patroni import check_available as patroni_available  # lazy: loads Patroni's plumbing only when asked
     patroni_available(topology)
     return "local"
+
+
+def bootstraps(kind: str) -> bool:
+    """Whether the manager creates the servers itself (else the lab does, and the manager supervises)."""
+    return kind in ("patroni", "pg_auto_failover")
+
+
+def fit(topology: Topology) -> Topology:
+    """The topology a manager can run: pg_auto_failover exists for PostgreSQL 15 only, so a lab that
+    asks for no version gets 15 (one that asks for another is refused by check_available)."""
+    if topology.ha.manager == "pg_auto_failover" and topology.pg_version is None and topology.bindir is None:
+        return topology.with_changes(pg_version=15)
+    return topology
 
 
 def manager(ctx: Ctx) -> Manager:
@@ -39,4 +56,7 @@ def manager(ctx: Ctx) -> Manager:
     if kind == "patroni":
         from lab.ha.patroni import PatroniManager  # lazy: as above
         return PatroniManager(ctx)
+    if kind == "pg_auto_failover":
+        from lab.ha.pgaf import PgAutoFailoverManager  # lazy: as above
+        return PgAutoFailoverManager(ctx)
     raise InvalidInput(f"unknown failover manager {kind!r}", f"use one of: {', '.join(MANAGERS)}")

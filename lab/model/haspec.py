@@ -1,7 +1,8 @@
 """The failover manager of a lab, as a value: the topology's [ha] section.
 
     [ha]
-    manager = "patroni"          # none (manual: you promote), pglab (pglab's monitor), patroni
+    manager = "patroni"          # none (manual: you promote), pglab (pglab's monitor), patroni,
+                                 # pg_auto_failover (a monitor + one keeper per node; only `profile` applies)
     profile = "fast"             # default: Patroni's own defaults (ttl 30, loop_wait 10, retry_timeout 10)
                                  # fast: the smallest values its code accepts (ttl 20, loop_wait 2, retry_timeout 5)
     ttl = 20                     # any of these overrides the profile
@@ -19,6 +20,9 @@
 
 Patroni's own limits (its code refuses less): loop_wait >= 1, retry_timeout >= 3, ttl >= 20 and
 loop_wait + 2 * retry_timeout <= ttl.
+
+With manager = "pg_auto_failover" the profile names the monitor's health-check settings
+(lab.ha.pgaf_conf.PROFILES: default = pg_auto_failover's own, fast = the smallest sensible).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from typing import Any
 
 from lab.errors import InvalidInput, one_of
 
-MANAGERS = ("none", "pglab", "patroni")
+MANAGERS = ("none", "pglab", "patroni", "pg_auto_failover")
 PROFILES: dict[str, dict[str, int]] = {
     "default": {"ttl": 30, "loop_wait": 10, "retry_timeout": 10},
     "fast": {"ttl": 20, "loop_wait": 2, "retry_timeout": 5},
@@ -55,6 +59,8 @@ class HASpec:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"manager": self.manager}
+        if self.manager == "pg_auto_failover":
+            return {**d, "profile": self.profile}
         if self.manager != "patroni":
             return d
         d["profile"] = self.profile

@@ -69,6 +69,11 @@ class LabState:
         """Every node but the one the lab last made primary, in topology order."""
         return [n for n in self.nodes if n != self.primary]
 
+    def node_of(self, walsender: str) -> str:
+        """The node a walsender's application_name or a slot's name stands for: the node's own name,
+        unless a failover manager names them its own way (pg_auto_failover: pgautofailover_standby_<id>)."""
+        return self.ha.get("walsenders", {}).get(walsender, walsender)
+
     def save(self) -> None:
         # Two threads of one process may save at once (a monitor failing over while a drill heals
         # a node): each writes its own temporary file, and the last rename wins whole.

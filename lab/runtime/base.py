@@ -87,8 +87,9 @@ class Services(Protocol):
     def pid(self, name: str) -> int | None:
         """The service's pid if it runs (a frozen one counts), else None."""
 
-    def signal(self, name: str, sig: str) -> bool:
-        """Send kill, term, stop (freeze) or cont to the service; False if it does not run."""
+    def signal(self, name: str, sig: str, *, group: bool = False) -> bool:
+        """Send kill, term, stop (freeze) or cont to the service; False if it does not run. `group`:
+        to every process the service started too (a supervisor's children and the server it runs)."""
 
     def names(self) -> list[str]: ...
 

@@ -141,12 +141,17 @@ class LocalServices:
             return None
         return pid
 
-    def signal(self, name: str, sig: str) -> bool:
+    def signal(self, name: str, sig: str, *, group: bool = False) -> bool:
         pid = self.pid(name)
         if pid is None:
             return False
         try:
-            os.kill(pid, SIGNALS[sig])
+            # each service leads a session of its own (start_new_session), so its process group is
+            # everything it started that did not leave it: a keeper's workers and its postmaster
+            if group:
+                os.killpg(pid, SIGNALS[sig])
+            else:
+                os.kill(pid, SIGNALS[sig])
         except ProcessLookupError:
             return False
         if sig == "kill":
@@ -165,6 +170,8 @@ class LocalServices:
     def destroy(self) -> list[str]:
         removed = []
         for name in self.names():
-            if self.signal(name, "kill"):
+            # the whole group: a supervisor's children retitle themselves (pg_autoctl's do), so they
+            # cannot be found by the lab's directory in their command line afterwards
+            if self.signal(name, "kill", group=True):
                 removed.append(f"{name} (pid {self._record(name)['pid']})")
         return removed

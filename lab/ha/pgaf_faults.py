@@ -1,0 +1,77 @@
+"""Faults on a pg_auto_failover lab, as they mean with a keeper on every node (see lab.ha.pgaf):
+a data node's keeper and server together, the server alone, or the monitor."""
+from __future__ import annotations
+
+from lab.errors import InvalidInput, Unsupported
+from lab.wait import wait_until
+
+MONITOR = "monitor"
+FAULTS = ("kill", "kill-postgres", "stop", "pause")
+
+
+class PgafFaults:
+    """Mixed into PgAutoFailoverManager, whose ctx, _svc(), _service() and _start_keeper() it uses."""
+
+    def fault(self, node: str, kind: str, *, rate: str = "1mbit", latency: str | None = None) -> None:
+        svc, rt = self._svc(), self.ctx.rt
+        if node not in self.ctx.state.nodes and node != MONITOR:
+            raise InvalidInput(f"no node {node!r} in lab {self.ctx.name}",
+                               f"nodes are: {', '.join([*self.ctx.state.nodes, MONITOR])}")
+        if kind in ("partition", "isolate", "throttle", "delay"):
+            raise Unsupported(f"{kind} needs per-node network namespaces, which a pg_auto_failover lab does not use",
+                              "use kill, kill-postgres, stop or pause")
+        if kind not in FAULTS:
+            raise InvalidInput(f"unknown fault {kind!r}", f"use one of: {', '.join(FAULTS)}")
+        keeper = self._service(node)
+        if kind == "kill":
+            # the keeper's process group holds its workers and the postmaster it started: all at
+            # once, as when the machine dies (the server's children follow their postmaster)
+            svc.signal(keeper, "kill", group=True)
+            rt.kill(node)
+        elif kind == "kill-postgres":
+            rt.kill(node)
+        elif kind == "stop":
+            svc.signal(keeper, "term")
+            wait_until(lambda: svc.pid(keeper) is None and not rt.postmaster_running(node), timeout=120,
+                       what=f"pg_autoctl on {node} to stop", interval=0.1)
+        elif kind == "pause":
+            # the keeper first (it must not react), then the server: PostgreSQL's children lead
+            # process groups of their own, so the keeper's group does not reach them
+            svc.signal(keeper, "stop", group=True)
+            if rt.postmaster_running(node):
+                rt.pause(node)
+        self._note_fault(node, kind)
+
+    @property
+    def _last_fault(self) -> dict[str, str]:
+        if not hasattr(self, "_faults_seen"):
+            self._faults_seen: dict[str, str] = {}
+        return self._faults_seen
+
+    def _note_fault(self, node: str, kind: str) -> None:
+        self._last_fault[node] = kind
+        in_force = self.ctx.state.faults.setdefault(node, [])
+        if kind not in in_force and kind != "kill-postgres":   # the keeper undoes that one by itself
+            in_force.append(kind)
+        self.ctx.save()
+        self.ctx.event(f"fault:{kind}", node)
+
+    def heal(self, node: str, kind: str | None = None) -> list[str]:
+        if node not in self.ctx.state.nodes and node != MONITOR:
+            raise InvalidInput(f"no node {node!r} in lab {self.ctx.name}",
+                               f"nodes are: {', '.join([*self.ctx.state.nodes, MONITOR])}")
+        svc = self._svc()
+        todo = [kind] if kind else list(self.ctx.state.faults.get(node, []))
+        healed = []
+        for f in todo:
+            if f == "pause":
+                self.ctx.rt.resume(node)
+                svc.signal(self._service(node), "cont", group=True)
+            healed.append(f)
+        if svc.pid(self._service(node)) is None:
+            self._start_keeper(node)
+            healed.append("start pg_autoctl")
+        self.ctx.state.faults[node] = [f for f in self.ctx.state.faults.get(node, []) if f not in healed]
+        self.ctx.save()
+        self.ctx.event("heal", node, healed=healed)
+        return healed

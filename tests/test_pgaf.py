@@ -1,0 +1,190 @@
+"""pg_auto_failover as the lab's failover manager: the [ha] section and node shape (pure), bad input
+(one line, exit 2, nothing left), and one real lab (a monitor + three keepers, PostgreSQL 15):
+status, a sync-mode kill drill, and the monitor as the single point of failure."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from lab.api import Lab
+from lab.cli import app
+from lab.errors import InvalidInput
+from lab.ha import fit, pgaf_monitor
+from lab.ha.pgaf_conf import PROFILES, pg_autoctl, shape
+from lab.model.haspec import ha_from_dict
+from lab.model.topology import default_topology
+from lab.runtime import servers
+from lab.runtime.leftovers import leftovers
+from tests.conftest import IN_CI, assert_clean
+
+runner = CliRunner()
+
+
+# ---- pure ----------------------------------------------------------------------------------------
+def test_the_ha_section_keeps_its_profile_and_refuses_patroni_keys():
+    spec = ha_from_dict({"manager": "pg_auto_failover", "profile": "fast"})
+    assert (spec.manager, spec.profile) == ("pg_auto_failover", "fast")
+    assert ha_from_dict(spec.to_dict()) == spec
+    with pytest.raises(InvalidInput, match="applies to manager"):
+        ha_from_dict({"manager": "pg_auto_failover", "ttl": 20}, "t.toml")
+    # every profile names the same settings; fast never goes below what keepers can report
+    assert set(PROFILES["fast"]) == set(PROFILES["default"])
+    fast = PROFILES["fast"]
+    assert fast["network_partition_timeout"] * 1000 < fast["primary_demote_timeout"]
+    assert PROFILES["default"]["network_partition_timeout"] * 1000 < PROFILES["default"]["primary_demote_timeout"]
+
+
+def test_the_synchronous_standby_is_in_the_quorum_and_the_others_never_promoted():
+    assert shape(default_topology(2)) == {"p1": (True, 50), "s1": (True, 50), "s2": (False, 0)}
+
+
+def test_a_lab_that_names_no_version_gets_postgresql_15_and_one_that_does_keeps_it():
+    topo = default_topology(2).with_changes(ha=ha_from_dict({"manager": "pg_auto_failover"}))
+    assert fit(topo).pg_version == 15
+    assert fit(topo.with_changes(pg_version=18)).pg_version == 18    # refused later, in one line
+    assert fit(default_topology(2)).pg_version is None                # other managers: untouched
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+def _other_major() -> int | None:
+    return next((s.major for s in servers.installed() if s.major != 15), None)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--runtime", "docker"], "needs images with pg_auto_failover"),
+    (["--ha-profile", "slow"], "unknown [ha] profile"),
+    (["--netns"], "runs on 127.0.0.1 only"),
+])
+def test_up_with_bad_input_says_one_line_and_leaves_nothing(args, words):
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    res = runner.invoke(app, ["up", "--name", name, "--ha", "pg_auto_failover", *args])
+    assert res.exit_code == 2, res.output
+    assert words in res.output and "Traceback" not in res.output
+    assert leftovers(name) == []
+
+
+def test_another_postgresql_version_is_refused_before_anything_is_made():
+    major = _other_major()
+    if major is None:
+        pytest.skip("only PostgreSQL 15 is installed here")
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    res = runner.invoke(app, ["up", "--name", name, "--runtime", "local", "--ha", "pg_auto_failover", "--pg", str(major)])
+    assert res.exit_code == 2, res.output
+    assert "needs PostgreSQL 15" in res.output and "--pg 15" in res.output
+    assert leftovers(name) == []
+
+
+def test_a_missing_pg_autoctl_is_named_with_its_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))     # a PATH without pg_autoctl
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    res = runner.invoke(app, ["up", "--name", name, "--runtime", "local", "--ha", "pg_auto_failover", "--pg", "15"])
+    assert res.exit_code == 2, res.output
+    assert "needs pg_autoctl" in res.output and "pg-auto-failover-cli" in res.output
+    assert leftovers(name) == []
+
+
+# ---- one real lab ----------------------------------------------------------------------------------
+def _missing() -> str | None:
+    try:
+        pg_autoctl()
+        s = servers.find(15)
+    except Exception as e:  # noqa: BLE001 - the reason to skip
+        return str(e)
+    if not os.path.exists(f"/usr/share/postgresql/{s.major}/extension/pgautofailover.control"):
+        return "postgresql-15-auto-failover is not installed"
+    if os.geteuid() != 0:
+        return "pg_autoctl runs as the postgres user: needs root"
+    return None
+
+
+def _in_recovery(lab: Lab, node: str) -> bool | None:
+    try:
+        with psycopg.connect(lab.dsn(node), autocommit=True) as c:
+            return c.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+    except psycopg.Error:
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(_missing() is not None and not IN_CI, reason=str(_missing()))
+def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_failure():
+    name = f"af-{uuid.uuid4().hex[:6]}"
+    lab = Lab.up(name=name, runtime="local", ha="pg_auto_failover", ha_profile="fast", pg=15)
+    try:
+        # the monitor's view beside PostgreSQL's: p1 primary, s1 in the write quorum, s2 not
+        st, view = lab.status(), lab.ha_view()
+        assert st.primary == "p1" and view.leader == "p1"
+        assert {m.name: m.role for m in view.members} == {"p1": "leader", "s1": "quorum_standby", "s2": "replica"}
+        assert st.node("s1").sync_state == "quorum" and st.node("s2").sync_state == "async"
+        assert lab.disagreements(st, view) == {}
+        for m in view.members:     # the monitor's timelines are PostgreSQL's own
+            assert m.timeline == st.node(m.name).timeline
+        # the monitor's settings are the profile's, read back from the monitor itself
+        h, p = lab.ctx.state.ha["monitor"]
+        with psycopg.connect(pgaf_monitor.dsn(h, p, str(lab.ctx.state.pgpass_path)), autocommit=True) as c:
+            period = c.execute("SHOW pgautofailover.health_check_period").fetchone()[0]
+            demote = c.execute("SHOW pgautofailover.primary_demote_timeout").fetchone()[0]
+        assert (period, demote) == ("1s", "5s")
+        res = runner.invoke(app, ["status", "--name", name])
+        assert res.exit_code == 0, res.output
+        assert "pg_auto_failover's view: leader p1" in res.output and "monitor" in res.output
+        # `pg_autoctl show uri`: the lab's nodes, read-write (what the lab's multi-host DSN lists)
+        uri = urlsplit(lab.manager.uri())
+        hosts = {tuple(x.rsplit(":", 1)) for x in uri.netloc.split(",")}
+        assert hosts == {(a.host, str(a.port)) for a in lab.ctx.state.nodes.values()}
+        assert "target_session_attrs=read-write" in uri.query
+        # nothing listens beyond 127.0.0.1 (pg_autoctl's default would be '*'), as the kernel says
+        for port in [a.port for a in lab.ctx.state.nodes.values()] + [p]:
+            out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+            addrs = {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines()}
+            assert addrs == {"127.0.0.1"}, out
+
+        # a switchover through the CLI: `pg_autoctl perform promotion --name s1`
+        res = runner.invoke(app, ["switchover", "--to", "s1", "--name", name])
+        assert res.exit_code == 0, res.output
+        assert "p1 streams from s1" in res.output
+        lab = Lab.open(name)    # the CLI changed the lab's record of its primary
+        st = lab.status()
+        assert st.node("s1").role.value == "primary" and st.node("p1").role.value == "standby"
+        assert st.node("p1").sync_state == "quorum" and st.node("s1").timeline == 2
+
+        # the failover drill in sync mode, the primary node killed: nothing acknowledged is lost,
+        # p1 is promoted (s2 has candidate priority 0) and s1 comes back as a standby by itself
+        rep = lab.drill_failover(mode="sync", fault="kill")
+        r = rep.results[0]
+        assert r.passed, r.problems
+        assert (r.old_primary, r.new_primary) == ("s1", "p1") and r.check.lost == () and r.check.ok > 100
+        assert r.rejoin is not None and r.rejoin.streaming
+        st = lab.status()
+        assert st.node("p1").role.value == "primary" and st.node("s1").role.value == "standby"
+        assert st.node("p1").timeline == 3 and lab.ha_view().leader == "p1"
+        # the new primary names its quorum standby a moment after the monitor says it settled
+        lab.wait_for(lambda lb: lb.disagreements() == {}, timeout=30, what="the monitor and PostgreSQL to agree")
+
+        # the single point of failure: the monitor dead, the primary killed, nobody is promoted
+        lab.fault("monitor", "kill")
+        view = lab.ha_view()
+        assert view.error and "cannot fail over" in view.error
+        assert [c.state for c in view.components if c.kind == "monitor"] == ["down"]
+        lab.fault("p1", "kill")
+        deadline = time.monotonic() + 2 * (PROFILES["fast"]["node_considered_unhealthy_timeout"]
+                                           + PROFILES["fast"]["primary_demote_timeout"]) / 1000 + 5
+        while time.monotonic() < deadline:
+            assert _in_recovery(lab, "s1") is True and _in_recovery(lab, "s2") is True
+            time.sleep(0.5)
+        # the monitor back: it fails over by itself, to s1 (s2 has candidate priority 0)
+        lab.heal("monitor")
+        rec = lab.manager.wait_for_takeover("p1", time.time(), 120)
+        assert rec.new_primary == "s1" and _in_recovery(lab, "s1") is False
+    finally:
+        removed = lab.down()
+    assert any("pgaf-monitor" in r for r in removed)
+    assert_clean(name)
