@@ -60,9 +60,9 @@ def up(
                                                         "15 or 17 (system packages or Docker images); see `pglab versions`. "
                                                         "Default: $PGLAB_PG if set."),
     ha: Optional[str] = typer.Option(None, "--ha", help="Failover manager: none (you promote), pglab (pglab's monitor) "
-                                                        "or patroni (Patroni + 3 etcd members + HAProxy)."),
+                                                        "patroni (Patroni + 3 etcd members + HAProxy) or repmgr (repmgrd per node; --pg 15)."),
     ha_profile: Optional[str] = typer.Option(None, "--ha-profile", help="Manager timing: default or fast "
-                                                                        "(Patroni: ttl 30/loop_wait 10/retry 10 or 20/2/5)."),
+                                                                        "(Patroni: ttl 30/loop_wait 10/retry 10 or 20/2/5; repmgr: monitor 2 s, 6 x 10 s reconnects or 1 s, 2 x 1 s)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Bring up a lab: a primary and streaming standbys (default: p1, s1 sync, s2 async)."""
@@ -75,7 +75,7 @@ def up(
         print_json(st)
         return
     console.print(status_table(st, f"lab {lab.name} ({lab.runtime}) up in {time.monotonic() - t0:.1f} s"))
-    if lab.topology.ha.manager == "patroni":
+    if lab.topology.ha.manager in ("patroni", "repmgr"):
         _print_ha(lab, st)
     console.print(f"connect: psql \"$(pglab dsn --name {lab.name} --role primary)\"   |   pglab down --name {lab.name}")
 

@@ -16,7 +16,10 @@ __all__ = ["MANAGERS", "Change", "Component", "HAEvent", "Manager", "ManagerView
 
 def check_available(topology: Topology, runtime: str) -> str:
     """Before anything is created: one line naming what is missing. Returns the runtime to use
-    (Patroni's stack runs on the local runtime only, so 'auto' means local)."""
+    (Patroni's and repmgr's stacks run on the local runtime only, so 'auto' means local)."""
+    if topology.ha.manager == "repmgr":
+        from lab.ha.repmgr import check_available as repmgr_available  # lazy: as below
+        return repmgr_available(topology, runtime)
     if topology.ha.manager != "patroni":
         return runtime
     if runtime == "docker":
@@ -38,4 +41,7 @@ def manager(ctx: Ctx) -> Manager:
     if kind == "patroni":
         from lab.ha.patroni import PatroniManager  # lazy: as above
         return PatroniManager(ctx)
+    if kind == "repmgr":
+        from lab.ha.repmgr import RepmgrManager  # lazy: as above
+        return RepmgrManager(ctx)
     raise InvalidInput(f"unknown failover manager {kind!r}", f"use one of: {', '.join(MANAGERS)}")
