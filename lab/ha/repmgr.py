@@ -35,7 +35,7 @@ import psycopg
 from lab.cluster import faults, server, sql
 from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported, WaitTimeout
 from lab.failover import reconfigure
-from lab.failover.phases import server_marks
+from lab.failover.phases import parse_log_time, server_marks
 from lab.failover.rejoin import Rejoin, rejoin
 from lab.ha import repmgr_conf as conf
 from lab.ha.base import (
@@ -465,8 +465,11 @@ class RepmgrManager(Manager):
         # decision, election and promote request are one moment at that resolution (as Patroni's
         # taking of the leader key is), so detection runs until the promote request the server logs
         marks = server_marks(ctx, new, t_fault)
-        t_promoted = marks.ready or next((t for t, ev, node, ok, _ in self._repmgr_events(t_fault - 1, on=new)
-                                          if ev in ("standby_promote", "repmgrd_failover_promote") and node == new and ok), None)
+        # the new timeline is chosen before the server lets a write in (its "ready" line can come
+        # a few ms after the first write it acknowledged)
+        t_promoted = next((t for line in (ctx.rt.read_file(new, ctx.rt.paths(new).log) or "").splitlines()
+                           if "selected new timeline ID" in line and (t := parse_log_time(line)) and t >= t_fault),
+                          None) or marks.ready
         live = [n for n in others if n != new and ctx.rt.postmaster_running(n)]
         spec = self._adopt(new, standbys=live, wait=15.0)
         self.record("promoted", new, f"by repmgrd after {old} failed; pglab set synchronous_standby_names = {spec}")
