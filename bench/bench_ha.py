@@ -1,7 +1,8 @@
-"""Failover managers side by side: Patroni (profiles default and fast) and pglab's monitor, the same
-drill, the same faults, the same checker, on this machine, against a floor measured in the same run.
+"""Failover managers side by side: Patroni and repmgr (profiles default and fast) and pglab's monitor,
+the same drill, the same faults, the same checker, on this machine, against a floor measured in the
+same run. repmgr labs run PostgreSQL 15 (Debian packages repmgr for 15 only); the others the default.
 
-    python bench/bench_ha.py [--repeat 3] [--managers patroni-fast,patroni-default,pglab]
+    python bench/bench_ha.py [--repeat 3] [--managers patroni-fast,patroni-default,repmgr-fast,repmgr-default,pglab]
                              [--faults kill,kill-postgres,pause,partition,pause-short] [--markdown out.md]
 
 floor         kill -9 the primary, pg_promote() the synchronous standby at once, first write (what
@@ -11,7 +12,8 @@ kill-postgres the postmaster only: a supervisor may restart it in place (Patroni
               fails over)
 pause         every process of the node frozen, agent included
 partition     the node's link down (per-node network namespaces: its REST and etcd traffic too)
-pause-short   frozen for half the manager's failover bound (Patroni: ttl / 2; pglab: timeout / 2),
+pause-short   frozen for half the manager's failover bound (Patroni: ttl / 2; repmgr: reconnect_attempts x
+              reconnect_interval / 2; pglab: timeout / 2),
               then resumed: any change of leader is a false failover; its "RTO" is the longest pause
               between acknowledged writes
 
@@ -41,17 +43,27 @@ from lab.workload.ledger import OK  # noqa: E402
 MANAGERS = {
     "patroni-fast": {"ha": "patroni", "ha_profile": "fast"},
     "patroni-default": {"ha": "patroni", "ha_profile": "default"},
+    "repmgr-fast": {"ha": "repmgr", "ha_profile": "fast", "pg": 15},
+    "repmgr-default": {"ha": "repmgr", "ha_profile": "default", "pg": 15},
     "pglab": {"ha": "pglab"},
 }
 FAULTS = ("kill", "kill-postgres", "pause", "partition", "pause-short")
 # the old primary's restart in place is the expected outcome of these faults under Patroni
-NO_FAILOVER_EXPECTED = {"patroni-fast": {"kill-postgres"}, "patroni-default": {"kill-postgres"}, "pglab": set()}
+# (repmgr does not restart a crashed server: it fails over)
+NO_FAILOVER_EXPECTED = {"patroni-fast": {"kill-postgres"}, "patroni-default": {"kill-postgres"}, "pglab": set(),
+                        "repmgr-fast": set(), "repmgr-default": set()}
+
+
+def _repmgr_bound(lab: Lab) -> float:
+    from lab.model.haspec import REPMGR_PROFILES
+    t = REPMGR_PROFILES[lab.topology.ha.profile]
+    return t["monitor_interval_secs"] + t["reconnect_attempts"] * t["reconnect_interval"]
 
 
 def pause_short(lab: Lab, manager: str) -> dict:
     """Freeze the primary for half the manager's bound, resume, and see whether the leader moved."""
     ha = lab.topology.ha
-    hold = ha.ttl / 2 if manager.startswith("patroni") else 1.0
+    hold = ha.ttl / 2 if manager.startswith("patroni") else _repmgr_bound(lab) / 2 if manager.startswith("repmgr") else 1.0
     old = lab.manager.leader()
     w = lab.ledger(clients=2, duration=hold + 60).start()
     lab.wait_for(lambda _: sum(1 for o in w.ops() if o.outcome == OK) > 50, timeout=15, what="writes")
@@ -59,7 +71,8 @@ def pause_short(lab: Lab, manager: str) -> dict:
     lab.fault(old, "pause")
     time.sleep(hold)
     lab.heal(old, "pause")
-    time.sleep((2 * ha.loop_wait + 5) if manager.startswith("patroni") else 3)
+    time.sleep((2 * ha.loop_wait + 5) if manager.startswith("patroni") else
+               (_repmgr_bound(lab) / 2 + 5) if manager.startswith("repmgr") else 3)
     new = lab.manager.leader()
     w.stop()
     w.wait()
