@@ -38,6 +38,7 @@ from bench_failover import floor  # noqa: E402
 
 from lab import Lab  # noqa: E402
 from lab.errors import LabError  # noqa: E402
+from lab.model.haspec import REPMGR_PROFILES  # noqa: E402
 from lab.workload.ledger import OK  # noqa: E402
 
 MANAGERS = {
@@ -55,7 +56,7 @@ NO_FAILOVER_EXPECTED = {"patroni-fast": {"kill-postgres"}, "patroni-default": {"
 
 
 def _repmgr_bound(lab: Lab) -> float:
-    from lab.model.haspec import REPMGR_PROFILES
+    """repmgrd's detection: a monitor interval, then reconnect_attempts tries reconnect_interval apart."""
     t = REPMGR_PROFILES[lab.topology.ha.profile]
     return t["monitor_interval_secs"] + t["reconnect_attempts"] * t["reconnect_interval"]
 

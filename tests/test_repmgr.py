@@ -137,3 +137,25 @@ def test_repmgr_lab_up_status_kill_drill_switchover_and_down():
         removed = lab.down()
     assert sum("repmgrd-" in x for x in removed) == 3
     assert leftovers(name) == []
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(_repmgr_missing() is not None, reason=str(_repmgr_missing()))
+def test_repmgr_does_not_fence_an_isolated_primary():
+    """The caveat, shown: p1 cut off from the other nodes (its clients here still reach it);
+    repmgrd promotes a standby, and nothing stops p1 from acknowledging writes as a primary too."""
+    name = f"rmsb-{uuid.uuid4().hex[:5]}"
+    lab = Lab.up(name=name, runtime="local", pg=15, ha="repmgr", ha_profile="fast", netns=True)
+    try:
+        lab.fault("p1", "isolate")
+        new = lab.wait_for(lambda lb: next((n for n in ("s1", "s2") if lb.manager._writable(n)), None), timeout=60,
+                           what="repmgrd to promote a standby")
+        with psycopg.connect(lab.dsn("p1"), autocommit=True) as c:
+            assert c.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
+            c.execute("SET synchronous_commit = local")
+            c.execute("CREATE TABLE split (id int)")    # acknowledged by the old primary, after the promotion
+        assert set(lab.status().primaries) == {"p1", new}    # two primaries: a split brain
+    finally:
+        lab.down()
+    assert leftovers(name) == []

@@ -70,8 +70,12 @@ def passfile_text(repmgr_password: str, replication_password: str) -> str:
 
 def conninfo(host: str, port: int, home: str) -> str:
     # connect_timeout: without it a node cut off by a network fault stretches every reconnect
-    # attempt to the TCP timeout (repmgr#47)
-    return make_conninfo(host=host, port=port, user=USER, dbname=DB, connect_timeout=2, passfile=passfile(home))
+    # attempt to the TCP timeout (repmgr#47). It bounds connecting only: a query on a connection
+    # that was open when the peer was cut off (packets dropped, no reset) waits for TCP's own
+    # retransmission timeout, minutes; tcp_user_timeout and keepalives end such a wait in seconds.
+    return make_conninfo(host=host, port=port, user=USER, dbname=DB, connect_timeout=2, passfile=passfile(home),
+                         keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=2,
+                         tcp_user_timeout=4000)
 
 
 def _q(v: object) -> str:
