@@ -178,7 +178,10 @@ class RepmgrManager(Manager):
         def watching(n: str) -> bool:
             if self._svc().pid(f"repmgrd-{n}") is None:
                 raise NodeFailed(f"repmgrd on {n} exited", f"see {self._home(n)}/repmgr.log", details=self._log_tail(n))
-            return "monitoring" in self._log(n)
+            # the latest start's lines only: an earlier run of repmgrd wrote the same words
+            text = self._log(n)
+            since = text[text.rfind("starting up"):]
+            return "monitoring connection to upstream" in since or "monitoring cluster primary" in since
         wait_until(lambda: all(watching(n) for n in nodes), timeout=30, what=f"repmgrd on {', '.join(nodes)} to monitor",
                    interval=0.1, logs=lambda: "\n".join(f"--- {n} ---\n{self._log_tail(n)}" for n in nodes))
 
