@@ -49,7 +49,7 @@ from lab.ha.base import (
     Takeover,
 )
 from lab.replication import syncpolicy
-from lab.wait import wait_until
+from lab.wait import poll, wait_until
 
 
 class RepmgrError(LabError):
@@ -296,8 +296,30 @@ class RepmgrManager(Manager):
             except psycopg.Error:
                 continue
             reconfigure.repoint(ctx, s, primary)
+        self._repair_diverged(primary, standbys, wait)
         spec = reconfigure.restore_sync(ctx, primary, wait=wait, expect=standbys)
         return spec.render() or "''"
+
+    def _repair_diverged(self, primary: str, standbys: list[str], wait: float) -> None:
+        """repmgrd elects on the LSNs its standbys report at one moment; a sibling may still hold WAL
+        beyond the winner's fork point (seen here: "follow target server's timeline 3 forked off
+        current database system timeline 2 before current recovery point"). Such a standby can never
+        stream from the new primary: pglab rewinds it (its rejoin) and re-registers it with repmgr."""
+        ctx = self.ctx
+        marks = {s: len(ctx.rt.read_file(s, ctx.rt.paths(s).log) or "") for s in standbys}
+
+        def diverged(s: str) -> bool:
+            text = (ctx.rt.read_file(s, ctx.rt.paths(s).log) or "")[marks[s]:]
+            return "forked off current database system timeline" in text
+
+        def settled() -> bool:
+            live = reconfigure.streaming(ctx, primary)
+            return all(s in live or diverged(s) for s in standbys)
+        poll(settled, timeout=wait, interval=0.2)
+        for s in [s for s in standbys if s not in reconfigure.streaming(ctx, primary) and diverged(s)]:
+            rj = rejoin(ctx, s)
+            self.repmgr(s, "standby", "register", "--force", f"--upstream-node-id={self._ids()[primary]}")
+            self.record("rewound", s, f"{s} had WAL beyond {primary}'s fork point: {rj.method} ({rj.reason})")
 
     def _live_standbys(self, primary: str, exclude: set[str] = frozenset()) -> list[str]:
         return [n for n in self.ctx.state.nodes if n != primary and n not in exclude and self.ctx.rt.postmaster_running(n)]
