@@ -2,7 +2,8 @@
 the same drill, the same faults, the same checker, on this machine, against a floor measured in the
 same run. repmgr labs run PostgreSQL 15 (Debian packages repmgr for 15 only); the others the default.
 
-    python bench/bench_ha.py [--repeat 3] [--managers patroni-fast,patroni-default,repmgr-fast,repmgr-default,pglab]
+    python bench/bench_ha.py [--repeat 3] [--managers patroni-fast,patroni-default,pglab]
+                             (also repmgr-fast, repmgr-default: PostgreSQL 15 with postgresql-15-repmgr)
                              [--faults kill,kill-postgres,pause,partition,pause-short] [--markdown out.md]
 
 floor         kill -9 the primary, pg_promote() the synchronous standby at once, first write (what
@@ -125,7 +126,7 @@ def markdown(table: list[list[str]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--managers", default=",".join(MANAGERS))
+    ap.add_argument("--managers", default="patroni-fast,patroni-default,pglab")
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--json", default=None)
