@@ -1,8 +1,10 @@
-"""Failover managers side by side: Patroni and pg_auto_failover (profiles default and fast) and pglab's monitor, the same
-drill, the same faults, the same checker, on this machine, against a floor measured in the same run.
+"""Failover managers side by side: Patroni, pg_auto_failover and repmgr (profiles default and fast)
+and pglab's monitor, the same drill, the same faults, the same checker, on this machine, against a
+floor measured in the same run. pg_auto_failover and repmgr labs run PostgreSQL 15 (Debian packages
+them for 15 only); the others the default.
 
     python bench/bench_ha.py [--repeat 3] [--managers patroni-fast,patroni-default,pg_auto_failover-fast,
-                                                      pg_auto_failover-default,pglab]
+                                                      pg_auto_failover-default,repmgr-fast,repmgr-default,pglab]
                              [--faults kill,kill-postgres,pause,partition,pause-short] [--markdown out.md]
                              [--runtime local|docker]
 
@@ -14,7 +16,8 @@ kill-postgres the postmaster only: a supervisor may restart it in place (Patroni
 pause         every process of the node frozen, agent included
 partition     the node's link down (per-node network namespaces: its REST and etcd traffic too)
 pause-short   frozen for half the manager's failover bound (Patroni: ttl / 2; pg_auto_failover:
-              node_considered_unhealthy_timeout / 2; pglab: timeout / 2),
+              node_considered_unhealthy_timeout / 2; repmgr: (monitor interval + reconnect_attempts x
+              reconnect_interval) / 2; pglab: timeout / 2),
               then resumed: any change of leader is a false failover; its "RTO" is the longest pause
               between acknowledged writes
 
@@ -42,6 +45,7 @@ from bench_failover import floor  # noqa: E402
 from lab import Lab  # noqa: E402
 from lab.errors import LabError  # noqa: E402
 from lab.ha.pgaf_conf import PROFILES as PGAF_PROFILES  # noqa: E402
+from lab.model.haspec import REPMGR_PROFILES  # noqa: E402
 from lab.workload.ledger import OK  # noqa: E402
 
 MANAGERS = {
@@ -50,12 +54,16 @@ MANAGERS = {
     # PostgreSQL 15 (pg_auto_failover's Debian packages), on 127.0.0.1 (no per-node namespaces)
     "pg_auto_failover-fast": {"ha": "pg_auto_failover", "ha_profile": "fast", "pg": 15, "netns": False},
     "pg_auto_failover-default": {"ha": "pg_auto_failover", "ha_profile": "default", "pg": 15, "netns": False},
+    "repmgr-fast": {"ha": "repmgr", "ha_profile": "fast", "pg": 15},
+    "repmgr-default": {"ha": "repmgr", "ha_profile": "default", "pg": 15},
     "pglab": {"ha": "pglab"},
 }
 FAULTS = ("kill", "kill-postgres", "pause", "partition", "pause-short")
 # the old primary's restart in place is the expected outcome of these faults under Patroni
+# (repmgr does not restart a crashed server: it fails over)
 NO_FAILOVER_EXPECTED = {"patroni-fast": {"kill-postgres"}, "patroni-default": {"kill-postgres"}, "pglab": set(),
-                        "pg_auto_failover-fast": {"kill-postgres"}, "pg_auto_failover-default": {"kill-postgres"}}
+                        "pg_auto_failover-fast": {"kill-postgres"}, "pg_auto_failover-default": {"kill-postgres"},
+                        "repmgr-fast": set(), "repmgr-default": set()}
 
 
 def _bound_s(lab: Lab, manager: str) -> float:
@@ -64,6 +72,10 @@ def _bound_s(lab: Lab, manager: str) -> float:
         return lab.topology.ha.ttl
     if manager.startswith("pg_auto_failover"):
         return PGAF_PROFILES[lab.topology.ha.profile]["node_considered_unhealthy_timeout"] / 1000
+    if manager.startswith("repmgr"):
+        # repmgrd: a monitor interval, then reconnect_attempts tries reconnect_interval apart
+        t = REPMGR_PROFILES[lab.topology.ha.profile]
+        return t["monitor_interval_secs"] + t["reconnect_attempts"] * t["reconnect_interval"]
     return 2.0
 
 
@@ -80,6 +92,8 @@ def pause_short(lab: Lab, manager: str) -> dict:
     lab.heal(old, "pause")
     if manager.startswith("patroni"):
         time.sleep(2 * ha.loop_wait + 5)
+    elif manager.startswith("repmgr"):
+        time.sleep(_bound_s(lab, manager) / 2 + 5)
     else:
         time.sleep(_bound_s(lab, manager) + 3 if manager.startswith("pg_auto_failover") else 3)
     new = lab.manager.leader()
@@ -133,7 +147,7 @@ def markdown(table: list[list[str]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--managers", default=",".join(MANAGERS))
+    ap.add_argument("--managers", default="patroni-fast,patroni-default,pglab")
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--json", default=None)

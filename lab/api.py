@@ -62,7 +62,7 @@ class Lab(Cluster):
            say: Say | None = None) -> "Lab":
         """Bring a lab up. `topology` is a Topology, a path to a topology file, or None for the
         default (p1 primary, s1 synchronous, the rest asynchronous). `ha` picks the failover manager
-        (none, pglab, patroni, pg_auto_failover; the short form of the topology's [ha] manager), `ha_profile` its
+        (none, pglab, patroni, pg_auto_failover, repmgr; the short form of the topology's [ha] manager), `ha_profile` its
         timing profile (default, fast). `pg`: the PostgreSQL major (see `lab.api.versions()`)."""
         topology = resolve_topology(topology, standbys=standbys, sync=sync, netns=netns, pg=pg)
         if ha is not None or ha_profile is not None:
@@ -87,7 +87,7 @@ class Lab(Cluster):
 
     @property
     def manager(self) -> Manager:
-        """The lab's failover manager (lab.ha): none, pglab, patroni or pg_auto_failover."""
+        """The lab's failover manager (lab.ha): none, pglab, patroni, pg_auto_failover or repmgr."""
         return manager(self.ctx)
 
     def ha_view(self) -> ManagerView:

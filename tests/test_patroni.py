@@ -36,7 +36,7 @@ def test_profiles_and_overrides():
 
 
 @pytest.mark.parametrize("bad, words", [
-    ({"manager": "repmgr"}, "unknown failover manager"),
+    ({"manager": "corosync"}, "unknown failover manager"),
     ({"manager": "patroni", "profile": "slow"}, "unknown [ha] profile"),
     ({"manager": "patroni", "ttl": 10}, "below Patroni's minimums"),
     ({"manager": "patroni", "ttl": 20, "loop_wait": 10, "retry_timeout": 10}, "exceeds ttl"),

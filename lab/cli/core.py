@@ -61,11 +61,12 @@ def up(
                                                         "15 or 17 (system packages or Docker images); see `pglab versions`. "
                                                         "Default: $PGLAB_PG if set."),
     ha: Optional[str] = typer.Option(None, "--ha", help="Failover manager: none (you promote), pglab (pglab's monitor) "
-                                                        "patroni (Patroni + 3 etcd members + HAProxy) or pg_auto_failover "
-                                                        "(a monitor + a keeper per node; PostgreSQL 15)."),
+                                                        "patroni (Patroni + 3 etcd members + HAProxy), pg_auto_failover "
+                                                        "(a monitor + a keeper per node; PostgreSQL 15) or repmgr "
+                                                        "(repmgrd per node; --pg 15)."),
     ha_profile: Optional[str] = typer.Option(None, "--ha-profile", help="Manager timing: default or fast "
                                                                         "(Patroni: ttl 30/loop_wait 10/retry 10 or 20/2/5; "
-                                                                        "pg_auto_failover: docs/ha-managers.md)."),
+                                                                        "pg_auto_failover and repmgr: docs/ha-managers.md)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Bring up a lab: a primary and streaming standbys (default: p1, s1 sync, s2 async)."""
@@ -78,7 +79,7 @@ def up(
         print_json(st)
         return
     console.print(status_table(st, f"lab {lab.name} ({lab.runtime}) up in {time.monotonic() - t0:.1f} s"))
-    if lab.topology.ha.manager in ("patroni", "pg_auto_failover"):
+    if lab.topology.ha.manager in ("patroni", "pg_auto_failover", "repmgr"):
         _print_ha(lab, st)
     console.print(f"connect: psql \"$(pglab dsn --name {lab.name} --role primary)\"   |   pglab down --name {lab.name}")
 

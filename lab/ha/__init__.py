@@ -17,10 +17,13 @@ __all__ = ["MANAGERS", "Change", "Component", "HAEvent", "Manager", "ManagerView
 def check_available(topology: Topology, runtime: str) -> str:
     """Before anything is created: one line naming what is missing. Returns the runtime to use
     ('auto' means local for Patroni, whose Docker stack needs an HA image built first, and for
-    pg_auto_failover, whose stack runs on the local runtime only)."""
+    pg_auto_failover and repmgr, whose stacks run on the local runtime only)."""
     if topology.ha.manager == "pg_auto_failover":
         from lab.ha.pgaf import check_available as pgaf_available  # lazy: pg_auto_failover's plumbing only when asked
         return pgaf_available(topology, runtime)
+    if topology.ha.manager == "repmgr":
+        from lab.ha.repmgr import check_available as repmgr_available  # lazy: repmgr's plumbing only when asked
+        return repmgr_available(topology, runtime)
     if topology.ha.manager != "patroni":
         return runtime
     if runtime == "docker":
@@ -59,4 +62,7 @@ def manager(ctx: Ctx) -> Manager:
     if kind == "pg_auto_failover":
         from lab.ha.pgaf import PgAutoFailoverManager  # lazy: as above
         return PgAutoFailoverManager(ctx)
+    if kind == "repmgr":
+        from lab.ha.repmgr import RepmgrManager  # lazy: as above
+        return RepmgrManager(ctx)
     raise InvalidInput(f"unknown failover manager {kind!r}", f"use one of: {', '.join(MANAGERS)}")

@@ -2,7 +2,8 @@
 
     [ha]
     manager = "patroni"          # none (manual: you promote), pglab (pglab's monitor), patroni,
-                                 # pg_auto_failover (a monitor + one keeper per node; only `profile` applies)
+                                 # pg_auto_failover (a monitor + one keeper per node), repmgr
+                                 # (repmgrd on every node); for these two only `profile` applies
     profile = "fast"             # default: Patroni's own defaults (ttl 30, loop_wait 10, retry_timeout 10)
                                  # fast: the smallest values its code accepts (ttl 20, loop_wait 2, retry_timeout 5)
     ttl = 20                     # any of these overrides the profile
@@ -23,6 +24,10 @@ loop_wait + 2 * retry_timeout <= ttl.
 
 With manager = "pg_auto_failover" the profile names the monitor's health-check settings
 (lab.ha.pgaf_conf.PROFILES: default = pg_auto_failover's own, fast = the smallest sensible).
+
+With manager = "repmgr" only `profile` applies (PostgreSQL 15: Debian packages repmgr for it only):
+default is repmgr's own defaults (monitor_interval_secs 2, reconnect_attempts 6, reconnect_interval
+10), fast the smallest sensible values (1, 2, 1); see REPMGR_PROFILES and lab.ha.repmgr_conf.
 """
 from __future__ import annotations
 
@@ -31,10 +36,15 @@ from typing import Any
 
 from lab.errors import InvalidInput, one_of
 
-MANAGERS = ("none", "pglab", "patroni", "pg_auto_failover")
+MANAGERS = ("none", "pglab", "patroni", "pg_auto_failover", "repmgr")
 PROFILES: dict[str, dict[str, int]] = {
     "default": {"ttl": 30, "loop_wait": 10, "retry_timeout": 10},
     "fast": {"ttl": 20, "loop_wait": 2, "retry_timeout": 5},
+}
+# repmgrd's timing per profile (repmgr.conf keys); repmgr's parser refuses monitor_interval_secs < 1
+REPMGR_PROFILES: dict[str, dict[str, int]] = {
+    "default": {"monitor_interval_secs": 2, "reconnect_attempts": 6, "reconnect_interval": 10},
+    "fast": {"monitor_interval_secs": 1, "reconnect_attempts": 2, "reconnect_interval": 1},
 }
 _KEYS = {"manager", "profile", "ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "synchronous_mode",
          "synchronous_mode_strict", "synchronous_node_count", "failsafe_mode", "nosync", "etcd_members", "haproxy"}
@@ -59,7 +69,7 @@ class HASpec:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"manager": self.manager}
-        if self.manager == "pg_auto_failover":
+        if self.manager in ("pg_auto_failover", "repmgr"):
             return {**d, "profile": self.profile}
         if self.manager != "patroni":
             return d

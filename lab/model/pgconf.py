@@ -66,6 +66,10 @@ def render(topology: Topology, *, lab: str, node: str, listen: str, port: int, s
         if spec.apply_delay:
             settings["recovery_min_apply_delay"] = spec.apply_delay
     settings.update(dict(topology.settings))
+    if topology.ha.manager == "repmgr":
+        # repmgrd keeps its state in shared memory that the repmgr library sets up at server start
+        libs = [x.strip() for x in settings.get("shared_preload_libraries", "").split(",") if x.strip()]
+        settings["shared_preload_libraries"] = ",".join([*libs, "repmgr"] if "repmgr" not in libs else libs)
     settings.update(extra or {})
     lines = ["# Written by pglab for this node; the lab rewrites it on every reconfiguration.\n"]
     lines += [f"{k} = {quote(v)}\n" for k, v in settings.items()]

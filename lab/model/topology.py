@@ -15,7 +15,8 @@ asynchronous standby), from `pglab up` options, or from a TOML/YAML file:
     [settings]                        # any PostgreSQL parameter, checked against the server
     wal_keep_size = "64MB"
 
-    [ha]                              # the failover manager (lab.model.haspec): none, pglab, patroni, pg_auto_failover
+    [ha]                              # the failover manager (lab.model.haspec): none, pglab, patroni,
+                                      # pg_auto_failover, repmgr
     manager = "none"
 
     [[nodes]]                         # without any [[nodes]]: p1, s1 (sync), s2 (async)
