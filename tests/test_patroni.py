@@ -219,3 +219,19 @@ def test_both_runtimes_provide_every_service_operation():
     assert {"host", "front", "reach", "bind_address", "program", "put", "start", "signal", "partition"} <= wanted
     for impl in (LocalServices, DockerServices):
         assert wanted <= set(dir(impl)), (impl.__name__, wanted - set(dir(impl)))
+
+
+def test_managers_with_their_own_rules_refuse_pglabs_failover_options():
+    """Pure logic: --fence or a --max-lag the user chose is refused in one line naming the option;
+    the CLI's defaults and --force are not a choice, so they pass."""
+    from lab.errors import InvalidInput
+    from lab.failover.election import DEFAULT_MAX_LAG_BYTES
+    from lab.ha.base import refuse_pglab_options
+    refuse_pglab_options({"force": True, "max_lag_bytes": DEFAULT_MAX_LAG_BYTES, "fence_with": "none"}, "Patroni", "x")
+    with pytest.raises(InvalidInput, match="--fence does not apply to a Patroni lab"):
+        refuse_pglab_options({"fence_with": "kill"}, "Patroni", "x")
+    with pytest.raises(InvalidInput, match="--max-lag does not apply to a pg_auto_failover lab"):
+        refuse_pglab_options({"max_lag_bytes": 1}, "pg_auto_failover", "x")
+    refuse_pglab_options({"max_lag_bytes": 1}, "repmgr", "x", ignore=("max_lag_bytes",))
+    with pytest.raises(InvalidInput, match="--allow-data-loss does not apply to a repmgr lab"):
+        refuse_pglab_options({"allow_data_loss": True}, "repmgr", "x")

@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 from lab.cluster import faults
 from lab.cluster.context import Ctx
+from lab.errors import InvalidInput
 from lab.failover import rejoin
+from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 
 Say = Callable[[str], None]
 
@@ -86,6 +88,20 @@ class Change:
     steps: tuple[tuple[str, float], ...] = ()
     demoted: bool = False         # the old primary streams from the new one again
     timeline: int | None = None
+
+
+_OPTION_NAMES = {"fence_with": "--fence", "max_lag_bytes": "--max-lag", "allow_data_loss": "--allow-data-loss"}
+
+
+def refuse_pglab_options(kw: dict[str, Any], manager: str, rules: str, *, ignore: tuple[str, ...] = ()) -> None:
+    """A manager that fails over by its own rules refuses pglab's failover options in one line.
+    `force` and the CLI's default --max-lag are never a choice the user made."""
+    if kw.get("max_lag_bytes") == DEFAULT_MAX_LAG_BYTES:
+        kw = {k: v for k, v in kw.items() if k != "max_lag_bytes"}
+    bad = [k for k, v in kw.items() if k not in ("force", *ignore) and v not in (None, False, "none")]
+    if bad:
+        opt = _OPTION_NAMES.get(bad[0], "--" + bad[0].replace("_", "-"))
+        raise InvalidInput(f"{opt} does not apply to a {manager} lab", rules)
 
 
 class Manager(ABC):

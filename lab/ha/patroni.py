@@ -37,10 +37,9 @@ import yaml
 
 from lab.cluster import sql
 from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported, WaitTimeout
-from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.failover.rejoin import Rejoin
 from lab.ha import etcd, haproxy
-from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover
+from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover, refuse_pglab_options
 from lab.ha.patroni_faults import PatroniFaults
 from lab.ha.patroni_conf import check, render, runner, runner_hint
 from lab.wait import wait_until
@@ -384,13 +383,7 @@ class PatroniManager(PatroniFaults, Manager):
         return self._change("switchover", to)
 
     def failover(self, to: str | None, **kw: Any) -> Change:
-        if kw.get("max_lag_bytes") == DEFAULT_MAX_LAG_BYTES:
-            kw.pop("max_lag_bytes")   # the CLI's default, not a choice
-        bad = [k for k, v in kw.items() if k != "force" and v not in (None, False, "none")]
-        if bad:
-            opt = {"fence_with": "--fence", "max_lag_bytes": "--max-lag"}.get(bad[0], "--" + bad[0].replace("_", "-"))
-            raise InvalidInput(f"{opt} does not apply to a Patroni lab",
-                               "Patroni applies its own guard (maximum_lag_on_failover, synchronous_mode)")
+        refuse_pglab_options(kw, "Patroni", "Patroni applies its own guard (maximum_lag_on_failover, synchronous_mode)")
         return self._change("failover", to)
 
     # ---- drills ------------------------------------------------------------------------------

@@ -28,10 +28,9 @@ import psycopg
 from lab.cluster import nodes as cluster
 from lab.cluster import sql
 from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported, WaitTimeout
-from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.failover.rejoin import Rejoin
 from lab.ha import pgaf_monitor as mon
-from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover
+from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover, refuse_pglab_options
 from lab.ha.pgaf_conf import PROFILES, check, keeper_env, monitor_settings, passfile_text, shape
 from lab.ha.pgaf_faults import MONITOR, PgafFaults
 from lab.model import pgconf
@@ -361,13 +360,7 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         return self._perform("switchover", to)
 
     def failover(self, to: str | None, **kw: Any) -> Change:
-        if kw.get("max_lag_bytes") == DEFAULT_MAX_LAG_BYTES:
-            kw.pop("max_lag_bytes")   # the CLI's default, not a choice
-        bad = [k for k, v in kw.items() if k != "force" and v not in (None, False, "none")]
-        if bad:
-            opt = {"fence_with": "--fence", "max_lag_bytes": "--max-lag"}.get(bad[0], "--" + bad[0].replace("_", "-"))
-            raise InvalidInput(f"{opt} does not apply to a pg_auto_failover lab",
-                               "the monitor applies its own rules (replication quorum, candidate priority)")
+        refuse_pglab_options(kw, "pg_auto_failover", "the monitor applies its own rules (replication quorum, candidate priority)")
         return self._perform("failover", to)
 
     # ---- drills ----------------------------------------------------------------------------------

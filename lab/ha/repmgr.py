@@ -43,6 +43,7 @@ from lab.ha.base import (
     Manager,
     Say,
     Takeover,
+    refuse_pglab_options,
 )
 from lab.ha.repmgr_view import RepmgrView
 from lab.replication import syncpolicy
@@ -317,10 +318,7 @@ class RepmgrManager(RepmgrView, Manager):
     def failover(self, to: str | None, **kw: Any) -> Change:
         """By hand: the primary is gone; `repmgr standby promote` on the target (repmgr refuses
         while the primary still runs), the others follow, pglab sets synchronous_standby_names."""
-        bad = [k for k, v in kw.items() if k not in ("force", "max_lag_bytes") and v not in (None, False, "none")]
-        if bad:
-            opt = {"fence_with": "--fence", "allow_data_loss": "--allow-data-loss"}.get(bad[0], "--" + bad[0].replace("_", "-"))
-            raise InvalidInput(f"{opt} does not apply to a repmgr lab", "repmgr promotes the standby you name, as it is")
+        refuse_pglab_options(kw, "repmgr", "repmgr promotes the standby you name, as it is", ignore=("max_lag_bytes",))
         ctx = self.ctx
         old = ctx.state.primary
         to = self._target(to, old)
