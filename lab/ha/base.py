@@ -185,5 +185,21 @@ class Manager(ABC):
         """An old primary back as a standby (`pglab rejoin`): pg_rewind, else a re-clone."""
         return rejoin.rejoin(self.ctx, node, inspect=inspect, allow_reclone=allow_reclone)
 
+    # ---- faults under a supervisor (Patroni, pg_auto_failover) -------------------------------
+    @property
+    def _last_fault(self) -> dict[str, str]:
+        """The last fault injected per node in this process (a supervisor's takeover depends on it:
+        a killed postmaster alone is restarted in place)."""
+        if not hasattr(self, "_faults_seen"):
+            self._faults_seen: dict[str, str] = {}
+        return self._faults_seen
+
+    def _note_fault(self, node: str, kind: str) -> None:
+        self._last_fault[node] = kind
+        in_force = self.ctx.state.faults.setdefault(node, [])
+        if kind not in in_force and kind != "kill-postgres":   # the supervisor undoes that one by itself
+            in_force.append(kind)
+        self.ctx.event(f"fault:{kind}", node)
+
     def record(self, kind: str, node: str | None, detail: str = "") -> None:
         self.ctx.event(f"ha:{kind}", node, detail=detail)

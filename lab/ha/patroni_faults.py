@@ -62,19 +62,6 @@ class PatroniFaults:
             rt.throttle(node, rate)
         self._note_fault(node, kind)
 
-    @property
-    def _last_fault(self) -> dict[str, str]:
-        if not hasattr(self, "_faults_seen"):
-            self._faults_seen: dict[str, str] = {}
-        return self._faults_seen
-
-    def _note_fault(self, node: str, kind: str) -> None:
-        self._last_fault[node] = kind
-        in_force = self.ctx.state.faults.setdefault(node, [])
-        if kind not in in_force and kind != "kill-postgres":
-            in_force.append(kind)
-        self.ctx.event(f"fault:{kind}", node)
-
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         svc, rt = self._svc(), self.ctx.rt
         todo = [kind] if kind else list(self.ctx.state.faults.get(node, []))

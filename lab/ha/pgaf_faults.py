@@ -42,20 +42,6 @@ class PgafFaults:
                 rt.pause(node)
         self._note_fault(node, kind)
 
-    @property
-    def _last_fault(self) -> dict[str, str]:
-        if not hasattr(self, "_faults_seen"):
-            self._faults_seen: dict[str, str] = {}
-        return self._faults_seen
-
-    def _note_fault(self, node: str, kind: str) -> None:
-        self._last_fault[node] = kind
-        in_force = self.ctx.state.faults.setdefault(node, [])
-        if kind not in in_force and kind != "kill-postgres":   # the keeper undoes that one by itself
-            in_force.append(kind)
-        self.ctx.save()
-        self.ctx.event(f"fault:{kind}", node)
-
     def heal(self, node: str, kind: str | None = None) -> list[str]:
         if node not in self.ctx.state.nodes and node != MONITOR:
             raise InvalidInput(f"no node {node!r} in lab {self.ctx.name}",
