@@ -19,9 +19,12 @@ import subprocess
 import shutil
 import re
 import tarfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import docker
 import docker.errors
@@ -46,6 +49,22 @@ PG_PORT = 5432
 #: PID 1's child in every node container; a module constant so a test can make it crash
 SLEEPER = ["sleep", "infinity"]
 RATE_RE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
+
+@contextmanager
+def _not_interrupted() -> Iterator[None]:
+    """Ctrl-C waits until the daemon has answered. A request abandoned half-way still completes in
+    the daemon, after the clean-up of the interrupted `up` has looked for what to remove (a
+    network was left behind that way). The node containers need no such care: they are made in
+    worker threads, which the interrupted main thread waits for before it cleans up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)   # a Ctrl-C that came meanwhile is raised now
+
 
 def _filters(name: str) -> dict:
     return {"label": f"{LABEL}={name}"}
@@ -192,8 +211,9 @@ class DockerRuntime:
 
     def prepare(self, nodes: tuple[NodeSpec, ...]) -> dict[str, NodeAddr]:
         self._check_names(nodes)
-        net = self.client.networks.create(self.network, driver="bridge", labels=self._labels(),
-                                          check_duplicate=True)
+        with _not_interrupted():
+            net = self.client.networks.create(self.network, driver="bridge", labels=self._labels(),
+                                              check_duplicate=True)
         net.reload()
         self.subnet = net.attrs["IPAM"]["Config"][0]["Subnet"]
         with ThreadPoolExecutor(max_workers=len(nodes)) as ex:
