@@ -81,3 +81,14 @@ def test_show_and_list_start_nothing():
     assert r.exit_code == 0 and "steps" in r.output
     r = runner.invoke(app, ["scenario", "list", str(SCENARIOS[0].parent)])
     assert r.exit_code == 0 and SCENARIOS[0].name in r.output
+
+
+def test_a_failing_sql_step_is_a_failed_step_not_a_crash(tmp_path):
+    """A server's error (here a division by zero; a cut-off node gives a connection error) fails
+    the step and the run goes on to its report and clean-up."""
+    f = _write(tmp_path, [{"sql": "SELECT 1/0"}], ['primary == "p1"'])
+    res = run_scenario(load_scenario(f), runtime="local")
+    assert res.exit_code == 1
+    step = res.steps[0]
+    assert step.outcome == "failed" and step.detail.startswith("DivisionByZero: division by zero"), step
+    assert leftovers(res.lab) == []

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import psycopg
+
 from lab.api import Lab
 from lab.errors import LabError
 from lab.cluster.status import Role
@@ -146,6 +148,12 @@ def _run_one(run: RunCtx, step: Step, res: RunResult) -> bool:
         res.steps.append(StepResult(step.name, step.action, step.describe(), t0, time.time(), "failed", e.line()))
     except AssertionError as e:
         res.steps.append(StepResult(step.name, step.action, step.describe(), t0, time.time(), "failed", str(e)))
+    except psycopg.Error as e:
+        # a server that does not answer (cut off, down) or refuses: the step failed, the run goes on
+        # to its clean-up and report like any other failure
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        res.steps.append(StepResult(step.name, step.action, step.describe(), t0, time.time(), "failed",
+                                    f"{type(e).__name__}: {why}"))
     return False
 
 
