@@ -123,6 +123,7 @@ def test_markdown_has_every_cell_and_the_floor():
     assert lines[0].startswith("| manager | fault | mode |") and len([ln for ln in lines if ln.startswith("| ")]) == 6
     assert "| pglab | kill | sync | 1 | 0.60 | 0.60 |" in md and "by pglab 1/1" in md
     assert "unsupported: not a failover drill" in md
+    assert "| patroni-fast | pause-short | sync | 1 | 0.40 | 0.40 | n/a | n/a | 0 | 0 | 0 | 0/1 | not needed |" in md
     assert "median 0.14s over 2" in floor_line(_result()) and "unknown (could not start)" in floor_line(_result(()))
 
 

@@ -26,9 +26,12 @@ def _i(x: int | None) -> str:
 
 def _back(c: Cell) -> str:
     """Whether the old primary came back as a standby by itself (the manager) or by pglab's rejoin."""
-    known = [r for r in c.rows if r.error is None and r.rejoin_by is not None]
+    done = [r for r in c.rows if r.error is None]
+    if done and not any(r.leader_moved for r in done):
+        return "not needed"     # it stayed the primary (pause-short, a restart in place)
+    known = [r for r in done if r.rejoin_by is not None]
     if not known:
-        return UNKNOWN if c.n else NA
+        return UNKNOWN if done else NA
     itself = sum(1 for r in known if r.rejoin_by == "manager")
     return f"by itself {itself}/{len(known)}" if itself else f"by pglab {len(known)}/{len(known)}"
 
