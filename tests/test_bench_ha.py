@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from lab.api import list_labs
@@ -17,6 +18,9 @@ from lab.cli import app
 from lab.cluster.bootstrap import down
 from lab.errors import InvalidInput
 from lab.runtime.leftovers import leftovers
+from lab.scenario.benchstep import bench_options, figure_name
+from lab.scenario.runner import run_scenario
+from lab.scenario.spec import load_scenario
 
 runner = CliRunner()
 
@@ -166,4 +170,49 @@ def test_bench_ha_pglab_kill_for_real(tmp_path):
         for n in labs:
             down(n)
     for n in labs:
+        assert leftovers(n) == [], f"lab {n} left {leftovers(n)}"
+
+
+# ---- the scenario step --------------------------------------------------------------------------
+def _scenario(tmp_path, bench: dict, expect: list[str]) -> Path:
+    f = tmp_path / "bench.yaml"
+    f.write_text("# bench ha from a scenario.\n" + yaml.safe_dump({
+        "topology": {"nodes": [{"name": "p1", "role": "primary"}, {"name": "s1"}]}, "runtime": "local",
+        "steps": [{"bench": "ha", **bench}], "expect": expect}))
+    return f
+
+
+def test_scenario_step_checks_its_options_when_loaded(tmp_path):
+    sc = load_scenario(_scenario(tmp_path, {"managers": ["pglab"], "faults": "kill,pause-short", "repeat": 2},
+                                 ["bench.pglab.kill.sync.lost == 0"]))
+    assert bench_options(sc.steps[0].options) == BenchOptions(("pglab",), ("default", "fast"),
+                                                              ("kill", "pause-short"), ("sync",), 2, "local")
+    for bad in ({"managers": "stolon"}, {"repeat": "many"}, {"modes": ["sync", "quorum"]}):
+        with pytest.raises(InvalidInput) as e:
+            load_scenario(_scenario(tmp_path, bad, ["bench.floor_s > 0"]))
+        assert "step 1" in e.value.line() or "bench" in e.value.line()
+    with pytest.raises(InvalidInput):
+        load_scenario(_write_raw(tmp_path, {"bench": "failover"}))
+    assert figure_name("pg_auto_failover-fast", "kill-postgres", "sync", "lost") == \
+        "bench.pg_auto_failover_fast.kill_postgres.sync.lost"
+
+
+def _write_raw(tmp_path, step: dict) -> Path:
+    f = tmp_path / "raw.yaml"
+    f.write_text("# raw.\n" + yaml.safe_dump({"topology": {"nodes": [{"name": "p1", "role": "primary"}, {"name": "s1"}]},
+                                             "steps": [step], "expect": ["bench.floor_s > 0"]}))
+    return f
+
+
+@pytest.mark.slow
+def test_scenario_step_runs_the_bench(tmp_path):
+    sc = load_scenario(_scenario(tmp_path, {"managers": "pglab", "faults": "kill", "repeat": 1},
+                                 ["bench.pglab.kill.sync.lost == 0", "bench.pglab.kill.sync.rto_median_s < 17",
+                                  "bench.pglab.kill.sync.n == 1", "bench.floor_s > 0"]))
+    res = run_scenario(sc, runtime="local", timeout_multiplier=2.0)
+    failed = [f"{e.text}: actual {e.actual}" for e in res.expectations if not e.passed]
+    assert res.exit_code == 0, f"{res.error} {failed} {[s.detail for s in res.steps]}"
+    labs = str(res.figures["bench.labs"]).split(",")
+    assert len(labs) == 2
+    for n in [res.lab, *labs]:
         assert leftovers(n) == [], f"lab {n} left {leftovers(n)}"
