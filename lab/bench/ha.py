@@ -23,8 +23,8 @@ import os
 import statistics
 import time
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import psycopg
