@@ -20,9 +20,8 @@ import sys
 import time
 import uuid
 
-import psycopg
-
 from lab import Lab
+from lab.bench.ha import floor
 from lab.failover import drill, rejoin
 from lab.cluster.bootstrap import down
 from lab.failover.checker import check
@@ -33,24 +32,7 @@ def med_max(xs: list[float]) -> tuple[float, float]:
     return statistics.median(xs), max(xs)
 
 
-def floor(lab: Lab) -> float:
-    """kill -9 primary -> pg_promote() on the sync standby -> first write, by hand."""
-    old = lab.primary
-    target = next(n.name for n in lab.status().nodes if n.sync_state == "sync")
-    conn_t = psycopg.connect(lab.dsn(target), autocommit=True)
-    t0 = time.time()
-    lab.ctx.rt.kill(old)
-    conn_t.execute("SELECT pg_promote(true, 60)")
-    conn_t.execute("CREATE TABLE IF NOT EXISTS floor_probe (t float8)")
-    conn_t.execute("INSERT INTO floor_probe VALUES (%s)", (t0,))
-    dt = time.time() - t0
-    conn_t.close()
-    # put the lab back together with the lab's own tools (not timed)
-    lab.ctx.state.primary = target
-    from lab.failover import promotion
-    promotion._reconfigure(lab.ctx, target, old, t0, t0, {old}, 10.0)
-    rejoin.rejoin(lab.ctx, old)
-    return dt
+# the floor is lab.bench.ha.floor (the same as `pglab bench ha` measures)
 
 
 def switchover_once(lab: Lab) -> tuple[float, float, int]:

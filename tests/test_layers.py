@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("reads", ("lab.reads",)),
     ("methods", ("lab.methods",)),
     ("api", ("lab.api",)),
-    ("scenario", ("lab.scenario", "lab.lessons")),
+    ("scenario", ("lab.scenario", "lab.lessons", "lab.bench")),
     ("ui", ("lab.ui",)),
     ("top", ("lab.cli", "lab.pytest_plugin", "lab.__main__", "lab")),
 ]

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "fault": ("faults",), "heal": ("faults",),
     "scenario": ("scenario",),
     "image": ("images",), "compose": ("images",), "prune": ("images",),
-    "bench": ("bench",), "lag": ("lagcmd",), "node": ("node",), "sync": ("node",), "workload": ("workload",),
+    "bench": ("bench", "benchha"), "lag": ("lagcmd",), "node": ("node",), "sync": ("node",), "workload": ("workload",),
     "lab": ("consistency",),
     "promote": ("failover",), "switchover": ("failover",), "failover": ("failover",), "rejoin": ("failover",),
     "monitor": ("failover",), "drill": ("failover", "node"),

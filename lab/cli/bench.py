@@ -1,4 +1,4 @@
-"""pglab bench commit: the price of synchronous commit, one run, one table."""
+"""pglab bench commit: the price of synchronous commit, one run, one table (`bench ha`: lab.cli.benchha)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -11,7 +11,7 @@ from lab.cli.root import app
 from lab.cli.core import JsonOpt, NameOpt, open_lab
 from lab.cli.render import console, err_console, print_json, table
 
-bench_app = typer.Typer(no_args_is_help=True, help="Measurements on a running lab.")
+bench_app = typer.Typer(no_args_is_help=True, help="Measurements: on a running lab (commit), or on labs of its own (ha).")
 app.add_typer(bench_app, name="bench")
 
 

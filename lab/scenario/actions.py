@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lab.errors import InvalidInput, LabError, WaitTimeout
-from lab.scenario import drillsteps, narration
+from lab.scenario import benchstep, drillsteps, narration
 from lab.scenario.conditions import parse_condition, parse_value
 from lab.scenario.spec import Step
 from lab.scenario.context import RunCtx
@@ -201,5 +201,5 @@ _ACTIONS = {
     "rejoin": _api("rejoin"), "reclone": _api("reclone"), "set_sync": _api("set_sync"),
     "say": narration.say, "ask": narration.ask,
     "consistency": drillsteps.consistency_step, "methods": drillsteps.methods_step,
-    "measure": drillsteps.measure_step,
+    "measure": drillsteps.measure_step, "bench": benchstep.bench_step,
 }

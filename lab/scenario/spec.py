@@ -30,6 +30,7 @@ from lab.errors import InvalidInput
 from lab.model.haspec import ha_from_dict
 from lab.model.topology import Topology, check_ha, load_topology, topology_from_dict
 from lab.scenario.conditions import Expectation, parse_condition, parse_expectation
+from lab.scenario.benchstep import bench_options
 from lab.cluster.faults import parse_fault
 
 COMMON_KEYS = {"name", "timeout"}
@@ -69,6 +70,9 @@ ACTIONS: dict[str, tuple[set[str], set[str], str]] = {
                     "a reading-from-followers drill on this lab: read-after-write, monotonic or prefix"),
     "methods": ({"seconds"}, set(), "statement vs WAL vs logical shipping, measured (brings its own labs)"),
     "measure": (set(), set(), "read the lab's status now: figures primaries, primary, timeline"),
+    "bench": ({"managers", "profiles", "faults", "modes", "repeat", "runtime"}, set(),
+              "bench: ha, the failover managers side by side on labs of their own (pglab bench ha); "
+              "figures bench.<manager_profile>.<fault>.<mode>.rto_median_s, lost, … and bench.floor_s"),
 }
 
 
@@ -239,6 +243,13 @@ def _step(p: Path, raw: Any, nodes: list[str], index: int) -> Step:
         raise InvalidInput(f"{where}: workload {arg!r} is not known", "use ledger, reader or pgbench")
     elif action == "drill" and arg not in ("catchup", "noslot", "sync_failure"):
         raise InvalidInput(f"{where}: drill {arg!r} is not known", "use catchup, noslot or sync_failure")
+    elif action == "bench":
+        if arg != "ha":
+            raise InvalidInput(f"{where}: bench {arg!r} is not known", "use bench: ha")
+        try:
+            bench_options(options)
+        except InvalidInput as err:
+            raise InvalidInput(f"{where}: {err.message}", err.hint) from None
     elif action == "monitor" and arg not in ("start", "stop"):
         raise InvalidInput(f"{where}: monitor {arg!r}", "use monitor: start or monitor: stop")
     elif action in ("say", "ask") and not isinstance(arg, str):

@@ -1,0 +1,58 @@
+"""pglab bench ha: the failover managers side by side, each on a lab of its own (lab.bench.ha)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lab.cli.bench import bench_app
+from lab.cli.core import JsonOpt
+from lab.cli.render import console, err_console, print_json, table
+from lab.errors import InvalidInput
+
+
+def _out(path: Path | None, option: str, suffix: str | None = None) -> None:
+    """An output file's place is checked before any lab starts (a run takes minutes)."""
+    if path is None:
+        return
+    if suffix and path.suffix.lower() != suffix:
+        raise InvalidInput(f"{option} {path}: the chart is written as PNG", f"name it with {suffix}")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"{option} {path}: no directory {path.parent}", "create it first or write elsewhere")
+
+
+@bench_app.command("ha")
+def ha(
+    managers: str = typer.Option("pglab,patroni", "--managers",
+                                 help="Comma-separated: none, pglab, patroni, pg_auto_failover, repmgr."),
+    profiles: str = typer.Option("default,fast", "--profiles",
+                                 help="Timing profiles (Patroni, pg_auto_failover, repmgr): default, fast."),
+    faults: str = typer.Option("kill,kill-postgres,partition,pause-short,pause-long", "--faults",
+                               help="Comma-separated: kill, kill-postgres, stop, partition, isolate, pause-short, "
+                                    "pause-long."),
+    modes: str = typer.Option("sync", "--modes", help="Replication during the drill: sync, async."),
+    repeat: int = typer.Option(3, "--repeat", help="Drills per cell (1-20); the floor is measured as often."),
+    runtime: str = typer.Option("local", "--runtime", help="local or docker."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Also write the table as Markdown to FILE."),
+    chart: Path | None = typer.Option(None, "--chart", help="Also write a PNG chart of RTO to FILE.png."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Failover managers side by side: for each manager x profile x fault x mode, the same failover
+    drill on a lab of its own; client-observed RTO (median, max), lost and unexpected acknowledged
+    writes, false failovers, and a floor measured in the same run. Labs are brought down at the end."""
+    from lab.bench import ha as bench_ha  # lazy: start-up (starting labs imports most of pglab)
+    from lab.bench import haplan, hareport  # lazy: as above
+    opts = haplan.options(managers=managers, profiles=profiles, faults=faults, modes=modes, repeat=repeat,
+                          runtime=runtime)
+    _out(markdown, "--markdown")
+    _out(chart, "--chart", ".png")
+    res = bench_ha.run(opts, say=lambda s: err_console.print(s, style="dim", highlight=False, markup=False))
+    if markdown:
+        markdown.write_text(hareport.markdown(res))
+    if chart:
+        hareport.write_chart(res, chart)
+    if as_json:
+        print_json(res)
+        return
+    console.print(table("failover managers side by side", hareport.HEAD, hareport.table(res)))
+    console.print(hareport.floor_line(res), highlight=False)

@@ -1,0 +1,218 @@
+"""`pglab bench ha`: the options, the plan (which cells a manager cannot do, and why), the table
+(unknown shown as unknown, never blank or 0), the chart, and one real run through the command."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from lab.api import list_labs
+from lab.bench.ha import BenchResult, DrillRow, make_cell
+from lab.bench.haplan import FAULTS, BenchOptions, options, parse_list, setups, unsupported
+from lab.bench.hareport import HEAD, NA, UNKNOWN, floor_line, markdown, row, write_chart
+from lab.cli import app
+from lab.cluster.bootstrap import down
+from lab.errors import InvalidInput
+from lab.runtime.leftovers import leftovers
+from lab.scenario.benchstep import bench_options, figure_name
+from lab.scenario.runner import run_scenario
+from lab.scenario.spec import load_scenario
+
+runner = CliRunner()
+
+
+# ---- options ------------------------------------------------------------------------------------
+def test_lists_are_checked_deduplicated_and_kept_in_order():
+    assert parse_list("kill, pause-short,kill", FAULTS, "--faults") == ("kill", "pause-short")
+    with pytest.raises(InvalidInput) as e:
+        parse_list("kill,pause", FAULTS, "--faults")
+    assert "--faults: unknown value 'pause'" in e.value.line() and "pause-long" in e.value.line()
+    with pytest.raises(InvalidInput):
+        parse_list(" , ", FAULTS, "--faults")
+    with pytest.raises(InvalidInput):
+        options(managers="pglab", profiles="fast", faults="kill", modes="sync", repeat=0, runtime="local")
+    o = options(managers="repmgr,none", profiles="fast", faults="kill", modes="async,sync", repeat=2, runtime="docker")
+    assert (o.managers, o.modes, o.repeat, o.runtime) == (("repmgr", "none"), ("async", "sync"), 2, "docker")
+
+
+@pytest.mark.parametrize("args", [["--managers", "pglab,stolon"], ["--profiles", "slow"], ["--faults", "kill,pause"],
+                                  ["--modes", "quorum"], ["--repeat", "0"], ["--runtime", "k8s"],
+                                  ["--chart", "/tmp/rto.svg"], ["--markdown", "/no/such/dir/x.md"]])
+def test_bad_input_is_one_line_exit_2_and_starts_nothing(args):
+    before = set(list_labs())
+    r = runner.invoke(app, ["bench", "ha", "--managers", "pglab", *args])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().count("\n") == 0 and r.output.startswith("pglab: error:"), r.output
+    assert not {n for n in set(list_labs()) - before if n.startswith("bh")}
+
+
+# ---- the plan -----------------------------------------------------------------------------------
+def test_setups_one_lab_per_manager_and_profile():
+    s = setups(BenchOptions(managers=("none", "pglab", "patroni", "pg_auto_failover", "repmgr"),
+                            profiles=("default", "fast")), root=True)
+    assert [x.label for x in s] == ["none", "pglab", "patroni-default", "patroni-fast", "pg_auto_failover-default",
+                                    "pg_auto_failover-fast", "repmgr-default", "repmgr-fast"]
+    by = {x.label: x.up for x in s}
+    assert by["pglab"] == {"runtime": "local", "netns": True, "ha": "pglab"}
+    assert by["patroni-fast"]["ha_profile"] == "fast" and by["patroni-fast"]["netns"] is True
+    assert by["pg_auto_failover-fast"]["netns"] is False and by["pg_auto_failover-fast"]["pg"] == 15
+    assert by["repmgr-default"]["pg"] == 15
+
+
+def test_cells_a_manager_cannot_do_say_why():
+    s = {x.label: x for x in setups(BenchOptions(managers=("pglab", "patroni", "pg_auto_failover", "repmgr"),
+                                                 profiles=("fast",)), root=False)}
+    assert unsupported(s["pglab"], "kill", "async") is None
+    assert unsupported(s["pglab"], "kill", "sync") is None
+    assert "async failover drill" in unsupported(s["patroni-fast"], "kill", "async")
+    assert "async failover drill" in unsupported(s["repmgr-fast"], "stop", "async")
+    assert "split-brain" in unsupported(s["pglab"], "isolate", "sync")
+    assert "network namespaces" in unsupported(s["pg_auto_failover-fast"], "partition", "sync")
+    assert "root" in unsupported(s["pglab"], "partition", "sync")          # local, not root
+    assert "sync mode only" in unsupported(s["pglab"], "pause-short", "async")
+    d = {x.label: x for x in setups(BenchOptions(managers=("repmgr", "pglab"), profiles=("fast",), runtime="docker"),
+                                    root=True)}
+    assert "local runtime only" in unsupported(d["repmgr-fast"], "kill", "sync")
+    assert unsupported(d["pglab"], "partition", "sync") is None
+
+
+# ---- the table ----------------------------------------------------------------------------------
+def _row(rto, lost=0, **kw):
+    base = dict(manager="patroni", profile="fast", fault="kill", mode="sync", attempt=1, bound_s=20.0,
+                duration_s=30.0, old_primary="p1", new_primary="s1", rto_s=rto, detect_s=None if rto is None else rto / 2,
+                promote_s=0.1, lost=lost, unexpected=0, unknown=3, leader_moved=True, false_failover=False,
+                rejoin_by="manager", rejoin_s=5.0, rejoin_streaming=True)
+    return DrillRow(**{**base, **kw})
+
+
+def test_a_cell_sums_its_drills_and_unknown_stays_unknown():
+    c = make_cell("patroni", "fast", "kill", "sync", (_row(4.0), _row(6.0), _row(5.0)))
+    assert (c.n, c.errors, c.rto_median_s, c.rto_max_s, c.lost, c.leader_moved, c.rejoined_by_itself) == \
+        (3, 0, 5.0, 6.0, 0, 3, 3)
+    r = row(c)
+    assert r[:6] == ["patroni-fast", "kill", "sync", "3", "5.00", "6.00"] and r[12] == "by itself 3/3"
+    # one drill could not read its figures: the totals are unknown, not 0
+    u = make_cell("patroni", "fast", "kill", "sync", (_row(4.0), _row(None, lost=None)))
+    assert u.lost is None and u.rto_median_s == 4.0
+    assert row(u)[HEAD.index("lost")] == UNKNOWN
+    e = make_cell("patroni", "fast", "kill", "sync",
+                  (DrillRow("patroni", "fast", "kill", "sync", 1, None, 2.0, error="lab up: no etcd"),))
+    er = row(e)
+    assert er[HEAD.index("RTO median s")] == UNKNOWN and er[HEAD.index("errors")] == "1" and "no etcd" in er[-1]
+    n = make_cell("patroni", "fast", "kill", "async", unsupported="the async drill is not built for patroni")
+    nr = row(n)
+    assert nr[HEAD.index("lost")] == NA and nr[-1] == "unsupported: the async drill is not built for patroni"
+    for x in (r, row(u), er, nr):      # never blank
+        assert len(x) == len(HEAD) and all(v.strip() for v in x)
+
+
+def _result(floors=(0.12, 0.15)) -> BenchResult:
+    cells = (make_cell("patroni", "fast", "kill", "sync", (_row(4.0), _row(6.0))),
+             make_cell("pglab", "-", "kill", "sync", (_row(0.6, manager="pglab", profile="-", rejoin_by="pglab"),)),
+             make_cell("patroni", "fast", "pause-short", "sync",
+                       (_row(0.4, fault="pause-short", leader_moved=False, new_primary="p1", rejoin_by=None),)),
+             make_cell("pglab", "-", "pause-short", "sync", (_row(None, manager="pglab", profile="-"),)),
+             make_cell("patroni", "fast", "isolate", "sync", unsupported="not a failover drill"))
+    return BenchResult(BenchOptions(managers=("patroni", "pglab"), profiles=("fast",), repeat=2), tuple(floors),
+                       None if floors else "could not start", cells, ("bhx",), True, 90.0, {"patroni-fast": 30.0})
+
+
+def test_markdown_has_every_cell_and_the_floor():
+    md = markdown(_result())
+    lines = md.splitlines()
+    assert lines[0].startswith("| manager | fault | mode |") and len([ln for ln in lines if ln.startswith("| ")]) == 6
+    assert "| pglab | kill | sync | 1 | 0.60 | 0.60 |" in md and "by pglab 1/1" in md
+    assert "unsupported: not a failover drill" in md
+    assert "| patroni-fast | pause-short | sync | 1 | 0.40 | 0.40 | n/a | n/a | 0 | 0 | 0 | 0/1 | not needed |" in md
+    assert "median 0.14s over 2" in floor_line(_result()) and "unknown (could not start)" in floor_line(_result(()))
+
+
+def test_chart_is_written_from_synthetic_rows(tmp_path):
+    p = write_chart(_result(), tmp_path / "rto.png")
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    q = write_chart(_result(()), tmp_path / "nofloor.png")      # no floor, still a chart
+    assert q.stat().st_size > 5000
+
+
+# ---- one real run -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_bench_ha_pglab_kill_for_real(tmp_path):
+    md, png = tmp_path / "ha.md", tmp_path / "ha.png"
+    r = runner.invoke(app, ["bench", "ha", "--managers", "pglab", "--profiles", "fast", "--faults", "kill", "--modes",
+                            "sync", "--repeat", "1", "--json", "--markdown", str(md), "--chart", str(png)])
+    labs: list[str] = []
+    try:
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout[r.stdout.index("{"):])
+        labs = out["labs"]
+        assert len(labs) == 2                      # the floor's lab and pglab's
+        assert out["floor_error"] is None and len(out["floors_s"]) == 1 and 0 < out["floors_s"][0] < 10
+        [cell] = out["cells"]
+        [drill] = cell["rows"]
+        assert drill["error"] is None and drill["problems"] == []
+        # RTO: positive and within the drill's bound (the monitor's 2 s timeout, plus promotion and reconnect)
+        assert 0 < drill["rto_s"] < drill["bound_s"] + 15
+        # the phases lie inside the RTO they are part of
+        assert drill["detect_s"] is not None and drill["detect_s"] + drill["promote_s"] <= drill["rto_s"]
+        assert drill["lost"] == 0 and drill["unexpected"] == 0 and drill["leader_moved"] is True
+        assert drill["old_primary"] != drill["new_primary"] and drill["rejoin_by"] == "pglab"
+        # the cell is its drills' figures, and the files print them
+        assert cell["rto_median_s"] == statistics.median([drill["rto_s"]]) == cell["rto_max_s"]
+        assert (cell["n"], cell["lost"], cell["false_failovers"], cell["errors"]) == (1, 0, 0, 0)
+        text = md.read_text()
+        assert f"| pglab | kill | sync | 1 | {drill['rto_s']:.2f} | {drill['rto_s']:.2f} |" in text
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    finally:
+        for n in labs:
+            down(n)
+    for n in labs:
+        assert leftovers(n) == [], f"lab {n} left {leftovers(n)}"
+
+
+# ---- the scenario step --------------------------------------------------------------------------
+def _scenario(tmp_path, bench: dict, expect: list[str]) -> Path:
+    f = tmp_path / "bench.yaml"
+    f.write_text("# bench ha from a scenario.\n" + yaml.safe_dump({
+        "topology": {"nodes": [{"name": "p1", "role": "primary"}, {"name": "s1"}]}, "runtime": "local",
+        "steps": [{"bench": "ha", **bench}], "expect": expect}))
+    return f
+
+
+def test_scenario_step_checks_its_options_when_loaded(tmp_path):
+    sc = load_scenario(_scenario(tmp_path, {"managers": ["pglab"], "faults": "kill,pause-short", "repeat": 2},
+                                 ["bench.pglab.kill.sync.lost == 0"]))
+    assert bench_options(sc.steps[0].options) == BenchOptions(("pglab",), ("default", "fast"),
+                                                              ("kill", "pause-short"), ("sync",), 2, "local")
+    for bad in ({"managers": "stolon"}, {"repeat": "many"}, {"modes": ["sync", "quorum"]}):
+        with pytest.raises(InvalidInput) as e:
+            load_scenario(_scenario(tmp_path, bad, ["bench.floor_s > 0"]))
+        assert "step 1" in e.value.line() or "bench" in e.value.line()
+    with pytest.raises(InvalidInput):
+        load_scenario(_write_raw(tmp_path, {"bench": "failover"}))
+    assert figure_name("pg_auto_failover-fast", "kill-postgres", "sync", "lost") == \
+        "bench.pg_auto_failover_fast.kill_postgres.sync.lost"
+
+
+def _write_raw(tmp_path, step: dict) -> Path:
+    f = tmp_path / "raw.yaml"
+    f.write_text("# raw.\n" + yaml.safe_dump({"topology": {"nodes": [{"name": "p1", "role": "primary"}, {"name": "s1"}]},
+                                             "steps": [step], "expect": ["bench.floor_s > 0"]}))
+    return f
+
+
+@pytest.mark.slow
+def test_scenario_step_runs_the_bench(tmp_path):
+    sc = load_scenario(_scenario(tmp_path, {"managers": "pglab", "faults": "kill", "repeat": 1},
+                                 ["bench.pglab.kill.sync.lost == 0", "bench.pglab.kill.sync.rto_median_s < 17",
+                                  "bench.pglab.kill.sync.n == 1", "bench.floor_s > 0"]))
+    res = run_scenario(sc, runtime="local", timeout_multiplier=2.0)
+    failed = [f"{e.text}: actual {e.actual}" for e in res.expectations if not e.passed]
+    assert res.exit_code == 0, f"{res.error} {failed} {[s.detail for s in res.steps]}"
+    labs = str(res.figures["bench.labs"]).split(",")
+    assert len(labs) == 2
+    for n in [res.lab, *labs]:
+        assert leftovers(n) == [], f"lab {n} left {leftovers(n)}"
