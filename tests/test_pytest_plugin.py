@@ -67,7 +67,7 @@ def test_fails(pglab_factory):
     lab = pglab_factory(standbys=1)
     assert lab.status().node("s1").sync_state == "nope"
 ''')
-    result = pytester.runpytest_subprocess("--pglab-runtime=local", "-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--pglab-runtime=local", "--pglab-keep", "-q", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     m = re.search(r"pglab: kept lab (pf-\w+) of a failed test", result.stdout.str())
     assert m, result.stdout.str()
