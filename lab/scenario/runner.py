@@ -167,10 +167,14 @@ def _final_figures(run: RunCtx, res: RunResult) -> None:
     res.figures["primaries"] = len(prims)
     lags_s = [s.get(k) for s in res.samples for k in s if k.endswith(".replay_lag_s")]
     lags_b = [s.get(k) for s in res.samples for k in s if k.endswith(".replay_lag_bytes")]
-    res.figures["max_replay_lag_s"] = max([x for x in lags_s if x is not None], default=0.0)
-    res.figures["max_replay_lag_bytes"] = max([x for x in lags_b if x is not None], default=0)
     kept = [s.get(k) for s in res.samples for k in s if k.endswith(".slot_retained_bytes")]
-    res.figures["max_slot_retained_bytes"] = max([x for x in kept if x is not None], default=0)
+    # a maximum over no readable sample is unknown, not 0: the figure is then left out, and an
+    # expectation on it says "not measured"
+    for figure, values in (("max_replay_lag_s", lags_s), ("max_replay_lag_bytes", lags_b),
+                           ("max_slot_retained_bytes", kept)):
+        read = [x for x in values if x is not None]
+        if read:
+            res.figures[figure] = max(read)
     tl = [n.timeline for n in st.nodes if n.role == Role.PRIMARY and n.timeline]
     if tl:
         res.figures["timeline"] = max(tl)
