@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import uuid
 from typing import Callable, Iterator
 
@@ -10,10 +11,32 @@ import pytest
 from lab import Lab
 from lab.cluster.bootstrap import down
 from lab.runtime.leftovers import leftovers
-from lab.runtime import docker_answers
+from lab.runtime import docker_answers, sysv
 
 IN_CI = os.environ.get("CI") == "true"
 RUNTIMES = ["local", pytest.param("docker", marks=pytest.mark.docker)]
+
+
+def _server_uid() -> int | None:
+    """The user the local servers run as: `postgres` when the suite runs as root."""
+    if os.geteuid() != 0:
+        return os.getuid()
+    try:
+        return pwd.getpwnam("postgres").pw_uid
+    except KeyError:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def no_orphaned_shared_memory() -> Iterator[None]:
+    """A killed server's System V segment must not outlive its lab: 4096 of them (kernel.shmmni)
+    and no server on the machine can start. Checked after every test, once its labs are down."""
+    uid = _server_uid()
+    before = sysv.unattached(uid) if uid is not None else set()
+    yield
+    if uid is not None:
+        left = sysv.unattached(uid) - before
+        assert not left, f"the test left {len(left)} unattached shared memory segment(s) (ipcs -m): {sorted(left)}"
 
 
 def unique(prefix: str = "t") -> str:

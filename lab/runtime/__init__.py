@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lab.errors import InvalidInput
 from lab.model.topology import Topology
-from lab.runtime import procs
+from lab.runtime import procs, sysv
 from lab.runtime.base import CommandResult, NodePaths, Runtime, ServerOffer
 from lab.runtime.procs import alive as process_alive
 from lab.runtime.programs import client_program
@@ -66,6 +66,8 @@ def destroy_orphans(lab: str, lab_dir: Path) -> list[str]:
         n = procs.kill_matching(str(lab_dir) + "/")
         if n:
             removed.append(f"{n} process(es)")
+        for d in lab_dir.iterdir():
+            sysv.release(d / "data")   # killed servers' segments would outlive the lab
     return removed + remove_docker_resources(lab)
 
 

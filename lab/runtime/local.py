@@ -27,7 +27,7 @@ from lab.model.names import cluster_name
 from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
 from lab.model.state import TRASH_PREFIX, NodeAddr
 from lab.model.topology import NodeSpec
-from lab.runtime import cache, netns, procs, servers
+from lab.runtime import cache, netns, procs, servers, sysv
 from lab.runtime.services import LocalServices
 from lab.runtime.base import CommandResult, NodePaths
 from lab.runtime.programs import client_program
@@ -221,6 +221,7 @@ class LocalRuntime:
     def remove_path(self, node: str, path: str) -> None:
         p = Path(path)
         if p.is_dir():
+            sysv.release(p)   # a data directory (a re-clone): its killed server's segment goes too
             shutil.rmtree(p, ignore_errors=True)
         elif p.exists():
             p.unlink()
@@ -262,6 +263,7 @@ class LocalRuntime:
             # kill(pid, 0), and a new postmaster would refuse to start over its postmaster.pid.
             # Every process of the old server is gone, so the lock file is stale: remove it.
             p = self.paths(node)
+            sysv.release(p.data)   # the lock file is what finds it later
             self.remove_path(node, f"{p.data}/postmaster.pid")
             for lock in Path(p.socket_dir).glob(".s.PGSQL.*.lock"):
                 lock.unlink(missing_ok=True)
@@ -370,6 +372,8 @@ class LocalRuntime:
         if stray:
             removed.append(f"{len(stray)} other process(es)")
         self._wait_gone(servers_, node_dirs)
+        for d in node_dirs:
+            sysv.release(d / "data")   # the killed servers' segments would outlive the lab
         if self.netns or self.net:
             removed += netns.destroy_lab_network(self.net, self.lab)
         self._discard(node_dirs)

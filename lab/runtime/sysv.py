@@ -1,0 +1,75 @@
+"""The System V shared memory segment a local PostgreSQL server leaves behind when it is killed.
+
+Every postmaster makes one small segment (56 bytes) as an interlock: a new postmaster on the
+same data directory refuses to start while an old backend is still attached to it. A clean
+shutdown removes it; SIGKILL cannot. PostgreSQL recycles the segment when a server starts
+again on the same data directory, but a lab that is torn down, or a node that is re-cloned,
+deletes the directory, and the segment then stays in the kernel until reboot. Enough of them
+(kernel.shmmni, 4096 by default) and no server on the machine can start: initdb fails with
+"could not create shared memory segment: No space left on device".
+
+So the local runtime releases a node's segment before it deletes the node's data directory.
+The segment is found from `postmaster.pid` (its 7th line holds the key and id) and removed
+only while no process is attached, which is exactly when PostgreSQL would recycle it itself.
+Docker containers need none of this: each has its own IPC namespace, gone with the container.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from pathlib import Path
+
+_IPC_RMID = 0
+_PROC = Path("/proc/sysvipc/shm")
+
+
+def segment_of(data_dir: str | Path) -> tuple[int, int] | None:
+    """(key, shmid) that the server of `data_dir` recorded, or None when there is none."""
+    try:
+        lines = (Path(data_dir) / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 7:
+        return None
+    fields = lines[6].split()
+    if len(fields) != 2 or not all(f.isdigit() for f in fields):
+        return None
+    return int(fields[0]), int(fields[1])
+
+
+def segments() -> dict[int, tuple[int, int, int]]:
+    """shmid -> (key, attached processes, owner uid) for every segment the kernel lists."""
+    found: dict[int, tuple[int, int, int]] = {}
+    try:
+        rows = _PROC.read_text().splitlines()[1:]
+    except OSError:
+        return found
+    for row in rows:
+        f = row.split()
+        if len(f) >= 8:
+            found[int(f[1])] = (int(f[0]), int(f[6]), int(f[7]))
+    return found
+
+
+def unattached(uid: int) -> set[int]:
+    """Ids of segments owned by `uid` that no process is attached to."""
+    return {shmid for shmid, (_key, nattch, owner) in segments().items() if owner == uid and nattch == 0}
+
+
+def release(data_dir: str | Path) -> bool:
+    """Remove the segment of the (stopped or killed) server of `data_dir`, if it is still there
+    and nobody is attached. True when a segment was removed."""
+    seg = segment_of(data_dir)
+    if seg is None:
+        return False
+    key, shmid = seg
+    now = segments().get(shmid)
+    # the id may have been reused by another program since: the key must match too
+    if now is None or now[0] != key or now[1] != 0:
+        return False
+    return _rmid(shmid)
+
+
+def _rmid(shmid: int) -> bool:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return libc.shmctl(ctypes.c_int(shmid), ctypes.c_int(_IPC_RMID), None) == 0
