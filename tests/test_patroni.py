@@ -142,6 +142,16 @@ def test_patroni_lab_up_status_haproxy_sync_kill_drill_and_down():
         with psycopg.connect(lab.dsn(role="primary"), autocommit=True) as c:   # HAProxy followed
             assert c.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
             assert c.execute("SELECT inet_server_port()").fetchone()[0] == lab.ctx.state.nodes["s1"].port
+
+        # async: synchronous_mode off and the standbys starved just before the kill. Acknowledged
+        # writes are lost, exactly the ones a copy of the old primary's files has and the new lacks
+        rep = lab.drill_failover(mode="async", fault="kill")
+        r = rep.results[0]
+        assert r.passed, r.problems
+        assert r.old_primary == "s1" and r.new_primary != "s1"
+        assert len(r.check.lost) > 0 and r.lost_seen_on_old == len(r.check.lost)
+        assert r.rejoin is not None and r.rejoin.inspected is not None and r.rejoin.streaming
+        assert lab.manager.leader() == r.new_primary
     finally:
         removed = lab.down()
     assert any("patroni-p1" in r for r in removed) and sum("etcd-e" in r for r in removed) == 2   # one was killed

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lab.cluster import faults
+from lab.cluster import faults, nodes as cluster, sql
 from lab.cluster.context import Ctx
 from lab.errors import InvalidInput
 from lab.failover import rejoin
@@ -163,6 +163,14 @@ class Manager(ABC):
     def set_mode(self, mode: str) -> str:
         """sync or async replication for a drill; returns a description."""
         raise NotImplementedError
+
+    def starve(self, standby: str) -> None:
+        """Stop `standby` from receiving WAL while it stays up, reachable and in recovery: its
+        receive LSN freezes, which is what makes an asynchronous failover lose writes. pglab
+        writes the standby's configuration, so it drops primary_conninfo and reloads; a manager
+        that owns the configuration does it its own way."""
+        cluster.write_config(self.ctx, standby, upstream=self.ctx.state.primary, extra={"primary_conninfo": ""})
+        sql.query(self.ctx.state, standby, "SELECT pg_reload_conf()")
 
     @abstractmethod
     def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say,

@@ -37,6 +37,7 @@ import yaml
 
 from lab.cluster import sql
 from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported, WaitTimeout
+from lab.failover import offline
 from lab.failover.rejoin import Rejoin
 from lab.ha import etcd, haproxy
 from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover, refuse_pglab_options
@@ -48,6 +49,11 @@ REST_PORT = 8008
 _PROMOTED_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO: promoted self to leader")
 # the server's own log (Patroni passes it through): the moment it left recovery
 _NEW_TIMELINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] LOG:  selected new timeline ID")
+
+
+# the async failover drill's starved standbys: no new replication connection to the primary
+_STARVE_HBA = ("# pglab drill: replication refused until Patroni next starts this server\n"
+               "host replication all all reject\nlocal replication all reject\n")
 
 
 class PatroniError(LabError):
@@ -388,9 +394,18 @@ class PatroniManager(PatroniFaults, Manager):
 
     # ---- drills ------------------------------------------------------------------------------
     def set_mode(self, mode: str) -> str:
-        if mode != "sync":
-            raise Unsupported("the async failover drill (a standby made to lag) is not built for Patroni yet",
-                              "use --mode sync")
+        if mode not in ("sync", "async"):
+            raise InvalidInput(f"unknown mode {mode!r}", "use sync or async")
+        if mode == "async":
+            code, res = self._patch_config({"synchronous_mode": False})
+            if code != 200:
+                raise PatroniError(f"Patroni refused synchronous_mode: {res}")
+            # Patroni empties synchronous_standby_names on its next loop: until then commits still wait
+            wait_until(lambda: not self._sync_standbys() and self._primary_sync_names() == "", timeout=60,
+                       what="Patroni to drop its synchronous standbys", interval=0.2)
+            return (f"Patroni synchronous_mode=off, maximum_lag_on_failover "
+                    f"{self.ctx.topology.ha.maximum_lag_on_failover} B")
+        # a topology that asks for no synchronous mode still gets one here: the drill's sync mode
         sm: Any = {"on": True, "off": True}.get(self.ctx.topology.ha.synchronous_mode, "quorum")
         code, res = self._patch_config({"synchronous_mode": sm})
         if code != 200:
@@ -398,6 +413,32 @@ class PatroniManager(PatroniFaults, Manager):
         sync = wait_until(lambda: self._sync_standbys(), timeout=60, what="Patroni to name a synchronous standby",
                           interval=0.2)
         return f"Patroni synchronous_mode={sm} (synchronous: {', '.join(sync)})"
+
+    def _primary_sync_names(self) -> str | None:
+        try:
+            return sql.scalar(self.ctx.state, self.ctx.state.primary, "SHOW synchronous_standby_names")
+        except psycopg.Error:
+            return None
+
+    def starve(self, standby: str) -> None:
+        """Patroni owns primary_conninfo (and puts back any change within a loop), and a stopped WAL
+        receiver is started again at once. So the primary refuses new replication connections
+        (a reject line on top of its pg_hba.conf, which Patroni writes anew when it next starts
+        that server) and the standby's WAL receiver is stopped: SIGTERM, a clean exit that drops
+        whatever its socket still held. Its next connection is refused; its receive LSN freezes."""
+        primary = self.ctx.state.primary
+        hba = f"{self.ctx.rt.paths(primary).data}/pg_hba.conf"
+        text = self.ctx.rt.read_file(primary, hba) or ""
+        if not text.startswith(_STARVE_HBA):
+            self.ctx.rt.write_file(primary, hba, _STARVE_HBA + text)
+            sql.query(self.ctx.state, primary, "SELECT pg_reload_conf()")
+            time.sleep(0.1)   # the postmaster reloads on SIGHUP, asynchronously
+        pid = sql.scalar(self.ctx.state, standby, "SELECT pid FROM pg_stat_wal_receiver")
+        if pid is not None:
+            self.ctx.rt.run(standby, ["sh", "-c", 'kill -TERM "$1"', "sh", str(pid)])
+        streaming = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+        wait_until(lambda: sql.scalar(self.ctx.state, standby, streaming) == 0,
+                   timeout=5, what=f"{standby}'s WAL receiver to stop", interval=0.02)
 
     def _patch_config(self, body: dict) -> tuple[int, Any]:
         for n in self.ctx.state.nodes:
@@ -475,11 +516,18 @@ class PatroniManager(PatroniFaults, Manager):
         """Heal the fault and let Patroni bring the node back (pg_rewind when needed): pglab only
         waits and reports the time."""
         t0 = time.time()
+        inspected = None
+        if inspect and not self.ctx.rt.postmaster_running(node):
+            # what the old primary holds, read from a copy of its files before Patroni rewinds them
+            try:
+                inspected = offline.read_copy(self.ctx, node, inspect)
+            except LabError:
+                inspected = None
         self.heal(node)
         primary = self.ctx.state.primary
         self._wait_members_streaming(timeout=180)
         return Rejoin(node, primary, "patroni", f"Patroni rejoined {node} by itself (use_pg_rewind)", None, None, None,
-                      None, None, None, time.time() - t0, True)
+                      None, None, inspected, time.time() - t0, True)
 
 
 def check_available(topology) -> None:
