@@ -1,4 +1,5 @@
-"""Finding and signalling a node's processes on this machine (local runtime)."""
+"""Finding and signalling processes on this machine: the local runtime's servers, and a Docker node's
+when the daemon runs here."""
 from __future__ import annotations
 
 import os
@@ -29,6 +30,25 @@ def tree(pid: int) -> list[int]:
         p = todo.pop()
         result.append(p)
         todo.extend(c for c, pp in ppids.items() if pp == p)
+    return result
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and its descendants, read from each process's own children lists: a few small reads,
+    not a pass over all of /proc (which a busy machine makes cost tens of milliseconds)."""
+    result, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        result.append(p)
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                todo.extend(int(c) for c in (t / "children").read_text().split())
+            except (OSError, ValueError):
+                pass
     return result
 
 
@@ -87,10 +107,10 @@ def titled(cluster_name: str) -> list[int]:
     postmaster is gone and they were reparented (e.g. children frozen when it was killed)."""
     prefix = f"postgres: {cluster_name}: "
     return [pid for pid in matching(prefix)
-            if _cmdline(pid).startswith(prefix)]
+            if cmdline(pid).startswith(prefix)]
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
