@@ -171,6 +171,18 @@ def test_repmgr_lab_up_status_kill_drill_switchover_and_down():
         with psycopg.connect(lab.dsn(role="primary"), autocommit=True) as c:
             assert c.execute("SELECT inet_server_port()").fetchone()[0] == lab.ctx.state.nodes[new].port
         assert lab.disagreements() == {}
+
+        # async: no synchronous standby, and both standbys starved just before the kill. repmgrd
+        # has no lag guard: it promotes one anyway, and exactly the writes that a copy of the old
+        # primary's files has and the new one lacks are lost
+        rep = lab.drill_failover(mode="async", fault="kill")
+        r = rep.results[0]
+        assert r.passed, r.problems
+        assert r.new_primary != r.old_primary and len(r.check.lost) > 0
+        assert r.lost_seen_on_old == len(r.check.lost)
+        assert r.rejoin is not None and r.rejoin.streaming
+        hba = lab.ctx.rt.read_file(r.old_primary, f"{lab.ctx.rt.paths(r.old_primary).data}/pg_hba.conf")
+        assert "reject" not in hba   # the drill's lines are gone from the rejoined node
     finally:
         removed = lab.down()
     assert sum("repmgrd-" in x for x in removed) == 3

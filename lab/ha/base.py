@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from lab.cluster import faults, nodes as cluster, sql
 from lab.cluster.context import Ctx
-from lab.errors import InvalidInput
+from lab.errors import InvalidInput, NodeFailed
 from lab.failover import rejoin
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 
@@ -102,6 +102,44 @@ def refuse_pglab_options(kw: dict[str, Any], manager: str, rules: str, *, ignore
     if bad:
         opt = _OPTION_NAMES.get(bad[0], "--" + bad[0].replace("_", "-"))
         raise InvalidInput(f"{opt} does not apply to a {manager} lab", rules)
+
+
+# the async failover drill's starved standbys: no new replication connection to the primary
+_STARVE_HBA = ("# pglab drill: replication refused (a starved standby); removed when the node rejoins\n"
+               "host replication all all reject\nlocal replication all reject\n")
+
+
+def starve_by_hba(ctx: Ctx, standby: str) -> None:
+    """Starve a standby whose primary_conninfo a manager owns (and puts back, or that sits in
+    postgresql.auto.conf, which outranks pglab's file): the primary refuses new replication
+    connections (a reject line on top of its pg_hba.conf), and the standby's WAL receiver gets
+    SIGTERM, a clean exit that drops whatever its socket still held. The startup process starts
+    a new receiver at once; the primary refuses it, so the receive LSN freezes."""
+    primary = ctx.state.primary
+    hba = f"{ctx.rt.paths(primary).data}/pg_hba.conf"
+    text = ctx.rt.read_file(primary, hba) or ""
+    if not text.startswith(_STARVE_HBA):
+        ctx.rt.write_file(primary, hba, _STARVE_HBA + text)
+        sql.query(ctx.state, primary, "SELECT pg_reload_conf()")
+        time.sleep(0.1)   # the postmaster reloads on SIGHUP, asynchronously
+    pid = sql.scalar(ctx.state, standby, "SELECT pid FROM pg_stat_wal_receiver")
+    if pid is not None:
+        ctx.rt.run(standby, ["sh", "-c", 'kill -TERM "$1"', "sh", str(pid)])
+    streaming = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+    deadline = time.monotonic() + 5
+    while sql.scalar(ctx.state, standby, streaming) != 0:
+        if time.monotonic() > deadline:
+            raise NodeFailed(f"{standby}'s WAL receiver still streams 5 s after SIGTERM", "see `pglab status`")
+        time.sleep(0.02)
+
+
+def unstarve(ctx: Ctx, node: str) -> None:
+    """Take the drill's reject lines out of a node's pg_hba.conf (read as a file: the server may
+    be down), so that it can serve replication again once it leads."""
+    hba = f"{ctx.rt.paths(node).data}/pg_hba.conf"
+    text = ctx.rt.read_file(node, hba)
+    if text and text.startswith(_STARVE_HBA):
+        ctx.rt.write_file(node, hba, text[len(_STARVE_HBA):])
 
 
 class Manager(ABC):

@@ -40,7 +40,8 @@ from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported, WaitTime
 from lab.failover import offline
 from lab.failover.rejoin import Rejoin
 from lab.ha import etcd, haproxy
-from lab.ha.base import Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover, refuse_pglab_options
+from lab.ha.base import (Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover, refuse_pglab_options,
+                         starve_by_hba)
 from lab.ha.patroni_faults import PatroniFaults
 from lab.ha.patroni_conf import check, render, runner, runner_hint
 from lab.wait import wait_until
@@ -49,11 +50,6 @@ REST_PORT = 8008
 _PROMOTED_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO: promoted self to leader")
 # the server's own log (Patroni passes it through): the moment it left recovery
 _NEW_TIMELINE_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[\d+\] LOG:  selected new timeline ID")
-
-
-# the async failover drill's starved standbys: no new replication connection to the primary
-_STARVE_HBA = ("# pglab drill: replication refused until Patroni next starts this server\n"
-               "host replication all all reject\nlocal replication all reject\n")
 
 
 class PatroniError(LabError):
@@ -421,24 +417,9 @@ class PatroniManager(PatroniFaults, Manager):
             return None
 
     def starve(self, standby: str) -> None:
-        """Patroni owns primary_conninfo (and puts back any change within a loop), and a stopped WAL
-        receiver is started again at once. So the primary refuses new replication connections
-        (a reject line on top of its pg_hba.conf, which Patroni writes anew when it next starts
-        that server) and the standby's WAL receiver is stopped: SIGTERM, a clean exit that drops
-        whatever its socket still held. Its next connection is refused; its receive LSN freezes."""
-        primary = self.ctx.state.primary
-        hba = f"{self.ctx.rt.paths(primary).data}/pg_hba.conf"
-        text = self.ctx.rt.read_file(primary, hba) or ""
-        if not text.startswith(_STARVE_HBA):
-            self.ctx.rt.write_file(primary, hba, _STARVE_HBA + text)
-            sql.query(self.ctx.state, primary, "SELECT pg_reload_conf()")
-            time.sleep(0.1)   # the postmaster reloads on SIGHUP, asynchronously
-        pid = sql.scalar(self.ctx.state, standby, "SELECT pid FROM pg_stat_wal_receiver")
-        if pid is not None:
-            self.ctx.rt.run(standby, ["sh", "-c", 'kill -TERM "$1"', "sh", str(pid)])
-        streaming = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
-        wait_until(lambda: sql.scalar(self.ctx.state, standby, streaming) == 0,
-                   timeout=5, what=f"{standby}'s WAL receiver to stop", interval=0.02)
+        # Patroni owns primary_conninfo (it puts back any change within a loop) and writes the
+        # primary's pg_hba.conf anew when it next starts that server
+        starve_by_hba(self.ctx, standby)
 
     def _patch_config(self, body: dict) -> tuple[int, Any]:
         for n in self.ctx.state.nodes:

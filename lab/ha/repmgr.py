@@ -40,6 +40,8 @@ from lab.failover.rejoin import Rejoin, rejoin
 from lab.ha import repmgr_conf as conf
 from lab.ha.base import (
     Change,
+    starve_by_hba,
+    unstarve,
     Manager,
     Say,
     Takeover,
@@ -378,11 +380,12 @@ class RepmgrManager(RepmgrView, Manager):
 
     # ---- drills ------------------------------------------------------------------------------
     def set_mode(self, mode: str) -> str:
-        if mode != "sync":
-            raise Unsupported("the async failover drill (a standby made to lag) is not built for repmgr yet",
-                              "use --mode sync")
         from lab.failover import drill  # lazy: drill imports lab.ha (this package)
         return f"{drill.set_mode(self.ctx, mode).render()} (pglab sets synchronous_standby_names; repmgr does not)"
+
+    def starve(self, standby: str) -> None:
+        # repmgr's clone put primary_conninfo in postgresql.auto.conf, which outranks pglab's file
+        starve_by_hba(self.ctx, standby)
 
     def arm(self, *, interval: float, timeout: float, fence: str, allow_data_loss: bool, say: Say,
             fast_path: bool = True, confirm: float = 0.3) -> None:
@@ -437,6 +440,7 @@ class RepmgrManager(RepmgrView, Manager):
             self.ctx.rt.heal_partition(node)
         self.ctx.rt.resume(node)
         self._svc().signal(f"repmgrd-{node}", "cont")
+        unstarve(self.ctx, node)   # an async drill's reject lines (pg_rewind would copy the new primary's file)
         return self._rejoin(node, inspect=inspect)
 
     def _rejoin(self, node: str, *, inspect: str | None, allow_reclone: bool = True, primary: str | None = None) -> Rejoin:
