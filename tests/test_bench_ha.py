@@ -41,7 +41,7 @@ def test_lists_are_checked_deduplicated_and_kept_in_order():
 
 @pytest.mark.parametrize("args", [["--managers", "pglab,stolon"], ["--profiles", "slow"], ["--faults", "kill,pause"],
                                   ["--modes", "quorum"], ["--repeat", "0"], ["--runtime", "k8s"],
-                                  ["--chart", "/tmp/rto.svg"], ["--markdown", "/no/such/dir/x.md"]])
+                                  ["--chart", "/tmp/rto.svg"], ["--markdown", "/no/such/dir/x.md"], ["--jobs", "9"]])
 def test_bad_input_is_one_line_exit_2_and_starts_nothing(args):
     before = set(list_labs())
     r = runner.invoke(app, ["bench", "ha", "--managers", "pglab", *args])
@@ -167,6 +167,40 @@ def test_bench_ha_pglab_kill_for_real(tmp_path):
         text = md.read_text()
         assert f"| pglab | kill | sync | 1 | {drill['rto_s']:.2f} | {drill['rto_s']:.2f} |" in text
         assert png.read_bytes()[:4] == b"\x89PNG"
+    finally:
+        for n in labs:
+            down(n)
+    for n in labs:
+        assert leftovers(n) == [], f"lab {n} left {leftovers(n)}"
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_bench_ha_runs_timer_bound_managers_side_by_side_in_async_mode():
+    """--jobs 2: the Patroni and repmgr labs run at once (the floor's lab first, alone). Async
+    mode: each manager promotes a starved standby, and what is lost is counted, not hidden."""
+    from tests.test_patroni import _patroni_missing
+    from tests.test_repmgr import _repmgr_missing
+    missing = _patroni_missing() or _repmgr_missing()
+    if missing:
+        pytest.skip(missing)
+    r = runner.invoke(app, ["bench", "ha", "--managers", "patroni,repmgr", "--profiles", "fast", "--faults", "kill",
+                            "--modes", "async", "--repeat", "1", "--jobs", "2", "--json"])
+    labs: list[str] = []
+    try:
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout[r.stdout.index("{"):])
+        labs = out["labs"]
+        cells = {c["manager"]: c for c in out["cells"]}
+        errors = [r["error"] for c in out["cells"] for r in c["rows"] if r["error"]]
+        assert errors == [] and len(labs) == 3 and out["options"]["jobs"] == 2, (errors, labs)
+        assert set(cells) == {"patroni", "repmgr"}          # in the plan's order, whatever finished first
+        assert [c["manager"] for c in out["cells"]] == ["patroni", "repmgr"]
+        for m, cell in cells.items():
+            [drill] = cell["rows"]
+            assert drill["error"] is None and drill["problems"] == [], (m, drill)
+            assert drill["mode"] == "async" and drill["leader_moved"] is True
+            assert drill["lost"] > 0 and cell["lost"] == drill["lost"] and drill["unexpected"] == 0
     finally:
         for n in labs:
             down(n)

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
 
 import psycopg
 
 from lab.api import Lab
-from lab.bench.haplan import DRILL_FAULT, NO_FAILOVER_EXPECTED, BenchOptions, Setup, setups, unsupported
+from lab.bench.haplan import DRILL_FAULT, NO_FAILOVER_EXPECTED, SOLO, BenchOptions, Setup, setups, unsupported
 from lab.errors import LabError, Unsupported
 from lab.failover import promotion, rejoin
 from lab.failover.checker import check
@@ -244,6 +246,70 @@ def _name(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:5]}"
 
 
+def _run_setup(s: Setup, opts: BenchOptions, prefix: str, say: Say,
+               stop: threading.Event | None = None) -> tuple[list[Cell], list[str], list[float]]:
+    """One manager-profile: its lab up, every cell's drills, its lab down. Returns the cells, the
+    labs it brought up, and the seconds each drill took. `stop`: no new drill once it is set."""
+    labs: list[str] = []
+    secs: list[float] = []
+    cells: list[Cell] = []
+    todo = [(f, md) for f in opts.faults for md in opts.modes]
+    plan = {(f, md): unsupported(s, f, md) for f, md in todo}
+    runnable = [k for k, why in plan.items() if why is None]
+    rows: dict[tuple[str, str], list[DrillRow]] = {k: [] for k in runnable}
+    refused: dict[tuple[str, str], str] = {k: why for k, why in plan.items() if why is not None}
+    lab: Lab | None = None
+    lab_error = ""
+    if runnable:
+        name = _name(prefix)
+        labs.append(name)
+        try:
+            lab = Lab.up(name=name, **s.up)
+        except Unsupported as e:
+            refused.update({k: e.line() for k in runnable})
+            runnable = []
+        except LabError as e:
+            for k in runnable:
+                rows[k].append(DrillRow(s.manager, s.profile, k[0], k[1], 1, None, 0.0, error=f"lab up: {e.line()}"))
+            runnable = []
+    try:
+        for k in runnable:
+            f, md = k
+            for i in range(1, opts.repeat + 1):
+                if k in refused or (stop is not None and stop.is_set()):
+                    break
+                t0 = time.time()
+                if lab is None:
+                    rows[k].append(DrillRow(s.manager, s.profile, f, md, i, None, 0.0, error=lab_error))
+                    continue
+                try:
+                    row = pause_short(lab, s, i) if f == "pause-short" else drill_row(lab, s, f, md, i)
+                except Unsupported as e:         # the drill's own refusal: the cell says why
+                    refused[k] = e.line()
+                    break
+                except LabError as e:
+                    row = DrillRow(s.manager, s.profile, f, md, i, None, time.time() - t0, error=e.line())
+                rows[k].append(row)
+                secs.append(row.duration_s)
+                say(f"{s.label} {f} {md} #{i}: " + (f"error: {row.error}" if row.error else
+                    f"RTO {_s(row.rto_s)}, lost {row.lost}, {row.old_primary} -> {row.new_primary}, "
+                    f"{row.duration_s:.0f}s"))
+                if row.error is not None and lab is not None:   # start again from a fresh lab
+                    lab.down()
+                    name = _name(prefix)
+                    labs.append(name)
+                    try:
+                        lab = Lab.up(name=name, **s.up)
+                    except LabError as e:
+                        lab, lab_error = None, f"lab up: {e.line()}"
+    finally:
+        if lab is not None:
+            lab.down()
+    for f, md in todo:
+        cells.append(make_cell(s.manager, s.profile, f, md, tuple(rows.get((f, md), ())), refused.get((f, md))))
+    return cells, labs, secs
+
+
 def run(opts: BenchOptions, *, say: Say | None = None, prefix: str = "bh") -> BenchResult:
     """Every cell of the options, each lab brought up and down again; the floor first."""
     say = say or (lambda _: None)
@@ -264,63 +330,38 @@ def run(opts: BenchOptions, *, say: Say | None = None, prefix: str = "bh") -> Be
     except LabError as e:
         floor_error = e.line()
         say(f"floor: {floor_error}")
+    plan = setups(opts, root=root)
+    done: dict[str, tuple[list[Cell], list[str], list[float]]] = {}
+    # the CPU-bound managers alone, one after the other; then the timer-bound ones, --jobs at a time
+    for st in [x for x in plan if x.manager in SOLO]:
+        done[st.label] = _run_setup(st, opts, prefix, say)
+    # default profiles first: their drills wait longest, and started last they would end last, alone
+    rest = sorted((x for x in plan if x.manager not in SOLO), key=lambda x: x.profile != "default")
+    if opts.jobs > 1 and len(rest) > 1:
+        stop = threading.Event()
+        with ThreadPoolExecutor(max_workers=opts.jobs, thread_name_prefix="bench-ha") as ex:
+            futures = {st.label: ex.submit(_run_setup, st, opts, prefix, say, stop) for st in rest}
+            try:
+                for label, fut in futures.items():
+                    done[label] = fut.result()
+            except KeyboardInterrupt:
+                # leaving the pool waits for its threads: each ends its running drill and downs its lab
+                stop.set()
+                for fut in futures.values():
+                    fut.cancel()
+                say("interrupted: the running drills end, then their labs go down")
+                raise
+    else:
+        for st in rest:
+            done[st.label] = _run_setup(st, opts, prefix, say)
     cells: list[Cell] = []
     per_drill: dict[str, list[float]] = {}
-    for s in setups(opts, root=root):
-        todo = [(f, md) for f in opts.faults for md in opts.modes]
-        plan = {(f, md): unsupported(s, f, md) for f, md in todo}
-        runnable = [k for k, why in plan.items() if why is None]
-        rows: dict[tuple[str, str], list[DrillRow]] = {k: [] for k in runnable}
-        refused: dict[tuple[str, str], str] = {k: why for k, why in plan.items() if why is not None}
-        lab: Lab | None = None
-        lab_error = ""
-        if runnable:
-            name = _name(prefix)
-            labs.append(name)
-            try:
-                lab = Lab.up(name=name, **s.up)
-            except Unsupported as e:
-                refused.update({k: e.line() for k in runnable})
-                runnable = []
-            except LabError as e:
-                for k in runnable:
-                    rows[k].append(DrillRow(s.manager, s.profile, k[0], k[1], 1, None, 0.0, error=f"lab up: {e.line()}"))
-                runnable = []
-        try:
-            for k in runnable:
-                f, md = k
-                for i in range(1, opts.repeat + 1):
-                    if k in refused:
-                        break
-                    t0 = time.time()
-                    if lab is None:
-                        rows[k].append(DrillRow(s.manager, s.profile, f, md, i, None, 0.0, error=lab_error))
-                        continue
-                    try:
-                        row = pause_short(lab, s, i) if f == "pause-short" else drill_row(lab, s, f, md, i)
-                    except Unsupported as e:         # the drill's own refusal: the cell says why
-                        refused[k] = e.line()
-                        break
-                    except LabError as e:
-                        row = DrillRow(s.manager, s.profile, f, md, i, None, time.time() - t0, error=e.line())
-                    rows[k].append(row)
-                    per_drill.setdefault(s.label, []).append(row.duration_s)
-                    say(f"{s.label} {f} {md} #{i}: " + (f"error: {row.error}" if row.error else
-                        f"RTO {_s(row.rto_s)}, lost {row.lost}, {row.old_primary} -> {row.new_primary}, "
-                        f"{row.duration_s:.0f}s"))
-                    if row.error is not None and lab is not None:   # start again from a fresh lab
-                        lab.down()
-                        name = _name(prefix)
-                        labs.append(name)
-                        try:
-                            lab = Lab.up(name=name, **s.up)
-                        except LabError as e:
-                            lab, lab_error = None, f"lab up: {e.line()}"
-        finally:
-            if lab is not None:
-                lab.down()
-        for f, md in todo:
-            cells.append(make_cell(s.manager, s.profile, f, md, tuple(rows.get((f, md), ())), refused.get((f, md))))
+    for st in plan:
+        c, ls, secs = done[st.label]
+        cells += c
+        labs += ls
+        if secs:
+            per_drill[st.label] = secs
     return BenchResult(opts, tuple(floors), floor_error, tuple(cells), tuple(labs), root, time.time() - t_start,
                        {k: statistics.mean(v) for k, v in per_drill.items()})
 

@@ -34,6 +34,13 @@ class BenchOptions:
     modes: tuple[str, ...] = ("sync",)
     repeat: int = 3
     runtime: str = "local"
+    jobs: int = 1              # labs of timer-bound managers run side by side
+
+
+MAX_JOBS = 4
+#: managers whose failover takes a fraction of a second of CPU-bound work: their labs never share the
+#: machine with another of the bench's labs (--jobs applies to the others, bound by their timers)
+SOLO = ("none", "pglab")
 
 
 @dataclass(frozen=True)
@@ -59,13 +66,17 @@ def parse_list(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, .
     return tuple(dict.fromkeys(vals))
 
 
-def options(*, managers: str, profiles: str, faults: str, modes: str, repeat: int, runtime: str) -> BenchOptions:
+def options(*, managers: str, profiles: str, faults: str, modes: str, repeat: int, runtime: str,
+            jobs: int = 1) -> BenchOptions:
     if not 1 <= repeat <= MAX_REPEAT:
         raise InvalidInput(f"--repeat {repeat} is out of range", f"use 1 to {MAX_REPEAT}")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise InvalidInput(f"--jobs {jobs} is out of range", f"use 1 to {MAX_JOBS}")
     if runtime not in RUNTIMES:
         raise InvalidInput(f"--runtime: unknown runtime {runtime!r}", f"use one of: {', '.join(RUNTIMES)}")
     return BenchOptions(parse_list(managers, MANAGERS, "--managers"), parse_list(profiles, PROFILES, "--profiles"),
-                        parse_list(faults, FAULTS, "--faults"), parse_list(modes, MODES, "--modes"), repeat, runtime)
+                        parse_list(faults, FAULTS, "--faults"), parse_list(modes, MODES, "--modes"), repeat, runtime,
+                        jobs)
 
 
 def setups(opts: BenchOptions, *, root: bool) -> list[Setup]:

@@ -33,6 +33,8 @@ def ha(
     modes: str = typer.Option("sync", "--modes", help="Replication during the drill: sync, async."),
     repeat: int = typer.Option(3, "--repeat", help="Drills per cell (1-20); the floor is measured as often."),
     runtime: str = typer.Option("local", "--runtime", help="local or docker."),
+    jobs: int = typer.Option(1, "--jobs", help="Labs of Patroni, pg_auto_failover and repmgr run this many at a time "
+                                               "(1-4; their failovers wait on timers). none and pglab always run alone."),
     markdown: Path | None = typer.Option(None, "--markdown", help="Also write the table as Markdown to FILE."),
     chart: Path | None = typer.Option(None, "--chart", help="Also write a PNG chart of RTO to FILE.png."),
     as_json: bool = JsonOpt,
@@ -43,7 +45,7 @@ def ha(
     from lab.bench import ha as bench_ha  # lazy: start-up (starting labs imports most of pglab)
     from lab.bench import haplan, hareport  # lazy: as above
     opts = haplan.options(managers=managers, profiles=profiles, faults=faults, modes=modes, repeat=repeat,
-                          runtime=runtime)
+                          runtime=runtime, jobs=jobs)
     _out(markdown, "--markdown")
     _out(chart, "--chart", ".png")
     res = bench_ha.run(opts, say=lambda s: err_console.print(s, style="dim", highlight=False, markup=False))

@@ -441,7 +441,11 @@ class PatroniManager(PatroniFaults, Manager):
             raise NodeFailed("Patroni has no leader; a drill needs one", "see `pglab status`")
         self.ctx.state.primary = leader
         self.ctx.save()
-        self._wait_members_streaming(timeout=60)
+        # every member up; not necessarily streaming: an async drill has starved the standbys by now
+        def up() -> bool:
+            ms = {m.get("name"): m for m in (self._cluster() or {}).get("members", [])}
+            return all(n in ms and ms[n].get("state") in ("running", "streaming") for n in self.ctx.state.nodes)
+        wait_until(up, timeout=60, what="every Patroni member to run", interval=0.2)
         ha = self.ctx.topology.ha
         say(f"patroni: {leader} leads; ttl {ha.ttl}, loop_wait {ha.loop_wait}, retry_timeout {ha.retry_timeout} "
             f"(profile {ha.profile}); Patroni decides the failover, not the drill's --interval/--timeout")
