@@ -209,3 +209,34 @@ def test_patroni_options_on_a_lab_without_patroni_are_one_line(args, words):
     finally:
         down(name)
     assert leftovers(name) == []
+
+
+@pytest.mark.docker
+def test_both_drills_on_docker():
+    """The same drills on the Docker runtime (the HA image): the drills ask the manager and the
+    runtime only, so they run unchanged; failsafe off, as the most telling case of each."""
+    import docker
+    from lab.runtime import docker as drt, images as lab_images
+    from tests.conftest import require_runtime
+    require_runtime("docker")
+    try:
+        drt.client().images.get(lab_images.image_name(18, ha=True))
+    except docker.errors.ImageNotFound:
+        pytest.skip("no HA image (build it with `pglab image build --pg 18 --ha`)")
+    name = f"pdd-{uuid.uuid4().hex[:6]}"
+    topo = default_topology(2).with_changes(ha=ha_from_dict({"manager": "patroni", "profile": "fast",
+                                                             "synchronous_mode": False}))
+    lab = Lab.up(topo, name=name, runtime="docker", pg=18)
+    try:
+        with Watch(lab) as w:
+            res = runner.invoke(app, ["drill", "split-brain", "--name", name, "--failsafe", "off", "--writes", "1", "--json"])
+        assert res.exit_code == 0, res.output
+        _check_split_brain(Lab.open(name), w, json.loads(res.output), False)
+        lab = Lab.open(name)
+        with Watch(lab) as w:
+            res = runner.invoke(app, ["drill", "quorum-loss", "--name", name, "--failsafe", "off", "--hold", "25", "--json"])
+        assert res.exit_code == 0, res.output
+        _check_quorum_loss(Lab.open(name), w, json.loads(res.output), False, 25.0)
+    finally:
+        down(name)
+    assert leftovers(name) == []

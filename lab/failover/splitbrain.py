@@ -65,7 +65,7 @@ class SplitBrainResult:
     old_read_error: str | None = None
     manager: str = "none"
     failsafe: bool | None = None       # Patroni's failsafe_mode during the drill (None: not set by it)
-    isolated_at: float | None = None
+    isolated_at: float | None = None   # when the isolate fault was in force (it returned)
     old_last_ack: float | None = None  # the old leader's last acknowledged write (None: it acked none)
     new_first_ack: float | None = None  # the first write another node acknowledged after the isolation
     routed_first_new_ack: float | None = None   # the first routed write another node acknowledged
@@ -92,7 +92,8 @@ class SplitBrainResult:
         return max(0.0, self.old_last_ack - self.new_first_ack)
 
 
-def _write(ctx: Ctx, node: str, rid: str, timeout: float, *, side: str = "drill", dsn: str | None = None) -> Attempt:
+def _write(ctx: Ctx, node: str, rid: str, timeout: float, *, side: str = "drill", dsn: str | None = None,
+           seen: dict[tuple[str, int], str] | None = None) -> Attempt:
     """One INSERT on `node` (or wherever `dsn` leads), cancelled after `timeout` (a commit waiting
     for a synchronous standby ignores statement_timeout); the server's warning tells a locally-only
     commit apart, and its cluster_name which node served a routed write."""
@@ -111,7 +112,7 @@ def _write(ctx: Ctx, node: str, rid: str, timeout: float, *, side: str = "drill"
             finally:
                 timer.cancel()
         t_ack = time.time()
-        served = _served_by(ctx, *row) if dsn else node
+        served = _served_by(ctx, *row, seen=seen) if dsn else node
         outcome = "ok_unreplicated" if any("synchronous replication" in w for w in warned) else "ok"
     except psycopg.Error:
         outcome = "error"
@@ -125,13 +126,28 @@ def _cancel(conn: psycopg.Connection) -> None:
         pass        # the server went away (killed, fenced) in the meantime: nothing left to cancel
 
 
-def _served_by(ctx: Ctx, name: str | None, addr: str | None, port: int | None) -> str:
+def _served_by(ctx: Ctx, name: str | None, addr: str | None, port: int | None,
+               seen: dict[tuple[str, int], str] | None = None) -> str:
     """The node that served a routed write: by its cluster_name where that names the node, else by
-    the address it was reached at (Patroni sets one cluster_name for all); "?" when neither tells."""
+    the address it was reached at (Patroni sets one cluster_name for all; on Docker a node's
+    address is the one each node told when asked directly, `seen`); "?" when nothing tells."""
     for n, a in ctx.state.nodes.items():
         if cluster_name(ctx.name, n) == name or (port == a.port and addr in (a.host, a.peer_host)):
             return n
-    return "?"
+    return (seen or {}).get((addr or "", port or 0), "?")
+
+
+def _addresses(ctx: Ctx) -> dict[tuple[str, int], str]:
+    """Each node's own idea of its address and port, asked directly (before any fault)."""
+    out = {}
+    for n in ctx.state.nodes:
+        try:
+            row = sql.query(ctx.state, n, "SELECT host(inet_server_addr()), inet_server_port()")[0]
+        except (psycopg.Error, IndexError):
+            continue
+        if row[0] is not None:
+            out[(row[0], row[1])] = n
+    return out
 
 
 class _Probes:
@@ -141,6 +157,7 @@ class _Probes:
 
     def __init__(self, ctx: Ctx, old: str, routed: str, timeout: float):
         self.ctx, self.old, self.routed, self.timeout = ctx, old, routed, timeout
+        self.seen = _addresses(ctx)
         self.stop_event = threading.Event()
         self.out: list[Attempt] = []
         self._lock = threading.Lock()
@@ -148,7 +165,7 @@ class _Probes:
         self._ticker = threading.Thread(target=self._run, daemon=True)
 
     def _one(self, node: str, rid: str, side: str, dsn: str | None = None) -> None:
-        a = _write(self.ctx, node, rid, self.timeout, side=side, dsn=dsn)
+        a = _write(self.ctx, node, rid, self.timeout, side=side, dsn=dsn, seen=self.seen)
         with self._lock:
             self.out.append(a)
 
@@ -245,10 +262,11 @@ def _run(ctx: Ctx, mgr, old: str, fence: str, writes: int, timeout: float, fails
     probes = _Probes(ctx, old, _routed_dsn(ctx), min(timeout, 1.0)).start()
     healed = False
     try:
-        t_iso = time.time()
+        t_fault = time.time()
         mgr.fault(old, "isolate")
+        t_iso = time.time()     # in force from here (on Docker, setting the routes takes a moment)
         attempts = [_write(ctx, old, f"old-before-{i}", timeout) for i in range(writes)]
-        tk = mgr.take_over_isolated(old, fence=fence, t_fault=t_iso, timeout=TAKEOVER_TIMEOUT)
+        tk = mgr.take_over_isolated(old, fence=fence, t_fault=t_fault, timeout=TAKEOVER_TIMEOUT)
         new = tk.new_primary
         after = [_write(ctx, old, f"old-after-{i}", timeout) for i in range(writes)]
         attempts += after + [_write(ctx, new, f"new-{i}", timeout) for i in range(writes)]
@@ -267,8 +285,10 @@ def _run(ctx: Ctx, mgr, old: str, fence: str, writes: int, timeout: float, fails
     every = attempts + probed
     acks = [a for a in every if a.outcome == "ok" and a.t_ack is not None]
     old_acks = [a.t_ack for a in acks if a.node == old]
-    new_acks = [a.t_ack for a in acks if a.node != old and a.t_ack >= t_iso]
-    routed_new = [a.t_ack for a in acks if a.side == "routed" and a.node != old and a.t_ack >= t_iso]
+    # a write whose server is unknown ("?") counts for neither side
+    new_acks = [a.t_ack for a in acks if a.node in ctx.state.nodes and a.node != old and a.t_ack >= t_iso]
+    routed_new = [a.t_ack for a in acks if a.side == "routed" and a.node in ctx.state.nodes and a.node != old
+                  and a.t_ack >= t_iso]
     promoted_at = tk.t_promoted or min(new_acks, default=None)
     fenced_at = tk.failover.t_fenced if tk.failover is not None else None
     tried = {a.id for a in every}
