@@ -26,7 +26,7 @@ def test_unfenced_split_brain_diverges(lab_for_isolation):
     assert {"old-after-0", "old-after-1"} <= set(r.only_on_old) and r.only_on_new
     assert {a.id for a in after} <= set(r.only_on_old) and set(r.old_acks_missing_on_new) >= {a.id for a in after}
     # pglab's promotion: both acknowledged writes from the promotion until the probes stopped
-    assert r.split_brain_window_s is not None and r.split_brain_window_s >= 1.0
+    assert r.split_brain_window_s is not None and r.split_brain_window_s >= 1.0 and r.window_still_open
     assert r.primaries_after_heal == 2
 
 

@@ -280,7 +280,7 @@ def drill_split_brain(name: Optional[str] = NameOpt,
     r = open_lab(name).drill_split_brain(fence=fence, writes=writes, failsafe=_failsafe(failsafe))
     if as_json:
         print_json({**to_jsonable(r), "old_stopped_s": r.old_stopped_s, "new_accepted_s": r.new_accepted_s,
-                    "split_brain_window_s": r.split_brain_window_s})
+                    "split_brain_window_s": r.split_brain_window_s, "window_still_open": r.window_still_open})
         return
     fs = "" if r.failsafe is None else f"; failsafe_mode {'on' if r.failsafe else 'off'}"
     console.print(f"split brain ({r.manager}): {r.old_primary} isolated, {r.new_primary} promoted; fencing: {r.fence}"
@@ -291,9 +291,12 @@ def drill_split_brain(name: Optional[str] = NameOpt,
     win = r.split_brain_window_s
     console.print(f"from the isolation ({r.probes} probe writes, one every 0.2 s per side): old leader's last "
                   f"acknowledged write {_at(r.old_last_ack, r.isolated_at)}; new leader's first "
-                  f"{_at(r.new_first_ack, r.isolated_at)} (through the routed DSN {_at(r.routed_first_new_ack, r.isolated_at)}); "
-                  f"promoted {_at(r.promoted_at, r.isolated_at)}; both acknowledged writes for "
-                  + ("unknown (a side was never seen acknowledging)" if win is None else human_secs(win)), markup=False)
+                  f"{_at(r.new_first_ack, r.isolated_at)} (through the routed DSN "
+                  + (_at(r.routed_first_new_ack, r.isolated_at) if r.routed_first_new_ack else "none while probing")
+                  + f"); promoted {_at(r.promoted_at, r.isolated_at)}; both acknowledged writes for "
+                  + ("unknown (a side was never seen acknowledging)" if win is None else
+                     ("at least " if r.window_still_open else "") + human_secs(win)
+                     + (" (both still did when the probes stopped)" if r.window_still_open else "")), markup=False)
 
     def rows_line(ids, node):
         if ids is None:

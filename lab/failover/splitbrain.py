@@ -73,6 +73,15 @@ class SplitBrainResult:
     # writes the old leader acknowledged (before or after the isolation) that the new leader lacks:
     # read on the new leader, so known even when the old one cannot be read. None: new unreadable
     old_acks_missing_on_new: tuple[str, ...] | None = None
+    probes_stopped_at: float | None = None
+
+    @property
+    def window_still_open(self) -> bool:
+        """Both leaders still acknowledged when the probes stopped: the window is a lower bound
+        (with pglab's unfenced promotion it lasts until someone fences the old leader)."""
+        t = self.probes_stopped_at
+        return (t is not None and self.old_last_ack is not None and self.new_first_ack is not None
+                and self.old_last_ack >= t - 4 * PROBE_EVERY - 1.0 and self.old_last_ack > self.new_first_ack)
 
     @property
     def old_stopped_s(self) -> float | None:
@@ -272,6 +281,7 @@ def _run(ctx: Ctx, mgr, old: str, fence: str, writes: int, timeout: float, fails
         attempts += after + [_write(ctx, new, f"new-{i}", timeout) for i in range(writes)]
         time.sleep(1.0)     # the probes see both sides after the takeover for a moment
         probed = probes.stop()
+        t_stopped = time.time()
         # both sides read before healing: a supervisor rewinds the old leader once it is back
         (on_old, read_from, read_error), on_new = _old_ids(ctx, old), _ids(ctx, new)
         mgr.heal(old, "isolate")
@@ -302,7 +312,7 @@ def _run(ctx: Ctx, mgr, old: str, fence: str, writes: int, timeout: float, fails
         tuple(sorted((on_new - on_old) & tried)) if both else None,
         primaries, read_from, read_error, mgr.name, failsafe, t_iso, max(old_acks, default=None),
         min(new_acks, default=None), min(routed_new, default=None), len(probed),
-        tuple(sorted({a.id for a in acks if a.node == old} - on_new)) if on_new is not None else None)
+        tuple(sorted({a.id for a in acks if a.node == old} - on_new)) if on_new is not None else None, t_stopped)
 
 
 def _is_primary(ctx: Ctx, node: str) -> bool:
