@@ -290,11 +290,12 @@ def drill_split_brain(name: Optional[str] = NameOpt,
     console.print(table("writes", ["node", "id", "outcome", "took"], rows))
     win = r.split_brain_window_s
     console.print(f"from the isolation ({r.probes} probe writes, one every 0.2 s per side): old leader's last "
-                  f"acknowledged write {_at(r.old_last_ack, r.isolated_at)}; new leader's first "
+                  f"acknowledged write " + (_at(r.old_last_ack, r.isolated_at) if r.old_last_ack else "none seen")
+                  + "; new leader's first "
                   f"{_at(r.new_first_ack, r.isolated_at)} (through the routed DSN "
                   + (_at(r.routed_first_new_ack, r.isolated_at) if r.routed_first_new_ack else "none while probing")
                   + f"); promoted {_at(r.promoted_at, r.isolated_at)}; both acknowledged writes for "
-                  + ("unknown (a side was never seen acknowledging)" if win is None else
+                  + ("unknown (the new leader was never seen acknowledging, or the old one not asked after it)" if win is None else
                      ("at least " if r.window_still_open else "") + human_secs(win)
                      + (" (both still did when the probes stopped)" if r.window_still_open else "")), markup=False)
 

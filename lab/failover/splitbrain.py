@@ -44,6 +44,7 @@ class Attempt:
     latency_s: float
     t_ack: float | None = None    # wall clock when the outcome came back (ok only)
     side: str = "drill"           # drill (the numbered writes), old, others, routed (the probes)
+    t_sent: float | None = None   # wall clock when the write was started
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class SplitBrainResult:
     # read on the new leader, so known even when the old one cannot be read. None: new unreadable
     old_acks_missing_on_new: tuple[str, ...] | None = None
     probes_stopped_at: float | None = None
+    old_tried_after_new: bool = False   # the old leader was written to directly after the new one acked
 
     @property
     def window_still_open(self) -> bool:
@@ -95,8 +97,14 @@ class SplitBrainResult:
     @property
     def split_brain_window_s(self) -> float | None:
         """How long both leaders acknowledged writes: 0 when the old one stopped before the new one
-        began (as seen every PROBE_EVERY s); None (unknown) when either side was never seen acking."""
-        if self.old_last_ack is None or self.new_first_ack is None:
+        began, or acknowledged nothing though it was asked after the new one did (as seen every
+        PROBE_EVERY s); None (unknown) when the new one was never seen acknowledging, or the old
+        one was not asked after it."""
+        if self.new_first_ack is None:
+            return None
+        if self.old_last_ack is None:     # the old one acked nothing: 0 if it was asked meanwhile
+            return 0.0 if self.old_tried_after_new else None
+        if self.old_last_ack < self.new_first_ack and not self.old_tried_after_new:
             return None
         return max(0.0, self.old_last_ack - self.new_first_ack)
 
@@ -107,7 +115,7 @@ def _write(ctx: Ctx, node: str, rid: str, timeout: float, *, side: str = "drill"
     for a synchronous standby ignores statement_timeout); the server's warning tells a locally-only
     commit apart, and its cluster_name which node served a routed write."""
     warned: list[str] = []
-    t0 = time.monotonic()
+    t0, t_sent = time.monotonic(), time.time()
     served, t_ack = node, None
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2) if dsn else sql.connect(ctx.state, node, connect_timeout=2)
@@ -125,7 +133,7 @@ def _write(ctx: Ctx, node: str, rid: str, timeout: float, *, side: str = "drill"
         outcome = "ok_unreplicated" if any("synchronous replication" in w for w in warned) else "ok"
     except psycopg.Error:
         outcome = "error"
-    return Attempt(served, rid, outcome, time.monotonic() - t0, t_ack if outcome == "ok" else None, side)
+    return Attempt(served, rid, outcome, time.monotonic() - t0, t_ack if outcome == "ok" else None, side, t_sent)
 
 
 def _cancel(conn: psycopg.Connection) -> None:
@@ -312,7 +320,9 @@ def _run(ctx: Ctx, mgr, old: str, fence: str, writes: int, timeout: float, fails
         tuple(sorted((on_new - on_old) & tried)) if both else None,
         primaries, read_from, read_error, mgr.name, failsafe, t_iso, max(old_acks, default=None),
         min(new_acks, default=None), min(routed_new, default=None), len(probed),
-        tuple(sorted({a.id for a in acks if a.node == old} - on_new)) if on_new is not None else None, t_stopped)
+        tuple(sorted({a.id for a in acks if a.node == old} - on_new)) if on_new is not None else None, t_stopped,
+        bool(new_acks) and any(a.side in ("old", "drill") and a.node == old and a.t_sent is not None
+                               and a.t_sent > min(new_acks) for a in every))
 
 
 def _is_primary(ctx: Ctx, node: str) -> bool:
