@@ -277,10 +277,11 @@ def _run(ctx: Ctx, mgr, old: str, fence: str, writes: int, timeout: float, fails
         synchronous = bool(conn.execute("SHOW synchronous_standby_names").fetchone()[0].strip())
     Cluster(ctx).wait_caught_up()
     probes = _Probes(ctx, old, _routed_dsn(ctx), min(timeout, 1.0)).start()
-    healed = False
+    isolated = healed = False
     try:
         t_fault = time.time()
-        mgr.fault(old, "isolate")
+        mgr.fault(old, "isolate")     # refused (Unsupported) without per-node namespaces: nothing to heal
+        isolated = True
         t_iso = time.time()     # in force from here (on Docker, setting the routes takes a moment)
         attempts = [_write(ctx, old, f"old-before-{i}", timeout) for i in range(writes)]
         tk = mgr.take_over_isolated(old, fence=fence, t_fault=t_fault, timeout=TAKEOVER_TIMEOUT)
@@ -298,7 +299,7 @@ def _run(ctx: Ctx, mgr, old: str, fence: str, writes: int, timeout: float, fails
     finally:
         if not probes.stop_event.is_set():
             probes.stop()
-        if not healed:
+        if isolated and not healed:
             mgr.heal(old, "isolate")
     every = attempts + probed
     acks = [a for a in every if a.outcome == "ok" and a.t_ack is not None]
