@@ -21,7 +21,7 @@ from lab.cluster import bootstrap, nodes as cluster
 from lab.cluster.handle import Cluster, Node, default_name
 from lab import runtime as runtimes
 from lab.runtime import ServerOffer
-from lab.failover import drill, monitor as monitor_mod, promotion, rejoin as rejoin_mod, splitbrain
+from lab.failover import drill, monitor as monitor_mod, promotion, quorumloss, rejoin as rejoin_mod, splitbrain
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.model import state as lab_state
 from lab.model.conninfo import role_dsn
@@ -289,10 +289,17 @@ class Lab(Cluster):
                             interval=interval, timeout=timeout, fence=fence, settle=settle, fast_path=fast_path,
                             confirm=confirm, say=say)
 
-    def drill_split_brain(self, *, fence: str = "none", writes: int = 3,
-                          timeout: float = 2.0) -> splitbrain.SplitBrainResult:
-        """Cut the primary off from its peers (its clients still reach it), fail over, write to both."""
-        return splitbrain.drill(self.ctx, fence=fence, writes=writes, timeout=timeout)
+    def drill_split_brain(self, *, fence: str = "none", writes: int = 3, timeout: float = 2.0,
+                          failsafe: bool | None = None) -> splitbrain.SplitBrainResult:
+        """Cut the primary off from its peers (its clients still reach it), let the manager fail
+        over, write to both. `failsafe`: Patroni's failsafe_mode for the drill (Patroni labs only)."""
+        return splitbrain.drill(self.ctx, fence=fence, writes=writes, timeout=timeout, failsafe=failsafe)
+
+    def drill_quorum_loss(self, *, failsafe: bool | None = None, hold: float = 40.0, clients: int = 2,
+                          say: Callable[[str], None] | None = None) -> quorumloss.QuorumLoss:
+        """Kill a majority of the manager's consensus store (Patroni's etcd) for `hold` s under a
+        ledger, then heal: did the primary stop taking writes, for how long, was anything lost."""
+        return quorumloss.drill(self.ctx, failsafe=failsafe, hold=hold, clients=clients, say=say)
 
     def drill_restart(self, *, restarts: int = 3, interval: float = 0.5, timeout: float = 2.0, confirm: float = 0.3,
                       clients: int = 2, say: Callable[[str], None] | None = None) -> drill.RestartDrill:

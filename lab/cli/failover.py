@@ -8,7 +8,7 @@ import typer
 
 from lab.cli.root import app
 from lab.cli.core import JsonOpt, NameOpt, open_lab
-from lab.errors import FailoverRefused
+from lab.errors import FailoverRefused, InvalidInput
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES, Decision
 from lab.cli.render import console, err_console, human_bytes, human_secs, print_json, table, to_jsonable
 from lab.ha import Change
@@ -254,26 +254,95 @@ def drill_restart(name: Optional[str] = NameOpt,
         raise typer.Exit(1)
 
 
+def _failsafe(value: Optional[str]) -> Optional[bool]:
+    if value is None:
+        return None
+    if value not in ("on", "off"):
+        raise InvalidInput(f"--failsafe {value!r} is not on or off", "use --failsafe on or --failsafe off")
+    return value == "on"
+
+
+FailsafeOpt = typer.Option(None, "--failsafe", help="on|off: Patroni's failsafe_mode during the drill (restored after).")
+
+
+def _at(t: Optional[float], t0: Optional[float]) -> str:
+    return "unknown" if t is None or t0 is None else f"{t - t0:+.1f} s"
+
+
 @drill_app.command("split-brain")
 def drill_split_brain(name: Optional[str] = NameOpt,
-                      fence: str = typer.Option("none", "--fence", help="none, stop, kill or partition the old primary first."),
+                      fence: str = typer.Option("none", "--fence", help="none, stop, kill or partition the old primary first (not on Patroni labs)."),
                       writes: int = typer.Option(3, "--writes", min=1, max=100, help="Writes tried on each side."),
-                      as_json: bool = JsonOpt) -> None:
-    """Cut the primary off from the other nodes (its clients still reach it), fail over, keep writing
-    to both leaders, heal: report the writes the old leader acknowledged and the conflicting rows."""
-    r = open_lab(name).drill_split_brain(fence=fence, writes=writes)
+                      failsafe: Optional[str] = FailsafeOpt, as_json: bool = JsonOpt) -> None:
+    """Cut the primary off from the other nodes (its clients still reach it), let the manager fail
+    over, keep writing to both leaders, heal: report when each side acknowledged writes, the writes
+    the old leader acknowledged after the promotion and the conflicting rows."""
+    r = open_lab(name).drill_split_brain(fence=fence, writes=writes, failsafe=_failsafe(failsafe))
     if as_json:
-        print_json(r)
+        print_json({**to_jsonable(r), "old_stopped_s": r.old_stopped_s, "new_accepted_s": r.new_accepted_s,
+                    "split_brain_window_s": r.split_brain_window_s, "window_still_open": r.window_still_open})
         return
-    console.print(f"split brain: {r.old_primary} isolated, {r.new_primary} promoted; fencing: {r.fence}"
+    fs = "" if r.failsafe is None else f"; failsafe_mode {'on' if r.failsafe else 'off'}"
+    console.print(f"split brain ({r.manager}): {r.old_primary} isolated, {r.new_primary} promoted; fencing: {r.fence}"
                   + (f" (acted {r.fenced_at - r.promoted_at:+.2f}s from the promotion)" if r.fenced_at and r.promoted_at else "")
-                  + f"; replication {'synchronous' if r.synchronous else 'asynchronous'}")
-    rows = [[a.node, a.id, a.outcome, f"{a.latency_s * 1000:.0f}ms"] for a in r.attempts]
+                  + f"; replication {'synchronous' if r.synchronous else 'asynchronous'}{fs}", markup=False)
+    rows = [[a.node, a.id, a.outcome, f"{a.latency_s * 1000:.0f}ms"] for a in r.attempts if a.side == "drill"]
     console.print(table("writes", ["node", "id", "outcome", "took"], rows))
+    win = r.split_brain_window_s
+    console.print(f"from the isolation ({r.probes} probe writes, one every 0.2 s per side): old leader's last "
+                  f"acknowledged write " + (_at(r.old_last_ack, r.isolated_at) if r.old_last_ack else "none seen")
+                  + "; new leader's first "
+                  f"{_at(r.new_first_ack, r.isolated_at)} (through the routed DSN "
+                  + (_at(r.routed_first_new_ack, r.isolated_at) if r.routed_first_new_ack else "none while probing")
+                  + f"); promoted {_at(r.promoted_at, r.isolated_at)}; both acknowledged writes for "
+                  + ("unknown (the new leader was never seen acknowledging, or the old one not asked after it)" if win is None else
+                     ("at least " if r.window_still_open else "") + human_secs(win)
+                     + (" (both still did when the probes stopped)" if r.window_still_open else "")), markup=False)
+
     def rows_line(ids, node):
-        return f"unknown only on {node} (not readable)" if ids is None else f"{len(ids)} only on {node} {list(ids)}"
+        if ids is None:
+            return f"unknown only on {node} ({r.old_primary} could not be read)"
+        return f"{len(ids)} only on {node}" + (f" {list(ids[:6])}{' …' if len(ids) > 6 else ''}" if ids else "")
+    missing = r.old_acks_missing_on_new
     console.print(f"acknowledged by the old leader after the promotion: {r.acked_on_old_after_promotion}; "
-                  f"conflicting rows: {rows_line(r.only_on_old, r.old_primary)}, "
+                  f"acknowledged by the old leader and missing on the new: "
+                  + ("unknown" if missing is None else str(len(missing)))
+                  + f"; conflicting rows: {rows_line(r.only_on_old, r.old_primary)}, "
                   f"{rows_line(r.only_on_new, r.new_primary)}; primaries after healing: {r.primaries_after_heal}",
                   markup=False)
     console.print(f"{r.old_primary} read from: " + (r.old_read_from or f"nowhere ({r.old_read_error})"), markup=False)
+
+
+@drill_app.command("quorum-loss")
+def drill_quorum_loss(name: Optional[str] = NameOpt, failsafe: Optional[str] = FailsafeOpt,
+                      hold: float = typer.Option(40.0, "--hold", help="Seconds a majority of the consensus store stays down (longer than the ttl)."),
+                      clients: int = typer.Option(2, "--clients", help="Ledger writer clients."),
+                      as_json: bool = JsonOpt) -> None:
+    """Kill a majority of the manager's consensus store (Patroni's etcd) for --hold seconds under a
+    ledger, heal: did the primary stop taking writes, the longest write gap, lost writes."""
+    lab = open_lab(name)
+    say = (lambda _: None) if as_json else (lambda line: err_console.print(line, style="dim", markup=False))
+    r = lab.drill_quorum_loss(failsafe=_failsafe(failsafe), hold=hold, clients=clients, say=say)
+    if as_json:
+        print_json({**{k: v for k, v in to_jsonable(r).items() if k != "check"}, "check": r.check.to_dict(),
+                    "longest_write_gap_s": r.longest_write_gap_s, "demoted_after_s": r.demoted_after_s,
+                    "writes_back_after_heal_s": r.writes_back_after_heal_s,
+                    "leader_back_after_heal_s": r.leader_back_after_heal_s, "writes_stopped": r.writes_stopped})
+    else:
+        fs = "as the lab had it" if r.failsafe is None else ("on" if r.failsafe else "off")
+        console.print(f"quorum loss ({r.manager}, failsafe_mode {fs}): {', '.join(r.killed)} of {r.members} consensus "
+                      f"members killed for {human_secs(r.hold_s)}", markup=False)
+        console.print("primary: " + (f"stopped taking writes {human_secs(r.demoted_after_s)} after the kill (no node accepted "
+                                     f"writes), back {_at(r.primary_back_at, r.t_heal)} from the heal"
+                                     if r.writes_stopped else "kept taking writes (always one node accepting writes)"),
+                      markup=False)
+        console.print(f"ledger: {r.writes_ok} acknowledged writes; longest pause {human_secs(r.longest_write_gap_s)} "
+                      f"(starting {_at(r.last_ack_before_gap, r.t_kill)} from the kill; with the store healthy "
+                      f"{human_secs(r.floor_gap_s)}); writes back after the heal: "
+                      + (human_secs(r.writes_back_after_heal_s) if r.writes_back_after_heal_s is not None else "they never stopped past it")
+                      + f"; leader back after the heal {human_secs(r.leader_back_after_heal_s)}", markup=False)
+        c = r.check
+        console.print(f"set checker: lost {len(c.lost)}, unexpected {len(c.unexpected)}, unknown {c.unknown}, "
+                      f"recovered {len(c.recovered)}: " + ("PASS" if c.valid else "FAIL"), markup=False)
+    if not r.check.valid:
+        raise typer.Exit(1)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from lab.cluster import faults, nodes as cluster, sql
 from lab.cluster.context import Ctx
-from lab.errors import InvalidInput, NodeFailed
+from lab.errors import InvalidInput, NodeFailed, Unsupported
 from lab.failover import rejoin
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 
@@ -230,6 +230,40 @@ class Manager(ABC):
     def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True) -> Any:
         """An old primary back as a standby (`pglab rejoin`): pg_rewind, else a re-clone."""
         return rejoin.rejoin(self.ctx, node, inspect=inspect, allow_reclone=allow_reclone)
+
+    # ---- split brain and a lost consensus store (pglab drill split-brain / quorum-loss) -------
+    has_failsafe: bool = False   # Patroni's failsafe_mode: a leader stays while every member answers
+
+    def check_failsafe(self, failsafe: bool | None) -> None:
+        """Refuse --failsafe in one line where there is no such setting (it is Patroni's)."""
+        if failsafe is not None and not self.has_failsafe:
+            raise InvalidInput(f"--failsafe does not apply to a {self.name} lab",
+                               "it is Patroni's failsafe_mode: bring a lab up with --ha patroni")
+
+    def set_failsafe(self, on: bool) -> bool:
+        """Turn the manager's failsafe mode on or off; returns the value it had."""
+        self.check_failsafe(on)
+        raise NotImplementedError
+
+    def check_split_brain(self, *, fence: str, failsafe: bool | None) -> None:
+        """Refuse, in one line and before any fault, a split-brain drill this manager cannot run."""
+        self.check_failsafe(failsafe)
+        raise Unsupported(f"the split-brain drill is not built for {self.name} labs",
+                          "use a lab with --ha none, pglab or patroni")
+
+    def take_over_isolated(self, old: str, *, fence: str, t_fault: float, timeout: float) -> Takeover:
+        """The failover of a split-brain drill: `old` leads but is cut off from its peers (its
+        clients still reach it); returns once another node accepts writes."""
+        raise Unsupported(f"the split-brain drill is not built for {self.name} labs")
+
+    def settle(self, node: str, timeout: float) -> None:
+        """After a fault on `node` was healed: wait until the manager has done what it does by
+        itself then (Patroni rejoins the node); nothing for managers that leave it to the user."""
+
+    def consensus_members(self) -> list[str]:
+        """The members of the manager's consensus store (Patroni's etcd), faultable by name; none
+        for managers that have no such store."""
+        return []
 
     # ---- faults under a supervisor (Patroni, pg_auto_failover) -------------------------------
     @property

@@ -10,6 +10,7 @@ from lab.failover import drill, promotion
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 from lab.failover.monitor import Monitor, MonitorConfig, MAX_DURATION, background_pid, start_background, stop_background
 from lab.failover.rejoin import rejoin
+from lab.errors import InvalidInput
 from lab.ha.base import Manager, ManagerView, Member, Say, Takeover
 from lab.wait import wait_until
 
@@ -77,6 +78,19 @@ class ManualManager(Manager):
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
+
+    # ---- split brain: the user (played by the drill) fails over with pglab's promotion ---------
+    def check_split_brain(self, *, fence: str, failsafe: bool | None) -> None:
+        self.check_failsafe(failsafe)
+        if fence not in promotion.FENCES:
+            raise InvalidInput(f"unknown fencing {fence!r}", f"use one of: {', '.join(promotion.FENCES)}")
+
+    def take_over_isolated(self, old: str, *, fence: str, t_fault: float, timeout: float) -> Takeover:
+        # the primary answers its clients, so only a forced failover replaces it
+        fo = promotion.failover(self.ctx, None, allow_data_loss=True, fence_with=fence, force=True)
+        p = fo.promotion
+        return Takeover(old, self.ctx.state.primary, None, None, p.t_promoted if p else None, fo.decision,
+                        failover=fo, reason="pglab failover --force (the drill plays the operator)")
 
     def recover(self, node: str, fault: str, *, inspect: str | None = None) -> Any:
         # heal what the fault left (the old primary stays down: it must come back only as a standby)

@@ -493,6 +493,47 @@ class PatroniManager(PatroniFaults, Manager):
     def disarm(self) -> None:
         pass
 
+    # ---- split brain and a lost etcd quorum --------------------------------------------------
+    has_failsafe = True
+
+    def check_split_brain(self, *, fence: str, failsafe: bool | None) -> None:
+        if fence != "none":
+            raise InvalidInput(f"--fence {fence} does not apply to a Patroni lab",
+                               "Patroni fences itself: a leader that cannot renew its key demotes itself; drop --fence")
+
+    def set_failsafe(self, on: bool) -> bool:
+        """PATCH /config failsafe_mode (dynamic configuration, kept in etcd); returns the old value."""
+        before = bool(self._config().get("failsafe_mode", False))
+        code, res = self._patch_config({"failsafe_mode": on})
+        if code != 200:
+            raise PatroniError(f"Patroni refused failsafe_mode={on}: {res}")
+        # every agent applies the new dynamic configuration on its next loop
+        wait_until(lambda: self._config().get("failsafe_mode", False) is on, timeout=30,
+                   what=f"Patroni to report failsafe_mode {on}", interval=0.2)
+        time.sleep(self.ctx.topology.ha.loop_wait + 1)
+        self.record("config", None, f"failsafe_mode {str(before).lower()} -> {str(on).lower()}")
+        return before
+
+    def _config(self) -> dict:
+        for n in self.ctx.state.nodes:
+            try:
+                code, body = _http("GET", f"{self._api(n)}/config", timeout=1.0)
+            except OSError:
+                continue
+            if code == 200 and isinstance(body, dict):
+                return body
+        return {}
+
+    def take_over_isolated(self, old: str, *, fence: str, t_fault: float, timeout: float) -> Takeover:
+        # Patroni decides: the others take the key once it expires (ttl), the old leader demotes
+        return self.wait_for_takeover(old, t_fault, timeout)
+
+    def settle(self, node: str, timeout: float) -> None:
+        self._wait_members_streaming(timeout=timeout)
+
+    def consensus_members(self) -> list[str]:
+        return [m.name for m in self._members()]
+
     def rejoin(self, node: str, *, inspect: str | None = None, allow_reclone: bool = True) -> Rejoin:
         """Rejoining is Patroni's job: start the node's agent if it is down, and wait for it."""
         return self.recover(node, "", inspect=inspect)
