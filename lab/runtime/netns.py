@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from lab.errors import NodeFailed, Unsupported
+from lab.runtime import cache
 from lab.wait import poll
 
 
@@ -45,18 +46,22 @@ def _used_subnets() -> set[str]:
 
 
 def create_lab_network(lab: str) -> dict:
-    used = _used_subnets()
-    for x in range(1, 255):
-        subnet = f"10.213.{x}.0/24"
-        if subnet not in used:
-            break
-    else:
-        raise Unsupported("no free 10.213.x.0/24 network for the lab bridge", "remove some labs with `pglab down`")
     bridge = f"plb{_short(lab)}"
-    gw = subnet.replace(".0/24", ".1")
-    _ip("link", "add", bridge, "type", "bridge")
-    _allow_forwarding(lab, bridge, add=True)
-    _ip("addr", "add", f"{gw}/24", "dev", bridge)
+    # choosing a free /24 and taking it is one step for every lab on the machine: two labs coming
+    # up at once (bench ha --jobs, two shells) otherwise both took the first free one, and the
+    # kernel accepts the same gateway address on two bridges, leaving one lab unreachable
+    with cache.locked("netns-subnets"):
+        used = _used_subnets()
+        for x in range(1, 255):
+            subnet = f"10.213.{x}.0/24"
+            if subnet not in used:
+                break
+        else:
+            raise Unsupported("no free 10.213.x.0/24 network for the lab bridge", "remove some labs with `pglab down`")
+        gw = subnet.replace(".0/24", ".1")
+        _ip("link", "add", bridge, "type", "bridge")
+        _allow_forwarding(lab, bridge, add=True)
+        _ip("addr", "add", f"{gw}/24", "dev", bridge)
     _ip("link", "set", bridge, "up")
     return {"bridge": bridge, "subnet": subnet, "gateway": gw, "nodes": {}}
 
