@@ -142,12 +142,8 @@ def drill(ctx: Ctx, *, failsafe: bool | None = None, hold: float = 40.0, clients
     say = say or (lambda _: None)
     members = check_drill(ctx, failsafe=failsafe, hold=hold)
     mgr = manager(ctx)
-    before = mgr.set_failsafe(failsafe) if failsafe is not None else None
-    try:
+    with mgr.failsafe_for_drill(failsafe):
         return _run(ctx, mgr, members, failsafe, hold, clients, say)
-    finally:
-        if failsafe is not None and before != failsafe:
-            mgr.set_failsafe(bool(before))
 
 
 def _run(ctx: Ctx, mgr, members: list[str], failsafe: bool | None, hold: float, clients: int, say) -> QuorumLoss:

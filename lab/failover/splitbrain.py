@@ -259,12 +259,8 @@ def drill(ctx: Ctx, *, fence: str = "none", writes: int = 3, timeout: float = 2.
         raise InvalidInput("a split brain needs a standby to promote", "bring the lab up with --standbys 1 or more")
     if not 0.1 <= timeout <= 30:
         raise InvalidInput(f"--timeout {timeout} is out of range", "use 0.1 to 30 s per write")
-    before = mgr.set_failsafe(failsafe) if failsafe is not None else None
-    try:
+    with mgr.failsafe_for_drill(failsafe):
         return _run(ctx, mgr, old, fence, writes, timeout, failsafe)
-    finally:
-        if failsafe is not None and before != failsafe:
-            mgr.set_failsafe(bool(before))
 
 
 def _run(ctx: Ctx, mgr, old: str, fence: str, writes: int, timeout: float, failsafe: bool | None) -> SplitBrainResult:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 from lab.cluster import faults, nodes as cluster, sql
@@ -244,6 +246,16 @@ class Manager(ABC):
         """Turn the manager's failsafe mode on or off; returns the value it had."""
         self.check_failsafe(on)
         raise NotImplementedError
+
+    @contextmanager
+    def failsafe_for_drill(self, failsafe: bool | None) -> Iterator[None]:
+        """The manager's failsafe mode as a drill asks (None: as it is), put back afterwards."""
+        before = self.set_failsafe(failsafe) if failsafe is not None else None
+        try:
+            yield
+        finally:
+            if failsafe is not None and before != failsafe:
+                self.set_failsafe(bool(before))
 
     def check_split_brain(self, *, fence: str, failsafe: bool | None) -> None:
         """Refuse, in one line and before any fault, a split-brain drill this manager cannot run."""

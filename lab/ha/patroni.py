@@ -222,18 +222,21 @@ class PatroniManager(PatroniFaults, Manager):
         return out
 
     # ---- looking -----------------------------------------------------------------------------
-    def _cluster(self, exclude: set[str] | None = None) -> dict | None:
-        """GET /cluster from the first agent that answers (they answer from the same DCS)."""
+    def _get(self, path: str, exclude: set[str] | None = None) -> dict | None:
+        """GET `path` from the first agent that answers (they answer from the same DCS)."""
         for n in self.ctx.state.nodes:
             if exclude and n in exclude:
                 continue
             try:
-                code, body = _http("GET", f"{self._api(n)}/cluster", timeout=1.0)
+                code, body = _http("GET", f"{self._api(n)}{path}", timeout=1.0)
             except OSError:
                 continue
             if code == 200 and isinstance(body, dict):
                 return body
         return None
+
+    def _cluster(self, exclude: set[str] | None = None) -> dict | None:
+        return self._get("/cluster", exclude)
 
     def _role_of(self, node: str) -> str | None:
         c = self._cluster()
@@ -515,14 +518,7 @@ class PatroniManager(PatroniFaults, Manager):
         return before
 
     def _config(self) -> dict:
-        for n in self.ctx.state.nodes:
-            try:
-                code, body = _http("GET", f"{self._api(n)}/config", timeout=1.0)
-            except OSError:
-                continue
-            if code == 200 and isinstance(body, dict):
-                return body
-        return {}
+        return self._get("/config") or {}
 
     def take_over_isolated(self, old: str, *, fence: str, t_fault: float, timeout: float) -> Takeover:
         # Patroni decides: the others take the key once it expires (ttl), the old leader demotes

@@ -435,10 +435,7 @@ class DockerRuntime:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 return
-            # the children notice the postmaster's death by themselves; "killed" means the port is closed
-            deadline = time.monotonic() + 5
-            while any(procs.alive(p) for p in family) and time.monotonic() < deadline:
-                time.sleep(0.005)
+            procs.wait_dead(family)   # "killed" means the port is closed
             return
         if self._exec(node, ["sh", "-c", f'{self._PID} && kill -KILL "$pid"']).rc != 0:
             return   # not running

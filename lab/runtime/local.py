@@ -255,9 +255,7 @@ class LocalRuntime:
                 pass
         # The children notice the postmaster's death by themselves; wait for them so that
         # "killed" means the port is closed when we return.
-        deadline = time.monotonic() + 5
-        while any(procs.alive(c) for c in children) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        procs.wait_dead(children)
         if Path(f"/proc/{pid}").exists():
             # A dead postmaster that its parent has not reaped yet (a zombie) still "exists" for
             # kill(pid, 0), and a new postmaster would refuse to start over its postmaster.pid.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 
@@ -65,6 +66,14 @@ def alive(pid: int) -> bool:
         return state != "Z"
     except (OSError, IndexError):
         return False
+
+
+def wait_dead(pids: list[int], timeout: float = 5.0, interval: float = 0.005) -> None:
+    """Until none of `pids` is alive (a killed postmaster's children notice its death by
+    themselves), bounded: a process stuck in the kernel is not waited on for ever."""
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(interval)
 
 
 def signal_tree(pid: int, sig: int) -> None:
