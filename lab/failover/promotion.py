@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import psycopg
 
@@ -89,9 +91,16 @@ SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, pg_last_wal_replay_
 """
 
 
-def probe(ctx: Ctx, node: str, timeout: int = 2) -> Candidate:
-    """One candidate row, from a fresh connection with a short timeout (libpq's minimum is 2 s)."""
+def probe(ctx: Ctx, node: str, timeout: int = 2, session: psycopg.Connection | None = None) -> Candidate:
+    """One candidate row, on `session` (an open connection to the node) if there is one, else from
+    a fresh connection with a short timeout (libpq's minimum is 2 s)."""
     prio = ctx.topology.node(node).priority if node in ctx.topology.node_names else 100
+    if session is not None and not session.closed:
+        try:
+            rec, rcv, rpl, tl = session.execute(_PROBE_SQL).fetchone()
+            return Candidate(node, True, rec, tl, rcv, rpl, prio)
+        except psycopg.Error:
+            pass        # broken since it was opened (a restart): ask on a fresh connection
     try:
         with sql.connect(ctx.state, node, connect_timeout=timeout, options=f"-c statement_timeout={timeout * 1000}") as c:
             rec, rcv, rpl, tl = c.execute(_PROBE_SQL).fetchone()
@@ -101,11 +110,12 @@ def probe(ctx: Ctx, node: str, timeout: int = 2) -> Candidate:
         return Candidate(node, False, None, None, None, None, prio, error=msg)
 
 
-def probe_all(ctx: Ctx, nodes: list[str]) -> list[Candidate]:
+def probe_all(ctx: Ctx, nodes: list[str], sessions: Mapping[str, psycopg.Connection] | None = None) -> list[Candidate]:
     if not nodes:
         return []
+    sessions = sessions or {}
     with ThreadPoolExecutor(max_workers=len(nodes)) as ex:
-        return list(ex.map(lambda n: probe(ctx, n), nodes))
+        return list(ex.map(lambda n: probe(ctx, n, session=sessions.get(n)), nodes))
 
 
 # ---- promote and reconfigure --------------------------------------------------------------------
@@ -114,13 +124,19 @@ PROMOTE_TIMEOUT = 60
 
 
 def promote(ctx: Ctx, node: str, *, old_primary: str | None = None, dead: set[str] | None = None,
-            sync_wait: float = 10.0) -> Promotion:
-    """pg_promote() on `node` and wait; then reconfigure the rest of the lab around it."""
+            sync_wait: float = 10.0, session: psycopg.Connection | None = None) -> Promotion:
+    """pg_promote() on `node` and wait; then reconfigure the rest of the lab around it. `session`:
+    an open connection to `node` to promote through (it stays open), else a fresh one."""
     if node not in ctx.state.nodes:
         raise InvalidInput(f"no node {node!r} in lab {ctx.name}", f"nodes are: {', '.join(ctx.state.nodes)}")
     old = old_primary or ctx.state.primary
     t0 = time.time()
-    with sql.connect(ctx.state, node, connect_timeout=3) as c:
+    if session is not None:
+        try:
+            session.execute("SELECT 1")
+        except psycopg.Error:
+            session = None   # closed or broken since it was opened: promote through a fresh connection
+    with (nullcontext(session) if session is not None else sql.connect(ctx.state, node, connect_timeout=3)) as c:
         if not c.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
             raise InvalidInput(f"{node} is already a primary", "promote a standby")
         # pg_promote(wait => true) looks every 100 ms, which alone was a third of a fail-stop
@@ -212,12 +228,15 @@ def last_seen(ctx: Ctx, old: str, now: float | None = None) -> LastSeen | None:
 def failover(ctx: Ctx, to: str | None = None, *, allow_data_loss: bool = False,
              max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES, fence_with: str = "none",
              known_position: str | None = None, known_timeline: int | None = None,
-             seen: LastSeen | None = None, force: bool = False) -> Failover:
+             seen: LastSeen | None = None, force: bool = False,
+             sessions: Mapping[str, psycopg.Connection] | None = None) -> Failover:
     """The primary is gone: ask every standby for its position, elect, fence, promote, reconfigure.
     The data-loss guard compares the winner with the old primary's last sampled position: `seen`
     (or `known_position`), else what the lab last recorded of it. Raises FailoverRefused (with the
     decision table) when no candidate is acceptable. Afterwards, if the old primary's server is
-    down, the WAL really lost is read from its data directory (lab.failover.truth)."""
+    down, the WAL really lost is read from its data directory (lab.failover.truth). `sessions`:
+    open connections to standbys (a monitor's), asked instead of fresh ones: a connection costs
+    more than the question, and the failover is racing the clients' timeouts."""
     if fence_with not in FENCES:
         raise InvalidInput(f"unknown fencing {fence_with!r}", f"use one of: {', '.join(FENCES)}")
     t0 = time.time()
@@ -227,7 +246,7 @@ def failover(ctx: Ctx, to: str | None = None, *, allow_data_loss: bool = False,
         if p.reachable and p.in_recovery is False:
             raise InvalidInput(f"the primary {old} answers", "use `pglab switchover` for a planned change "
                                "(or force a failover with --force)")
-    cands = probe_all(ctx, [n for n in ctx.state.nodes if n != old])
+    cands = probe_all(ctx, [n for n in ctx.state.nodes if n != old], sessions)
     if seen is None and known_position:
         seen = LastSeen(old or "the old primary", known_position, known_timeline, None, "the caller")
     if seen is None and old:
@@ -243,7 +262,8 @@ def failover(ctx: Ctx, to: str | None = None, *, allow_data_loss: bool = False,
         fence(ctx, old, fence_with)
         t_fenced = time.time()
     dead = {old} | {c.name for c in cands if not c.reachable}
-    prom = promote(ctx, decision.winner, old_primary=old, dead=dead)
+    prom = promote(ctx, decision.winner, old_primary=old, dead=dead,
+                   session=(sessions or {}).get(decision.winner))
     truth = truth_mod.read(ctx, old, decision.chosen_position) if old else None
     ctx.event("failover", decision.winner, old_primary=old, fence=fence_with,
               estimate_bytes=decision.data_loss_bytes, true_bytes=truth.bytes if truth else None,
