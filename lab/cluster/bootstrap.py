@@ -38,7 +38,7 @@ def up(topology: Topology, name: str = "pglab", runtime: str = "auto", say: Say 
                       replication_password=generate(), primary=topology.primary.name, created=time.time())
         ctx = Ctx(st, rt)
         ctx.topology  # noqa: B018  (parsed once, validated again from the saved form)
-        st.nodes = rt.prepare(topology.nodes)
+        st.nodes = rt.prepare(topology.nodes, template=None if init else coldclone.recipe(topology))
         ctx.save()
         if init is None:
             _bootstrap(ctx, topology, say)

@@ -80,20 +80,31 @@ def lab_sql(ctx: Ctx, standbys: list[str]) -> list[str]:
     return stmts
 
 
-def run_single_user(ctx: Ctx, node: str, statements: list[str], settings: dict[str, str] | None = None) -> None:
+def single_user_script(ctx: Ctx, node: str, statements: list[str]) -> dict[str, str]:
+    """The file run_single_user reads its statements from (to be written with the node's others)."""
+    return {f"{ctx.rt.paths(node).home}/.pglab-setup.sql": "\n".join(statements) + "\n"}
+
+
+def run_single_user(ctx: Ctx, node: str, statements: list[str] | None, settings: dict[str, str] | None = None) -> None:
     """Run statements in the node's stopped cluster with `postgres --single` (no server, no
-    connection: nothing else can see the cluster half made)."""
+    connection: nothing else can see the cluster half made). None: the caller has written the
+    script (single_user_script) already."""
     rt, p = ctx.rt, ctx.rt.paths(node)
-    script = f"{p.home}/.pglab-setup.sql"
-    rt.write_file(node, script, "\n".join(statements) + "\n")
+    [(script, text)] = single_user_script(ctx, node, statements or []).items()
+    if statements is not None:
+        rt.write_file(node, script, text)
+    res = None
     try:
-        # synchronous_commit=local: the primary's pglab.conf names synchronous standbys already
+        # synchronous_commit=local: the primary's pglab.conf names synchronous standbys already.
+        # The shell removes the script itself: one round trip fewer where each costs one (Docker)
         options = [f"-c{k}={v}" for k, v in (settings or {}).items()]
         res = rt.run(node, ["sh", "-c", 'd="$1" f="$2"; shift 2; '
-                                        'exec postgres --single -D "$d" -c synchronous_commit=local "$@" postgres < "$f"',
+                                        'postgres --single -D "$d" -c synchronous_commit=local "$@" postgres < "$f"; '
+                                        'rc=$?; rm -f "$f"; exit $rc',
                             "sh", p.data, script, *options], check=False, timeout=60)
     finally:
-        rt.remove_path(node, script)
+        if res is None or res.rc != 0:
+            rt.remove_path(node, script)
     if res.rc != 0 or "ERROR:" in res.out or "FATAL:" in res.out:
         lines = [ln for ln in res.out.splitlines() if "ERROR:" in ln or "FATAL:" in ln] or res.out.splitlines()[-5:]
         raise NodeFailed(f"setting up the primary {node} in single-user mode failed", details="\n".join(lines))
@@ -109,13 +120,16 @@ def bring_up(ctx: Ctx, topology: Topology) -> bool:
         return False
 
     def configure(node: str) -> None:
-        cluster.write_access(ctx, node)
+        # every file of a node in one write: the template is a primary with no standby.signal
+        files = cluster.access_files(ctx, node)
         if node == primary:
-            cluster.write_config(ctx, node, sync=None if topology.sync.is_async else topology.sync)
-            run_single_user(ctx, node, lab_sql(ctx, standbys))
+            files |= cluster.config_files(ctx, node, sync=None if topology.sync.is_async else topology.sync)
+            files |= single_user_script(ctx, node, lab_sql(ctx, standbys))
+            ctx.rt.write_files(node, files)
+            run_single_user(ctx, node, None)
         else:
             # the template has no slots; a standby's copy holds none of its peers' either
-            cluster.write_config(ctx, node, upstream=primary)
+            ctx.rt.write_files(node, files | cluster.config_files(ctx, node, upstream=primary))
 
     cluster.parallel(configure, [primary, *standbys])
     server.start_all(ctx.rt, [primary, *standbys])

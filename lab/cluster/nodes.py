@@ -21,13 +21,13 @@ def node_pgpass(ctx: Ctx, node: str) -> str:
 
 
 def write_pgpass(ctx: Ctx, node: str) -> None:
-    # the standby's walreceiver and pg_basebackup read the replication password from here
     ctx.rt.write_file(node, node_pgpass(ctx, node), pgpass_line(REPLICATION_USER, ctx.state.replication_password))
 
 
-def write_config(ctx: Ctx, node: str, *, upstream: str | None = None, sync: SyncSpec | None = None,
-                 extra: dict[str, str] | None = None) -> None:
-    """(Re)write pglab.conf of a node: a primary when upstream is None, else a standby of upstream."""
+def config_files(ctx: Ctx, node: str, *, upstream: str | None = None, sync: SyncSpec | None = None,
+                 extra: dict[str, str] | None = None) -> dict[str, str]:
+    """pglab.conf of a node (a primary when upstream is None, else a standby of upstream), and
+    for a standby its standby.signal."""
     rt, p = ctx.rt, ctx.rt.paths(node)
     up = None
     if upstream:
@@ -36,12 +36,15 @@ def write_config(ctx: Ctx, node: str, *, upstream: str | None = None, sync: Sync
     text = pgconf.render(ctx.topology, lab=ctx.name, node=node, listen=rt.listen_address(node),
                          port=_listen_port(ctx, node), socket_dir=p.socket_dir, sync=sync, upstream=up,
                          pgpass=node_pgpass(ctx, node), extra=extra)
-    rt.write_file(node, f"{p.data}/pglab.conf", text)
-    signal_file = f"{p.data}/standby.signal"
-    if upstream:
-        rt.write_file(node, signal_file, "")
-    else:
-        rt.remove_path(node, signal_file)
+    return {f"{p.data}/pglab.conf": text, **({f"{p.data}/standby.signal": ""} if upstream else {})}
+
+
+def write_config(ctx: Ctx, node: str, *, upstream: str | None = None, sync: SyncSpec | None = None,
+                 extra: dict[str, str] | None = None) -> None:
+    """(Re)write pglab.conf of a node: a primary when upstream is None, else a standby of upstream."""
+    ctx.rt.write_files(node, config_files(ctx, node, upstream=upstream, sync=sync, extra=extra))
+    if not upstream:
+        ctx.rt.remove_path(node, f"{ctx.rt.paths(node).data}/standby.signal")
 
 
 def _listen_port(ctx: Ctx, node: str) -> int:
@@ -79,10 +82,15 @@ def initdb(ctx: Ctx, node: str, *extra: str) -> None:
     rt.write_file(node, f"{p.data}/postgresql.conf", conf + "\n" + pgconf.INCLUDE_LINE)
 
 
+def access_files(ctx: Ctx, node: str) -> dict[str, str]:
+    """pg_hba.conf for the lab's networks, and the replication password for the node's own use
+    (the standby's walreceiver and pg_basebackup read it from its passfile)."""
+    return {f"{ctx.rt.paths(node).data}/pg_hba.conf": pgconf.hba(ctx.rt.hba_networks()),
+            node_pgpass(ctx, node): pgpass_line(REPLICATION_USER, ctx.state.replication_password)}
+
+
 def write_access(ctx: Ctx, node: str) -> None:
-    """pg_hba.conf for the lab's networks, and the replication password for the node's own use."""
-    ctx.rt.write_file(node, f"{ctx.rt.paths(node).data}/pg_hba.conf", pgconf.hba(ctx.rt.hba_networks()))
-    write_pgpass(ctx, node)
+    ctx.rt.write_files(node, access_files(ctx, node))
 
 
 def init_primary(ctx: Ctx, node: str) -> None:

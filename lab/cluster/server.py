@@ -67,12 +67,19 @@ def start_all(rt: Runtime, nodes: list[str], timeout: float = 60) -> None:
         list(ex.map(launch, nodes))
     waiting = list(nodes)
 
+    looks = ThreadPoolExecutor(max_workers=max(1, len(nodes)))
+
     def all_started() -> bool:
-        waiting[:] = [n for n in waiting if not _started(rt, n)]
+        # every node looked at at once: a look costs a round trip on Docker
+        started = list(looks.map(lambda n: _started(rt, n), waiting))
+        waiting[:] = [n for n, ok in zip(waiting, started) if not ok]
         return not waiting
 
-    wait_until(all_started, timeout=timeout, interval=0.01, what=f"the servers of {', '.join(nodes)} to accept connections",
-               logs=lambda: "\n".join(f"--- {n} ---\n{log_tail(rt, n)}" for n in waiting))
+    try:
+        wait_until(all_started, timeout=timeout, interval=0.01, what=f"the servers of {', '.join(nodes)} to accept connections",
+                   logs=lambda: "\n".join(f"--- {n} ---\n{log_tail(rt, n)}" for n in waiting))
+    finally:
+        looks.shutdown(wait=False)
 
 
 def restart(rt: Runtime, node: str, mode: str = "fast", timeout: int = 60) -> None:

@@ -8,7 +8,7 @@ provides the fault primitives (kill, pause, partition, throttle).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, Mapping, Protocol, runtime_checkable
 
 from lab.model.state import NodeAddr
 from lab.model.topology import NodeSpec
@@ -104,8 +104,10 @@ class Services(Protocol):
 class Runtime(Protocol):
     kind: str
 
-    def prepare(self, nodes: tuple[NodeSpec, ...]) -> dict[str, NodeAddr]:
-        """Create what the nodes need (directories, containers, networks) and pick their addresses."""
+    def prepare(self, nodes: tuple[NodeSpec, ...], template: str | None = None) -> dict[str, NodeAddr]:
+        """Create what the nodes need (directories, containers, networks) and pick their addresses.
+        `template`: the recipe the lab's data will be copied from (data_from_template), if any; a
+        runtime may start those copies meanwhile."""
 
     def add_node(self, node: NodeSpec) -> NodeAddr:
         """Create one more node in a lab that is already prepared."""
@@ -134,6 +136,9 @@ class Runtime(Protocol):
         """Run a server program (initdb, pg_ctl, pg_basebackup, …) as the server user on the node."""
 
     def write_file(self, node: str, path: str, text: str, mode: int = 0o600) -> None: ...
+
+    def write_files(self, node: str, files: Mapping[str, str], mode: int = 0o600) -> None:
+        """Several files at once: one round trip where the runtime pays one per file (Docker)."""
 
     def read_file(self, node: str, path: str) -> str | None: ...
 

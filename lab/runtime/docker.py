@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import docker
 import docker.errors
@@ -156,6 +156,8 @@ class DockerRuntime:
         self.bindir: str = data.get("bindir") or self._image_bindir()
         self._containers: dict = {}
         self._services = None
+        self._host_template: Path | None = None    # see prepare
+        self._prefilled: set[str] = set()
 
     def _image_bindir(self) -> str:
         """The server's programs in the image: the first entry of its PATH (how the lab's images are made)."""
@@ -209,8 +211,9 @@ class DockerRuntime:
             # here when there is no lab directory): remove it, as `pglab prune` would
             remove_labelled(self.lab)
 
-    def prepare(self, nodes: tuple[NodeSpec, ...]) -> dict[str, NodeAddr]:
+    def prepare(self, nodes: tuple[NodeSpec, ...], template: str | None = None) -> dict[str, NodeAddr]:
         self._check_names(nodes)
+        self._host_template = self._template_on_host(template) if template else None
         with _not_interrupted():
             net = self.client.networks.create(self.network, driver="bridge", labels=self._labels(),
                                               check_duplicate=True)
@@ -224,13 +227,46 @@ class DockerRuntime:
             raise errors[0]
         return {n.name: r for n, r in zip(nodes, results)}
 
+    def _template_on_host(self, recipe: str) -> Path | None:
+        """The template's directory as this machine sees it, when we are root and the daemon keeps
+        its volumes here: then each node's copy is made on the host while its container is being
+        created and started (about as long as the copy), instead of by an exec afterwards."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            mount = self.client.volumes.get(templates.VOLUME).attrs.get("Mountpoint") or ""
+        except docker.errors.DockerException:
+            return None
+        key = templates.key(self.client.images.get(self.image).id, recipe)
+        tpl = Path(mount) / key / "data"
+        # a remote daemon's mountpoint is not this machine's: the template is only found where
+        # it really is (a node container wrote it there)
+        return tpl if mount and tpl.is_dir() else None
+
+    def _prefill(self, node: str, volume) -> None:
+        """Copy the template into the node's new volume from the host, as the node's own copy
+        would (cp -a: the template's owner and mode), and give the volume's root to that owner."""
+        tpl = self._host_template
+        root = Path(volume.attrs.get("Mountpoint") or "")
+        if tpl is None or not root.is_dir() or any(root.iterdir()):
+            return
+        st = tpl.stat()
+        subprocess.run(["cp", "-a", "--", str(tpl), str(root / "data")], check=True, capture_output=True, timeout=120)
+        os.chown(root, st.st_uid, st.st_gid)
+        os.chmod(root, 0o700)
+        self.uid, self.gid = st.st_uid, st.st_gid
+        self._prefilled.add(node)
+
     def data_from_template(self, nodes: list[str], recipe: str, build) -> bool:
         """Each node's data directory copied from a template in the templates volume, which every
         node container mounts (lab.runtime.docker_templates); on first use build(nodes[0])
-        initialises the first node and a copy of its data becomes the template."""
+        initialises the first node and a copy of its data becomes the template. Nodes whose
+        volume `prepare` filled from the host already have theirs."""
+        todo = [n for n in nodes if n not in self._prefilled]
+        if not todo:
+            return True
         key = templates.key(self.client.images.get(self.image).id, recipe)
-        data = self.paths(nodes[0]).data
-        todo = list(nodes)
+        data = self.paths(todo[0]).data
         with templates.locked(key):
             if self._exec(todo[0], ["test", "-d", templates.path(key)]).rc != 0:
                 first = todo.pop(0)
@@ -244,7 +280,32 @@ class DockerRuntime:
     def add_node(self, node: NodeSpec) -> NodeAddr:
         name = self.cname(node.name)
         labels = self._labels(node.name)
-        self.client.volumes.create(name, labels=labels)
+        volume = self.client.volumes.create(name, labels=labels)
+        # the template's copy runs while the daemon creates and starts the container
+        filling = None
+        if self._host_template is not None:
+            filler = ThreadPoolExecutor(max_workers=1)
+            filling = filler.submit(self._prefill, node.name, volume)
+            filler.shutdown(wait=False)
+        try:
+            port, c = self._create_container(node, name, labels)
+        finally:
+            if filling is not None:
+                # wait for the copy either way: none may run on into a volume that a failed `up`
+                # is about to remove. One that failed leaves the node out of _prefilled, and
+                # data_from_template makes its copy the usual way.
+                filling.exception()
+        self._containers[node.name] = c
+        if node.name in self._prefilled:
+            return NodeAddr("127.0.0.1", port, name, PG_PORT)
+        # the volume starts out root's: give it to the server user, and learn that user's ids
+        out = self._exec(node.name, ["sh", "-c", f"chown postgres:postgres {HOME} && chmod 700 {HOME} && "
+                                                 "id -u postgres && id -g postgres"], user="root", check=True)
+        ids = out.out.split()
+        self.uid, self.gid = int(ids[-2]), int(ids[-1])
+        return NodeAddr("127.0.0.1", port, name, PG_PORT)
+
+    def _create_container(self, node: NodeSpec, name: str, labels: dict[str, str]) -> tuple[int, object]:
         # A fixed host port, not one Docker picks: Docker picks a new one whenever the node is
         # reconnected to the network (heal of a partition), and clients would lose it.
         for attempt in range(8):
@@ -262,7 +323,7 @@ class DockerRuntime:
                 raise NodeFailed(f"could not create the container of node {node.name}: {e.explanation or e}") from None
             try:
                 c.start()
-                break
+                return port, c
             except docker.errors.APIError as e:
                 c.remove(force=True)
                 taken = "already allocated" in str(e) or "address already in use" in str(e)
@@ -271,13 +332,7 @@ class DockerRuntime:
                                        "choose another port in the topology, or leave it out to let the lab pick") from None
                 if not taken or attempt == 7:
                     raise NodeFailed(f"could not start the container of node {node.name}: {e.explanation or e}") from None
-        self._containers[node.name] = c
-        # the volume starts out root's: give it to the server user, and learn that user's ids
-        out = self._exec(node.name, ["sh", "-c", f"chown postgres:postgres {HOME} && chmod 700 {HOME} && "
-                                                 "id -u postgres && id -g postgres"], user="root", check=True)
-        ids = out.out.split()
-        self.uid, self.gid = int(ids[-2]), int(ids[-1])
-        return NodeAddr("127.0.0.1", port, name, PG_PORT)
+        raise AssertionError("unreachable: the last attempt raises")
 
     def paths(self, node: str) -> NodePaths:
         return NodePaths(home=HOME, data=f"{HOME}/data", log=f"{HOME}/server.log", socket_dir=HOME)
@@ -345,20 +400,28 @@ class DockerRuntime:
         return res
 
     def write_file(self, node: str, path: str, text: str, mode: int = 0o600) -> None:
-        # through the archive API, not a command line: secrets never show in `docker inspect`/ps
-        data = text.encode()
-        info = tarfile.TarInfo(os.path.basename(path))
-        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-        info.uid, info.gid = self.uid or 0, self.gid or 0
+        self.write_files(node, {path: text}, mode)
+
+    def write_files(self, node: str, files: Mapping[str, str], mode: int = 0o600) -> None:
+        # through the archive API, not a command line: secrets never show in `docker inspect`/ps;
+        # one archive for all, unpacked in their common directory (a request each cost 15-300 ms)
+        if not files:
+            return
+        top = os.path.commonpath([os.path.dirname(p) for p in files])
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            tar.addfile(info, io.BytesIO(data))
+            for path, text in files.items():
+                data = text.encode()
+                info = tarfile.TarInfo(os.path.relpath(path, top))
+                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                info.uid, info.gid = self.uid or 0, self.gid or 0
+                tar.addfile(info, io.BytesIO(data))
         try:
-            ok = self.container(node).put_archive(os.path.dirname(path), buf.getvalue())
+            ok = self.container(node).put_archive(top, buf.getvalue())
         except docker.errors.NotFound:
             ok = False
         if not ok:
-            raise NodeFailed(f"could not write {path} on node {node}", "does its directory exist?")
+            raise NodeFailed(f"could not write {', '.join(files)} on node {node}", "does its directory exist?")
 
     def read_file(self, node: str, path: str) -> str | None:
         try:

@@ -21,7 +21,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from lab.model.names import cluster_name
 from lab.errors import InvalidInput, NodeFailed, RuntimeUnavailable, Unsupported
@@ -104,7 +104,8 @@ class LocalRuntime:
                               "run as root, or drop netns from the topology (partitions and throttling then are unavailable)")
 
     # ---- setup -------------------------------------------------------------
-    def prepare(self, nodes: tuple[NodeSpec, ...]) -> dict[str, NodeAddr]:
+    def prepare(self, nodes: tuple[NodeSpec, ...], template: str | None = None) -> dict[str, NodeAddr]:
+        # `template` unused: a local copy is one cp, started right after this returns
         taken: set[int] = set()
         for n in nodes:
             if n.port:
@@ -211,6 +212,10 @@ class LocalRuntime:
             f.write(text)
         os.chmod(path, mode)
         self._chown(Path(path))
+
+    def write_files(self, node: str, files: Mapping[str, str], mode: int = 0o600) -> None:
+        for path, text in files.items():
+            self.write_file(node, path, text, mode)
 
     def read_file(self, node: str, path: str) -> str | None:
         try:
