@@ -236,3 +236,35 @@ def test_nodes_are_copies_of_a_template_the_lab_does_not_own(dlab: Lab, dclient)
     # in use: prune leaves it
     assert docker_templates.remove_unused(dclient) == []
     assert dclient.volumes.get(docker_templates.VOLUME)
+
+
+def test_template_copies_from_the_host_or_by_exec(dclient, monkeypatch):
+    """As root with the daemon on this machine, each node's copy of the template is made on the
+    host while its container starts; without that view of the volumes, by an exec in each node
+    afterwards. Either way the lab comes up streaming, and `down` leaves nothing."""
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("the host-side copy needs root")
+    with monkeypatch.context() as m:
+        m.setattr(drt.DockerRuntime, "_template_on_host", lambda self, recipe: None)
+        n = unique("tx")
+        lab = Lab.up(name=n, runtime="docker", standbys=1)     # makes the template if it is missing
+        try:
+            assert lab.ctx.rt._prefilled == set()
+            assert _streaming(lab) == 1
+        finally:
+            down(n)
+            assert_clean(n)
+    n = unique("th")
+    lab = Lab.up(name=n, runtime="docker", standbys=1)
+    try:
+        assert lab.ctx.rt._prefilled == {"p1", "s1"}
+        assert _streaming(lab) == 1
+    finally:
+        down(n)
+        assert_clean(n)
+
+
+def _streaming(lab: Lab) -> int:
+    from lab.cluster import sql
+    return sql.scalar(lab.ctx.state, "p1", "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
