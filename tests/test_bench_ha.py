@@ -70,7 +70,7 @@ def test_cells_a_manager_cannot_do_say_why():
     assert unsupported(s["pglab"], "kill", "sync") is None
     assert unsupported(s["patroni-fast"], "kill", "async") is None
     assert unsupported(s["repmgr-fast"], "stop", "async") is None
-    assert "async failover drill" in unsupported(s["pg_auto_failover-fast"], "kill", "async")
+    assert unsupported(s["pg_auto_failover-fast"], "kill", "async") is None      # its lab runs the async drill too
     assert "split-brain" in unsupported(s["pglab"], "isolate", "sync")
     assert "network namespaces" in unsupported(s["pg_auto_failover-fast"], "partition", "sync")
     assert "root" in unsupported(s["pglab"], "partition", "sync")          # local, not root
@@ -177,15 +177,17 @@ def test_bench_ha_pglab_kill_for_real(tmp_path):
 @pytest.mark.slow
 @pytest.mark.root
 def test_bench_ha_runs_timer_bound_managers_side_by_side_in_async_mode():
-    """--jobs 2: the Patroni and repmgr labs run at once (the floor's lab first, alone). Async
-    mode: each manager promotes a starved standby, and what is lost is counted, not hidden."""
+    """--jobs 2: the Patroni, repmgr and pg_auto_failover labs run two at a time (the floor's lab
+    first, alone). Async mode: each manager promotes a starved standby, and what is lost is
+    counted, not hidden."""
     from tests.test_patroni import _patroni_missing
+    from tests.test_pgaf import _missing as _pgaf_missing
     from tests.test_repmgr import _repmgr_missing
-    missing = _patroni_missing() or _repmgr_missing()
+    missing = _patroni_missing() or _repmgr_missing() or _pgaf_missing()
     if missing:
         pytest.skip(missing)
-    r = runner.invoke(app, ["bench", "ha", "--managers", "patroni,repmgr", "--profiles", "fast", "--faults", "kill",
-                            "--modes", "async", "--repeat", "1", "--jobs", "2", "--json"])
+    r = runner.invoke(app, ["bench", "ha", "--managers", "patroni,repmgr,pg_auto_failover", "--profiles", "fast",
+                            "--faults", "kill", "--modes", "async", "--repeat", "1", "--jobs", "2", "--json"])
     labs: list[str] = []
     try:
         assert r.exit_code == 0, r.output
@@ -193,9 +195,9 @@ def test_bench_ha_runs_timer_bound_managers_side_by_side_in_async_mode():
         labs = out["labs"]
         cells = {c["manager"]: c for c in out["cells"]}
         errors = [r["error"] for c in out["cells"] for r in c["rows"] if r["error"]]
-        assert errors == [] and len(labs) == 3 and out["options"]["jobs"] == 2, (errors, labs)
-        assert set(cells) == {"patroni", "repmgr"}          # in the plan's order, whatever finished first
-        assert [c["manager"] for c in out["cells"]] == ["patroni", "repmgr"]
+        assert errors == [] and len(labs) == 4 and out["options"]["jobs"] == 2, (errors, labs)
+        assert set(cells) == {"patroni", "repmgr", "pg_auto_failover"}   # in the plan's order, whatever finished first
+        assert [c["manager"] for c in out["cells"]] == ["patroni", "repmgr", "pg_auto_failover"]
         for m, cell in cells.items():
             [drill] = cell["rows"]
             assert drill["error"] is None and drill["problems"] == [], (m, drill)

@@ -1,6 +1,7 @@
 """pg_auto_failover as the lab's failover manager: the [ha] section and node shape (pure), bad input
 (one line, exit 2, nothing left), and one real lab (a monitor + three keepers, PostgreSQL 15):
-status, a sync-mode kill drill, and the monitor as the single point of failure."""
+status, a sync-mode kill drill, and the monitor as the single point of failure; another for the
+async drill (a starved standby promoted, or refused when too far behind)."""
 from __future__ import annotations
 
 import os
@@ -187,4 +188,72 @@ def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_fa
     finally:
         removed = lab.down()
     assert any("pgaf-monitor" in r for r in removed)
+    assert_clean(name)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(_missing() is not None and not IN_CI, reason=str(_missing()))
+def test_pg_auto_failover_async_drill_promotes_a_starved_standby_or_refuses_one_too_far_behind():
+    """Async: every standby out of the replication quorum, both starved just before the kill. The
+    monitor's health checks only connect to the servers, so the starved standbys stay `secondary`
+    and it promotes one: the writes it never received are lost, exactly those a copy of the old
+    primary's files has. With promote_wal_log_threshold below the lag, it promotes nobody; the
+    drill then brings the old primary back and nothing is lost. Sync afterwards: the quorum is
+    back and nothing is lost."""
+    name = f"afa-{uuid.uuid4().hex[:6]}"
+    lab = Lab.up(name=name, runtime="local", ha="pg_auto_failover", ha_profile="fast", pg=15)
+    try:
+        mdsn = lab.manager._monitor_dsn()
+        t_start = time.time()
+        rep = lab.drill_failover(mode="async", fault="kill")
+        r = rep.results[0]
+        assert r.passed, r.problems
+        # s2 has candidate priority 0: s1 is the only one the monitor may promote
+        assert (r.old_primary, r.new_primary) == ("p1", "s1") and len(r.check.lost) > 0
+        assert r.lost_seen_on_old == len(r.check.lost)
+        assert r.rejoin is not None and r.rejoin.streaming
+        hba = lab.ctx.rt.read_file("p1", f"{lab.ctx.rt.paths('p1').data}/pg_hba.conf")
+        assert "reject" not in hba   # the drill's lines are gone from the rejoined node
+        # the monitor's own record: nobody sent to catchingup while starved, s1 chosen after the kill
+        evs = pgaf_monitor.events(mdsn, t_start)
+        t_fault = r.times.phases.t_fault
+        assert not [e for e in evs if e.t < t_fault and e.goal == "catchingup"]
+        assert any(e.node == "s1" and e.goal == "prepare_promotion" and e.t > t_fault for e in evs)
+        lab.wait_for(lambda lb: lb.disagreements() == {}, timeout=30, what="the monitor and PostgreSQL to agree")
+
+        # the monitor's threshold below any lag: it promotes nobody; the drill ends that by starting
+        # the old primary's keeper again, and it leads again with every acknowledged write
+        before = pgaf_monitor.current_settings(mdsn)["promote_wal_log_threshold"]
+        pgaf_monitor.apply_settings(mdsn, {"promote_wal_log_threshold": 1})
+        try:
+            t_start = time.time()
+            rep = lab.drill_failover(mode="async", fault="kill")
+        finally:
+            pgaf_monitor.apply_settings(mdsn, {"promote_wal_log_threshold": int(before)})
+        r = rep.results[0]
+        assert r.passed, r.problems
+        assert (r.old_primary, r.new_primary) == ("s1", "s1") and r.check.lost == () and r.check.ok > 100
+        assert "promoted nobody" in r.loss_line and "promote_wal_log_threshold (1 B)" in r.loss_line
+        assert r.times.rto_s is not None and r.times.rto_s > 3.0     # unavailable: the monitor's bound, then the refusal
+        evs = pgaf_monitor.events(mdsn, t_start)
+        t_fault = r.times.phases.t_fault
+        # the LSN the reason names is the one the standby reported to the monitor
+        best = r.loss_line.split("the most advanced standby, ")[1].split(",")[0]
+        reported = r.loss_line.split(", reported ")[1].split(",")[0]
+        assert any(e.node == best and e.goal == "report_lsn" and f"with LSN {reported}:" in e.description for e in evs)
+        assert not [e for e in evs if e.t > t_fault and e.node != "s1" and e.goal == "prepare_promotion"]
+        st = lab.status()
+        assert st.primary == "s1" and {st.node(n).role.value for n in ("p1", "s2")} == {"standby"}
+        lab.wait_for(lambda lb: lb.disagreements() == {}, timeout=30, what="the monitor and PostgreSQL to agree")
+
+        # sync again: the lab's quorum back (p1, s1 in it), p1 promoted, nothing lost
+        rep = lab.drill_failover(mode="sync", fault="kill")
+        r = rep.results[0]
+        assert r.passed, r.problems
+        assert (r.old_primary, r.new_primary) == ("s1", "p1") and r.check.lost == ()
+        assert {m.name: m.tags["quorum"] for m in lab.ha_view().members} == {"p1": True, "s1": True, "s2": False}
+    finally:
+        removed = lab.down()
+    assert any("pgaf-monitor" in x for x in removed)
     assert_clean(name)

@@ -106,8 +106,6 @@ def unsupported(setup: Setup, fault: str, mode: str) -> str | None:
     if fault == "isolate":
         return ("the failover drill has no isolate fault: clients still reach an isolated primary, which makes "
                 "it a split-brain test (pglab drill split-brain), not a failover")
-    if mode == "async" and m == "pg_auto_failover":
-        return f"the async failover drill (a standby made to lag) is not built for {m}"
     if mode == "async" and fault == "pause-short":
         return "pause-short counts false failovers; it runs in sync mode only"
     if fault == "partition":

@@ -203,7 +203,8 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
         problems.append(f"the estimate ({est} B) exceeds the WAL really lost ({true} B): it should be a lower bound")
     return DrillResult(mode, fault, old, new, rec.decision, res, summary, times, rj, old_minus_new, lost_on_old,
                        not problems, tuple(problems), est, true, fo.loss_true_commits if fo else None,
-                       fo.loss_line if fo else ("no failover" if new == old else "not estimated (the manager chose the new primary)"),
+                       fo.loss_line if fo else (("no failover" + (f": {rec.reason}" if rec.reason else "")) if new == old
+                                               else "not estimated (the manager chose the new primary)"),
                        rec.path, rec.reason)
 
 

@@ -197,7 +197,7 @@ class LocalRuntime:
             kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
         try:
             p = subprocess.run(cmd, env=full_env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, text=True, timeout=timeout, **kwargs)
+                               stdin=subprocess.DEVNULL, text=True, errors="replace", timeout=timeout, **kwargs)
         except subprocess.TimeoutExpired as e:
             raise NodeFailed(f"{argv[0]} on {node} did not finish within {timeout:.0f}s",
                              details=(e.stdout or "") if isinstance(e.stdout, str) else None) from None
