@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from lab.cluster import faults, nodes as cluster, sql
 from lab.cluster.context import Ctx
-from lab.errors import InvalidInput, NodeFailed, Unsupported
-from lab.failover import rejoin
+from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported
+from lab.failover import offline, rejoin
 from lab.failover.election import DEFAULT_MAX_LAG_BYTES
 
 Say = Callable[[str], None]
@@ -133,6 +133,17 @@ def starve_by_hba(ctx: Ctx, standby: str) -> None:
         if time.monotonic() > deadline:
             raise NodeFailed(f"{standby}'s WAL receiver still streams 5 s after SIGTERM", "see `pglab status`")
         time.sleep(0.02)
+
+
+def inspect_if_down(ctx: Ctx, node: str, query: str | None) -> Any:
+    """`query` run on a copy of a stopped node's files (what an old primary holds, read before a
+    manager rewinds them); None when there is no query, the server runs, or the copy fails."""
+    if not query or ctx.rt.postmaster_running(node):
+        return None
+    try:
+        return offline.read_copy(ctx, node, query)
+    except LabError:
+        return None
 
 
 def unstarve(ctx: Ctx, node: str) -> None:

@@ -37,11 +37,10 @@ import yaml
 
 from lab.cluster import sql
 from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported, WaitTimeout
-from lab.failover import offline
 from lab.failover.rejoin import Rejoin
 from lab.ha import etcd, haproxy
 from lab.ha.base import (Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover, refuse_pglab_options,
-                         starve_by_hba)
+                         inspect_if_down, starve_by_hba)
 from lab.ha.patroni_faults import PatroniFaults
 from lab.ha.patroni_conf import check, render, runner, runner_hint
 from lab.wait import wait_until
@@ -538,13 +537,7 @@ class PatroniManager(PatroniFaults, Manager):
         """Heal the fault and let Patroni bring the node back (pg_rewind when needed): pglab only
         waits and reports the time."""
         t0 = time.time()
-        inspected = None
-        if inspect and not self.ctx.rt.postmaster_running(node):
-            # what the old primary holds, read from a copy of its files before Patroni rewinds them
-            try:
-                inspected = offline.read_copy(self.ctx, node, inspect)
-            except LabError:
-                inspected = None
+        inspected = inspect_if_down(self.ctx, node, inspect)
         self.heal(node)
         primary = self.ctx.state.primary
         self._wait_members_streaming(timeout=180)

@@ -28,11 +28,10 @@ import psycopg
 from lab.cluster import nodes as cluster
 from lab.cluster import sql
 from lab.errors import InvalidInput, LabError, NodeFailed, WaitTimeout
-from lab.failover import offline
 from lab.failover.rejoin import Rejoin
 from lab.ha import pgaf_monitor as mon
 from lab.ha.base import (Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover, refuse_pglab_options,
-                         starve_by_hba, unstarve)
+                         inspect_if_down, starve_by_hba, unstarve)
 from lab.ha.pgaf_conf import PROFILES, check, keeper_env, monitor_settings, passfile_text, shape
 from lab.ha.pgaf_faults import MONITOR, PgafFaults
 from lab.model import lsn, pgconf
@@ -539,12 +538,7 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         query run first on a copy of the node's files (a killed or stopped old primary), before
         pg_rewind changes them."""
         t0 = time.time()
-        inspected = None
-        if inspect and not self.ctx.rt.postmaster_running(node):
-            try:
-                inspected = offline.read_copy(self.ctx, node, inspect)
-            except LabError:
-                inspected = None
+        inspected = inspect_if_down(self.ctx, node, inspect)
         # an async drill's reject lines, out before the keeper restarts the server (it may lead
         # again: restarted in place, or the monitor promoted nobody)
         unstarve(self.ctx, node)
