@@ -34,6 +34,8 @@ def test_survives_a_failover_through_the_routed_dsn(pglab_factory):
 
     t = threading.Thread(target=writer)
     t.start()
+    # some writes acknowledged first: otherwise the kill can come before the first one
+    lab.wait_for(lambda _: len(saved) >= 5 or errors, timeout=30, what="5 writes before the failure")
     lab.fault("p1", "kill")                            # the primary dies…
     lab.failover()                                     # …the most up-to-date standby takes over
     failed_over.set()

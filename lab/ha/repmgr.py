@@ -394,8 +394,16 @@ class RepmgrManager(RepmgrView, Manager):
             raise NodeFailed(f"repmgr's primary ({leader or 'none'}) is not the lab's ({self.ctx.state.primary})",
                              "see `pglab status`")
         down = [n for n in self.ctx.state.nodes if self._svc().pid(f"repmgrd-{n}") is None]
-        if down:
+        if [n for n in down if not self.ctx.rt.postmaster_running(n)]:
             raise NodeFailed(f"repmgrd does not run on {', '.join(down)}", "run `pglab heal` on those nodes")
+        if down:
+            # repmgrd can exit by itself after a follow or a rejoin it did not expect (its last log
+            # lines say why); a drill starts from every daemon watching, so those are started again
+            for n in down:
+                last = (self._log_tail(n, 1) or "no log").strip()
+                say(f"repmgr: repmgrd was not running on {n} (its log ends: {last[:160]}); starting it")
+                self._start_repmgrd(n)
+            self._wait_monitoring(down)
         t = conf.timing(self.ctx.topology)
         say(f"repmgr: {leader} is primary; monitor_interval_secs {t['monitor_interval_secs']}, reconnect_attempts "
             f"{t['reconnect_attempts']}, reconnect_interval {t['reconnect_interval']} (profile "
