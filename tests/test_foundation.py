@@ -163,6 +163,31 @@ def test_down_removes_frozen_orphans_of_a_killed_postmaster(make_lab, runtime):
     # make_lab's teardown runs `down` and asserts that nothing of the lab is left
 
 
+def test_down_releases_the_segment_of_a_killed_server_whose_directory_is_gone(make_lab, runtime):
+    """A failover manager may re-clone a node whose server was killed, deleting the directory
+    whose postmaster.pid named the server's System V segment: `down` still removes that segment
+    (the autouse guard in conftest fails the test if it stays)."""
+    if runtime != "local":
+        pytest.skip("System V segments of host processes (a container's go with its IPC namespace)")
+    import shutil
+    from lab.runtime import sysv
+    lab = make_lab(standbys=1, sync="none")
+    data = lab.ctx.rt.paths("s1").data
+    seg = sysv.segment_of(data)
+    assert seg is not None
+    import os
+    import signal
+    from lab.runtime import procs
+    pid = int(open(f"{data}/postmaster.pid").readline())
+    family = procs.descendants(pid)
+    os.kill(pid, signal.SIGKILL)          # behind the lab's back, as a manager's agent would
+    procs.wait_dead(family)
+    assert seg[1] in sysv.segments()      # SIGKILL leaves it
+    shutil.rmtree(data)                   # and then a re-clone: nothing names the segment any more
+    lab.down()
+    assert seg[1] not in sysv.segments()
+
+
 def test_kill_of_a_paused_node_lets_it_start_again(make_lab):
     lab = make_lab(standbys=1, sync="none")
     lab.fault("s1", "pause")

@@ -92,6 +92,8 @@ class LocalRuntime:
         self.lab = lab
         self.dir = Path(lab_dir)
         self.user = _server_user()
+        # when the lab was made (down releases the segments of its killed servers made since)
+        self.since: float = data.get("since") or time.time()
         if data.get("bindir"):
             self.bindir, self.version = data["bindir"], data.get("version", "")
         else:
@@ -150,7 +152,8 @@ class LocalRuntime:
         return [self.net["subnet"]] if self.netns else ["127.0.0.1/32"]
 
     def runtime_data(self) -> dict:
-        return {"bindir": self.bindir, "version": self.version, "netns": self.netns, "net": self.net}
+        return {"bindir": self.bindir, "version": self.version, "netns": self.netns, "net": self.net,
+                "since": self.since}
 
     # ---- cold clones -------------------------------------------------------
     def data_from_template(self, nodes: list[str], recipe: str, build: Callable[[str], None]) -> bool:
@@ -377,6 +380,7 @@ class LocalRuntime:
         self._wait_gone(servers_, node_dirs)
         for d in node_dirs:
             sysv.release(d / "data")   # the killed servers' segments would outlive the lab
+        sysv.release_orphans(self.user.pw_uid if self.user else os.getuid(), self.since)
         if self.netns or self.net:
             removed += netns.destroy_lab_network(self.net, self.lab)
         self._discard(node_dirs)

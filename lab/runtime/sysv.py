@@ -19,6 +19,8 @@ import ctypes
 import ctypes.util
 from pathlib import Path
 
+from lab.runtime import procs
+
 _IPC_RMID = 0
 _PROC = Path("/proc/sysvipc/shm")
 
@@ -68,6 +70,27 @@ def release(data_dir: str | Path) -> bool:
     if now is None or now[0] != key or now[1] != 0:
         return False
     return _rmid(shmid)
+
+
+def release_orphans(uid: int, since: float) -> int:
+    """Remove the segments of `uid` made at or after `since` (epoch seconds) that no process is
+    attached to and whose creator has exited: those of killed servers whose data directory is
+    gone where release() cannot look (a failover manager re-cloned the node, or moved its old
+    directory away). PostgreSQL itself removes such a segment when it finds one, so this never
+    takes one that a server still needs. Returns how many went."""
+    try:
+        rows = _PROC.read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    gone = 0
+    for row in rows:
+        f = row.split()
+        if len(f) < 14 or int(f[7]) != uid or int(f[6]) != 0 or int(f[13]) < since:
+            continue
+        if procs.alive(int(f[4])):
+            continue   # its creator still runs (a zombie does not)
+        gone += _rmid(int(f[1]))
+    return gone
 
 
 def _rmid(shmid: int) -> bool:
