@@ -105,13 +105,23 @@ def remove_labelled(name: str) -> list[str]:
             raise
 
     removed: list[str] = []
-    # containers first (in parallel: each removal waits for its container to die), then what they used.
-    # SIGKILL (force): the lab is going away, a clean shutdown buys nothing; v=True: also the
-    # anonymous volumes an image declares (the official one has VOLUME /var/lib/postgresql/data)
-    for kind, todo, kw in (("container", c.containers.list(all=True, filters=_filters(name)), {"force": True, "v": True}),
-                           ("volume", None, {"force": True}), ("network", None, {})):
-        if todo is None:
-            todo = (c.volumes if kind == "volume" else c.networks).list(filters=_filters(name))
+    # each container, then its volume (named alike), all nodes in parallel: a volume's removal
+    # deletes its files (0.2-0.5 s here) and overlaps with the other containers' removal; then
+    # any other volume of the lab, then the network. SIGKILL (force): the lab is going away, a
+    # clean shutdown buys nothing; v=True: also the anonymous volumes an image declares (the
+    # official one has VOLUME /var/lib/postgresql/data)
+    containers = c.containers.list(all=True, filters=_filters(name))
+    volumes = {v.name: v for v in c.volumes.list(filters=_filters(name))}
+
+    def node(x) -> list[str | None]:
+        out = [rm("container", x, force=True, v=True)]
+        vol = volumes.pop(x.name, None)
+        return out + ([rm("volume", vol, force=True)] if vol is not None else [])
+    if containers:
+        with ThreadPoolExecutor(max_workers=len(containers)) as ex:
+            removed += [r for rs in ex.map(node, containers) for r in rs if r]
+    for kind, todo, kw in (("volume", list(volumes.values()), {"force": True}),
+                           ("network", c.networks.list(filters=_filters(name)), {})):
         if todo:
             with ThreadPoolExecutor(max_workers=len(todo)) as ex:
                 removed += [r for r in ex.map(lambda x: rm(kind, x, **kw), todo) if r]
