@@ -542,14 +542,19 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         # an async drill's reject lines, out before the keeper restarts the server (it may lead
         # again: restarted in place, or the monitor promoted nobody)
         unstarve(self.ctx, node)
+        if self.ctx.rt.postmaster_running(node):
+            # a server that runs (restarted in place by its keeper) read the reject lines when it
+            # started: it must read them gone before its standbys can stream and the lab settle
+            try:
+                sql.query(self.ctx.state, node, "SELECT pg_reload_conf()")
+            except psycopg.Error:
+                pass      # not accepting connections yet: it reads the file as it is when it does
         self.heal(node)
         rows = self._wait_settled(timeout=180)
         primary = next(r.name for r in rows if r.leads)
         self.ctx.state.primary = primary
         self.ctx.save()
         if node == primary:   # restarted in place (kill-postgres): it leads again, nothing to stream
-            # a server that ran on through the drill read the reject lines: it must read them gone
-            sql.query(self.ctx.state, node, "SELECT pg_reload_conf()")
             return Rejoin(node, primary, "pg_auto_failover", f"pg_autoctl restarted {node} in place", None, None,
                           None, None, None, inspected, time.time() - t0, True)
         try:
