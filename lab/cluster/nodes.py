@@ -20,8 +20,14 @@ def node_pgpass(ctx: Ctx, node: str) -> str:
     return f"{ctx.rt.paths(node).home}/.pgpass"
 
 
+def pgpass_file(ctx: Ctx, node: str) -> dict[str, str]:
+    """The node's passfile: the standby's walreceiver and pg_basebackup read the replication
+    password from it."""
+    return {node_pgpass(ctx, node): pgpass_line(REPLICATION_USER, ctx.state.replication_password)}
+
+
 def write_pgpass(ctx: Ctx, node: str) -> None:
-    ctx.rt.write_file(node, node_pgpass(ctx, node), pgpass_line(REPLICATION_USER, ctx.state.replication_password))
+    ctx.rt.write_files(node, pgpass_file(ctx, node))
 
 
 def config_files(ctx: Ctx, node: str, *, upstream: str | None = None, sync: SyncSpec | None = None,
@@ -83,10 +89,8 @@ def initdb(ctx: Ctx, node: str, *extra: str) -> None:
 
 
 def access_files(ctx: Ctx, node: str) -> dict[str, str]:
-    """pg_hba.conf for the lab's networks, and the replication password for the node's own use
-    (the standby's walreceiver and pg_basebackup read it from its passfile)."""
-    return {f"{ctx.rt.paths(node).data}/pg_hba.conf": pgconf.hba(ctx.rt.hba_networks()),
-            node_pgpass(ctx, node): pgpass_line(REPLICATION_USER, ctx.state.replication_password)}
+    """pg_hba.conf for the lab's networks, and the node's passfile."""
+    return {f"{ctx.rt.paths(node).data}/pg_hba.conf": pgconf.hba(ctx.rt.hba_networks()), **pgpass_file(ctx, node)}
 
 
 def write_access(ctx: Ctx, node: str) -> None:
