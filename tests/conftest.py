@@ -11,7 +11,7 @@ import pytest
 from lab import Lab
 from lab.cluster.bootstrap import down
 from lab.runtime.leftovers import leftovers
-from lab.runtime import docker_answers, sysv
+from lab.runtime import docker_answers, dsm, sysv
 
 IN_CI = os.environ.get("CI") == "true"
 RUNTIMES = ["local", pytest.param("docker", marks=pytest.mark.docker)]
@@ -30,13 +30,17 @@ def _server_uid() -> int | None:
 @pytest.fixture(autouse=True)
 def no_orphaned_shared_memory() -> Iterator[None]:
     """A killed server's System V segment must not outlive its lab: 4096 of them (kernel.shmmni)
-    and no server on the machine can start. Checked after every test, once its labs are down."""
+    and no server on the machine can start. Nor its dynamic shared memory in /dev/shm, which
+    holds memory until reboot. Checked after every test, once its labs are down."""
     uid = _server_uid()
     before = sysv.unattached(uid) if uid is not None else set()
+    before_dsm = dsm.orphans(uid) if uid is not None else set()
     yield
     if uid is not None:
         left = sysv.unattached(uid) - before
         assert not left, f"the test left {len(left)} unattached shared memory segment(s) (ipcs -m): {sorted(left)}"
+        left_dsm = dsm.orphans(uid) - before_dsm
+        assert not left_dsm, f"the test left {len(left_dsm)} dynamic shared memory segment(s) in /dev/shm: {sorted(left_dsm)[:5]}"
 
 
 def unique(prefix: str = "t") -> str:

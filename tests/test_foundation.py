@@ -166,7 +166,8 @@ def test_down_removes_frozen_orphans_of_a_killed_postmaster(make_lab, runtime):
 def test_down_releases_the_segment_of_a_killed_server_whose_directory_is_gone(make_lab, runtime):
     """A failover manager may re-clone a node whose server was killed, deleting the directory
     whose postmaster.pid named the server's System V segment: `down` still removes that segment
-    (the autouse guard in conftest fails the test if it stays)."""
+    and the /dev/shm segments its header leads to (the autouse guard in conftest also fails the
+    test if any stays)."""
     if runtime != "local":
         pytest.skip("System V segments of host processes (a container's go with its IPC namespace)")
     import shutil
@@ -179,13 +180,18 @@ def test_down_releases_the_segment_of_a_killed_server_whose_directory_is_gone(ma
     import signal
     from lab.runtime import procs
     pid = int(open(f"{data}/postmaster.pid").readline())
+    # its dynamic shared memory, read from the kernel's own map of the postmaster
+    shm = {line.split()[-1] for line in open(f"/proc/{pid}/maps") if "/dev/shm/PostgreSQL." in line}
+    assert shm
     family = procs.descendants(pid)
     os.kill(pid, signal.SIGKILL)          # behind the lab's back, as a manager's agent would
     procs.wait_dead(family)
     assert seg[1] in sysv.segments()      # SIGKILL leaves it
+    assert all(os.path.exists(p) for p in shm)   # and the /dev/shm files
     shutil.rmtree(data)                   # and then a re-clone: nothing names the segment any more
     lab.down()
     assert seg[1] not in sysv.segments()
+    assert not [p for p in shm if os.path.exists(p)]
 
 
 def test_kill_of_a_paused_node_lets_it_start_again(make_lab):

@@ -11,17 +11,21 @@ deletes the directory, and the segment then stays in the kernel until reboot. En
 So the local runtime releases a node's segment before it deletes the node's data directory.
 The segment is found from `postmaster.pid` (its 7th line holds the key and id) and removed
 only while no process is attached, which is exactly when PostgreSQL would recycle it itself.
+Its header names the server's dynamic shared memory, which goes with it (see dsm.py).
 Docker containers need none of this: each has its own IPC namespace, gone with the container.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import sys
 from pathlib import Path
 
-from lab.runtime import procs
+from lab.runtime import dsm, procs
 
 _IPC_RMID = 0
+_SHM_RDONLY = 0o10000
+_PG_SHMEM_MAGIC = 679834894   # PGShmemMagic, the header's first field
 _PROC = Path("/proc/sysvipc/shm")
 
 
@@ -94,6 +98,35 @@ def release_orphans(uid: int, since: float) -> int:
     return gone
 
 
-def _rmid(shmid: int) -> bool:
+def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return libc.shmctl(ctypes.c_int(shmid), ctypes.c_int(_IPC_RMID), None) == 0
+    libc.shmat.restype = ctypes.c_void_p
+    libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    libc.shmdt.argtypes = [ctypes.c_void_p]
+    return libc
+
+
+def dsm_control_of(shmid: int) -> int | None:
+    """The dynamic shared memory control handle in a PostgreSQL segment's header, or None when
+    the segment cannot be read or is not PostgreSQL's. The header (PGShmemHeader): int32 magic,
+    pid_t creator, two size_t, then the uint32 handle at byte 24; unchanged since 9.4."""
+    libc = _libc()
+    addr = libc.shmat(shmid, None, _SHM_RDONLY)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        return None
+    try:
+        head = ctypes.string_at(addr, 28)
+    finally:
+        libc.shmdt(ctypes.c_void_p(addr))
+    magic = int.from_bytes(head[0:4], sys.byteorder, signed=True)
+    handle = int.from_bytes(head[24:28], sys.byteorder)
+    return handle if magic == _PG_SHMEM_MAGIC and handle else None
+
+
+def _rmid(shmid: int) -> bool:
+    # the server is dead (nobody is attached): its dynamic shared memory goes first, or nothing
+    # would ever find it again
+    control = dsm_control_of(shmid)
+    if control is not None:
+        dsm.release(control)
+    return _libc().shmctl(ctypes.c_int(shmid), ctypes.c_int(_IPC_RMID), None) == 0
