@@ -115,17 +115,25 @@ def test_failure_half_way_cleans_up_and_shows_the_log(runtime, tmp_path):
     assert leftovers(n) == []
 
 
-def test_ctrl_c_during_up_leaves_nothing(runtime):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_during_up_leaves_nothing(runtime, sig):
+    """Ctrl-C, or SIGTERM to pglab run as a script's background job (which starts with SIGINT
+    ignored, so that SIGTERM is the only way to interrupt it), cleans up what up had made."""
     n = unique()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     p = subprocess.Popen([sys.executable, "-m", "lab", "up", "--name", n, "--runtime", runtime],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                         preexec_fn=_ignore_sigint if sig == "SIGTERM" else None)
     # wait until the lab has started making things, then interrupt
     deadline = time.monotonic() + 30
     while not leftovers(n) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(getattr(signal, sig))
     out, _ = p.communicate(timeout=60)
     assert p.returncode in (130, 0), out  # 0 only if up had already finished
     if p.returncode == 0:

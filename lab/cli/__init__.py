@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from typing import Any
 
@@ -48,7 +49,16 @@ def __getattr__(name: str) -> Any:
 LOOK_ONLY = frozenset({"status", "dsn", "ls", "lag", "versions"})
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # `kill <pid>` (a CI step's timeout, a supervisor) cleans up as Ctrl-C does. It is also the
+    # only way to interrupt pglab run as a background job of a script, which starts with SIGINT
+    # ignored. A command that needs SIGTERM for itself (the foreground monitor) sets its own.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
     word = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     try:
         code = load(COMMANDS.get(word, MODULES))()
