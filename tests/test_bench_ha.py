@@ -223,7 +223,7 @@ def test_scenario_step_checks_its_options_when_loaded(tmp_path):
     sc = load_scenario(_scenario(tmp_path, {"managers": ["pglab"], "faults": "kill,pause-short", "repeat": 2},
                                  ["bench.pglab.kill.sync.lost == 0"]))
     assert bench_options(sc.steps[0].options) == BenchOptions(("pglab",), ("default", "fast"),
-                                                              ("kill", "pause-short"), ("sync",), 2, "local")
+                                                              ("kill", "pause-short"), ("sync", "async"), 2, "local")
     for bad in ({"managers": "stolon"}, {"repeat": "many"}, {"modes": ["sync", "quorum"]}):
         with pytest.raises(InvalidInput) as e:
             load_scenario(_scenario(tmp_path, bad, ["bench.floor_s > 0"]))

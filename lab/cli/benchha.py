@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from lab.bench.haplan import BenchOptions
 from lab.cli.bench import bench_app
 from lab.cli.core import JsonOpt
 from lab.cli.render import console, err_console, print_json, table
@@ -21,27 +22,32 @@ def _out(path: Path | None, option: str, suffix: str | None = None) -> None:
         raise InvalidInput(f"{option} {path}: no directory {path.parent}", "create it first or write elsewhere")
 
 
+_D = BenchOptions()   # unset options: the whole table
+
+
 @bench_app.command("ha")
 def ha(
-    managers: str = typer.Option("pglab,patroni", "--managers",
+    managers: str = typer.Option(",".join(_D.managers), "--managers",
                                  help="Comma-separated: none, pglab, patroni, pg_auto_failover, repmgr."),
-    profiles: str = typer.Option("default,fast", "--profiles",
+    profiles: str = typer.Option(",".join(_D.profiles), "--profiles",
                                  help="Timing profiles (Patroni, pg_auto_failover, repmgr): default, fast."),
-    faults: str = typer.Option("kill,kill-postgres,partition,pause-short,pause-long", "--faults",
+    faults: str = typer.Option(",".join(_D.faults), "--faults",
                                help="Comma-separated: kill, kill-postgres, stop, partition, isolate, pause-short, "
                                     "pause-long."),
-    modes: str = typer.Option("sync", "--modes", help="Replication during the drill: sync, async."),
-    repeat: int = typer.Option(3, "--repeat", help="Drills per cell (1-20); the floor is measured as often."),
-    runtime: str = typer.Option("local", "--runtime", help="local or docker."),
-    jobs: int = typer.Option(1, "--jobs", help="Labs of Patroni, pg_auto_failover and repmgr run this many at a time "
-                                               "(1-4; their failovers wait on timers). none and pglab always run alone."),
+    modes: str = typer.Option(",".join(_D.modes), "--modes", help="Replication during the drill: sync, async."),
+    repeat: int = typer.Option(_D.repeat, "--repeat", help="Drills per cell (1-20); the floor is measured as often."),
+    runtime: str = typer.Option(_D.runtime, "--runtime", help="local or docker."),
+    jobs: int = typer.Option(_D.jobs, "--jobs", help="Labs of Patroni, pg_auto_failover and repmgr run this many at a "
+                                                     "time (1-4; their failovers wait on timers). none and pglab always "
+                                                     "run alone."),
     markdown: Path | None = typer.Option(None, "--markdown", help="Also write the table as Markdown to FILE."),
     chart: Path | None = typer.Option(None, "--chart", help="Also write a PNG chart of RTO to FILE.png."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Failover managers side by side: for each manager x profile x fault x mode, the same failover
-    drill on a lab of its own; client-observed RTO (median, max), lost and unexpected acknowledged
-    writes, false failovers, and a floor measured in the same run. Labs are brought down at the end."""
+    """Failover managers side by side (unset options: all of them, about 50 minutes): for each
+    manager x profile x fault x mode, the same failover drill on a lab of its own; client-observed
+    RTO (median, max), lost and unexpected acknowledged writes, false failovers, and a floor
+    measured in the same run. Labs are brought down at the end."""
     from lab.bench import ha as bench_ha  # lazy: start-up (starting labs imports most of pglab)
     from lab.bench import haplan, hareport  # lazy: as above
     opts = haplan.options(managers=managers, profiles=profiles, faults=faults, modes=modes, repeat=repeat,
