@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from lab.api import list_labs
 from lab.bench.ha import BenchResult, DrillRow, make_cell
 from lab.bench.haplan import FAULTS, BenchOptions, options, parse_list, setups, unsupported
-from lab.bench.hareport import HEAD, NA, UNKNOWN, floor_line, markdown, row, write_chart
+from lab.bench.hareport import HEAD, NA, UNKNOWN, floor_line, from_json, markdown, row, write_chart
 from lab.cli import app
 from lab.cluster.bootstrap import down
 from lab.errors import InvalidInput
@@ -130,6 +130,27 @@ def test_markdown_has_every_cell_and_the_floor():
     assert "unsupported: not a failover drill" in md
     assert "| patroni-fast | pause-short | sync | 1 | 0.40 | 0.40 | n/a | n/a | 0 | 0 | 0 | 0/1 | not needed |" in md
     assert "median 0.14s over 2" in floor_line(_result()) and "unknown (could not start)" in floor_line(_result(()))
+
+
+def test_a_saved_run_renders_as_it_did(tmp_path):
+    """--from: the JSON a run printed gives back the same table, Markdown and floor, and a chart."""
+    from lab.cli.render import to_jsonable
+    res = _result()
+    saved = tmp_path / "out.json"
+    saved.write_text("floor: ...\n" + json.dumps(to_jsonable(res)))    # what `--json > out.json` holds
+    again = from_json(json.loads(saved.read_text()[saved.read_text().index("{"):]))
+    assert again == res
+    md = tmp_path / "t.md"
+    r = runner.invoke(app, ["bench", "ha", "--from", str(saved), "--markdown", str(md), "--chart", str(tmp_path / "c.png")])
+    assert r.exit_code == 0, r.output
+    assert md.read_text() == markdown(res) and floor_line(res) in r.output.replace("\n", "")
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for bad, says in (("{}", "not the JSON of `pglab bench ha --json`"), ("nothing", "no JSON in it")):
+        saved.write_text(bad)
+        r = runner.invoke(app, ["bench", "ha", "--from", str(saved)])
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and says in r.output, r.output
+    r = runner.invoke(app, ["bench", "ha", "--from", str(tmp_path / "missing.json")])
+    assert r.exit_code == 2 and "--from" in r.output and r.output.count("\n") == 1, r.output
 
 
 def test_chart_is_written_from_synthetic_rows(tmp_path):

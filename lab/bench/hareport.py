@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.bench.ha import BenchResult, Cell
+from lab.bench.ha import BenchResult, Cell, DrillRow
+from lab.bench.haplan import BenchOptions
+from lab.errors import InvalidInput
 
 HEAD = ["manager", "fault", "mode", "n", "RTO median s", "RTO max s", "detect s", "promote s", "lost", "unexpected",
         "false failovers", "leader moved", "old primary back", "errors", "note"]
@@ -81,43 +83,67 @@ def markdown(res: BenchResult) -> str:
 
 
 def write_chart(res: BenchResult, path: Path) -> Path:
-    """Grouped bars: per fault (and mode), one bar per manager-profile at the median RTO, a whisker
-    to the max; "n/a" where the manager cannot do the cell, "?" where the RTO is unknown; the floor
-    as a dashed line."""
+    """One panel per mode (sync above async), grouped bars per fault: one bar per manager-profile
+    at the median RTO, a whisker to the max; "n/a" where the manager cannot do the cell, "?" where
+    the RTO is unknown; the floor as a dashed line. The RTO axis is logarithmic: the floor and
+    pglab's half second sit beside minute-long failovers, and a linear axis flattens the first."""
     import matplotlib  # lazy: matplotlib takes ~0.5 s to import; only charts need it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: as above
 
-    modes = list(dict.fromkeys(c.mode for c in res.cells))
-    groups = list(dict.fromkeys((c.fault, c.mode) for c in res.cells))
+    modes = list(dict.fromkeys(c.mode for c in res.cells)) or ["sync"]
+    faults = list(dict.fromkeys(c.fault for c in res.cells))
     labels = list(dict.fromkeys(c.label for c in res.cells))
     by = {(c.label, c.fault, c.mode): c for c in res.cells}
     width = 0.8 / max(1, len(labels))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) * max(1, len(labels)) ** 0.5), 4.5))
-    top = max([c.rto_max_s for c in res.cells if c.rto_max_s is not None] + [res.floor_median_s or 0, 1.0])
-    for j, lab in enumerate(labels):
-        xs, ys, err = [], [], []
-        for g, (f, md) in enumerate(groups):
-            x = g - 0.4 + width * (j + 0.5)
-            c = by.get((lab, f, md))
-            if c is None or c.unsupported is not None or c.rto_median_s is None:
-                mark = "?" if c is not None and c.unsupported is None else "n/a"
-                ax.text(x, top * 0.02, mark, ha="center", va="bottom", fontsize=7, rotation=90, color="grey")
-                continue
-            xs.append(x)
-            ys.append(c.rto_median_s)
-            err.append((c.rto_max_s or c.rto_median_s) - c.rto_median_s)
-        ax.bar(xs, ys, width, yerr=[[0] * len(err), err], capsize=2, label=lab)
-    if res.floor_median_s is not None:
-        ax.axhline(res.floor_median_s, color="black", linestyle="--", linewidth=0.8,
-                   label=f"floor {res.floor_median_s:.2f}s")
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f if len(modes) == 1 else f"{f} ({md})" for f, md in groups])
-    ax.set_ylabel("RTO s (client-observed; bar median, whisker max)")
-    ax.set_title(f"failover managers side by side: {res.options.repeat} repeat(s), runtime {res.options.runtime}")
-    ax.legend(fontsize=8)
+    rtos = [c.rto_max_s for c in res.cells if c.rto_max_s is not None]
+    top = max(rtos + [res.floor_median_s or 0, 1.0]) * 1.5
+    bottom = min([c.rto_median_s for c in res.cells if c.rto_median_s] + [res.floor_median_s or 1.0, 1.0]) / 2
+    # wide enough for the bars of one fault to stay apart, never wider than a page can show
+    fig_w = min(16.0, max(6.0, 0.9 * len(faults) * max(1, len(labels)) ** 0.5))
+    fig, axes = plt.subplots(len(modes), 1, figsize=(fig_w, 3.6 * len(modes) + 0.6), squeeze=False)
+    for ax, md in zip((a[0] for a in axes), modes):
+        for j, lab in enumerate(labels):
+            xs, ys, err = [], [], []
+            for g, f in enumerate(faults):
+                x = g - 0.4 + width * (j + 0.5)
+                c = by.get((lab, f, md))
+                if c is None or c.unsupported is not None or c.rto_median_s is None:
+                    mark = "?" if c is not None and c.unsupported is None else "n/a"
+                    ax.text(x, bottom * 1.1, mark, ha="center", va="bottom", fontsize=6, rotation=90, color="grey")
+                    continue
+                xs.append(x)
+                ys.append(c.rto_median_s)
+                err.append((c.rto_max_s or c.rto_median_s) - c.rto_median_s)
+            ax.bar(xs, ys, width, yerr=[[0] * len(err), err], capsize=2, label=lab)
+        if res.floor_median_s is not None:
+            ax.axhline(res.floor_median_s, color="black", linestyle="--", linewidth=0.8,
+                       label=f"floor {res.floor_median_s:.2f}s")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom, top)
+        ax.set_xticks(range(len(faults)))
+        ax.set_xticklabels(faults)
+        ax.set_ylabel(f"RTO s, {md} (log)")
+        ax.grid(axis="y", which="major", linewidth=0.3)
+    axes[0][0].set_title(f"failover managers side by side: {res.options.repeat} repeat(s), runtime "
+                         f"{res.options.runtime}; bar median, whisker max")
+    axes[0][0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def from_json(data: dict, source: str = "the file") -> BenchResult:
+    """A run saved with --json, back as a result: its table and chart can be drawn again (a new
+    chart style, a lost PNG) without an hour of drills."""
+    try:
+        opts = BenchOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["options"].items()})
+        cells = tuple(Cell(**{**c, "rows": tuple(DrillRow(**{**r, "problems": tuple(r["problems"])})
+                                                 for r in c["rows"])}) for c in data["cells"])
+        return BenchResult(opts, tuple(data["floors_s"]), data["floor_error"], cells, tuple(data["labs"]),
+                           data["root"], data.get("duration_s", 0.0), data.get("drill_seconds", {}))
+    except (KeyError, TypeError, AttributeError) as e:
+        raise InvalidInput(f"{source} is not the JSON of `pglab bench ha --json` ({type(e).__name__}: {e})",
+                           "give the file a run's --json output was saved to") from None

@@ -1,6 +1,7 @@
 """pglab bench ha: the failover managers side by side, each on a lab of its own (lab.bench.ha)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -25,6 +26,19 @@ def _out(path: Path | None, option: str, suffix: str | None = None) -> None:
 _D = BenchOptions()   # unset options: the whole table
 
 
+def _saved(path: Path):
+    from lab.bench import hareport  # lazy: as in ha()
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InvalidInput(f"--from {path}: {e.strerror.lower() if e.strerror else e}", "give a file saved from --json") from None
+    try:
+        data = json.loads(text[text.index("{"):])
+    except ValueError:
+        raise InvalidInput(f"--from {path}: no JSON in it", "give the file a run's --json output was saved to") from None
+    return hareport.from_json(data, f"--from {path}")
+
+
 @bench_app.command("ha")
 def ha(
     managers: str = typer.Option(",".join(_D.managers), "--managers",
@@ -42,6 +56,8 @@ def ha(
                                                      "run alone."),
     markdown: Path | None = typer.Option(None, "--markdown", help="Also write the table as Markdown to FILE."),
     chart: Path | None = typer.Option(None, "--chart", help="Also write a PNG chart of RTO to FILE.png."),
+    from_file: Path | None = typer.Option(None, "--from", help="Run nothing: show the run saved in FILE by --json "
+                                                               "(its table, --markdown, --chart)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Failover managers side by side (unset options: all of them, about 50 minutes): for each
@@ -54,7 +70,10 @@ def ha(
                           runtime=runtime, jobs=jobs)
     _out(markdown, "--markdown")
     _out(chart, "--chart", ".png")
-    res = bench_ha.run(opts, say=lambda s: err_console.print(s, style="dim", highlight=False, markup=False))
+    if from_file is not None:
+        res = _saved(from_file)
+    else:
+        res = bench_ha.run(opts, say=lambda s: err_console.print(s, style="dim", highlight=False, markup=False))
     if markdown:
         markdown.write_text(hareport.markdown(res))
     if chart:
