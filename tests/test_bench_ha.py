@@ -75,9 +75,11 @@ def test_cells_a_manager_cannot_do_say_why():
     assert "network namespaces" in unsupported(s["pg_auto_failover-fast"], "partition", "sync")
     assert "root" in unsupported(s["pglab"], "partition", "sync")          # local, not root
     assert "sync mode only" in unsupported(s["pglab"], "pause-short", "async")
-    d = {x.label: x for x in setups(BenchOptions(managers=("repmgr", "pglab"), profiles=("fast",), runtime="docker"),
-                                    root=True)}
-    assert "local runtime only" in unsupported(d["repmgr-fast"], "kill", "sync")
+    d = {x.label: x for x in setups(BenchOptions(managers=("repmgr", "pg_auto_failover", "pglab"), profiles=("fast",),
+                                                 runtime="docker"), root=True)}
+    assert unsupported(d["repmgr-fast"], "kill", "sync") is None           # the lab's 15 image holds repmgr
+    assert unsupported(d["repmgr-fast"], "partition", "sync") is None
+    assert "local runtime only" in unsupported(d["pg_auto_failover-fast"], "kill", "sync")
     assert unsupported(d["pglab"], "partition", "sync") is None
 
 

