@@ -6,7 +6,7 @@ import time
 
 from lab import Lab
 from lab.failover.checker import check
-from lab.workload.ledger import OK, OK_UNREPLICATED, ensure_table, final_ids, load_ops
+from lab.workload.ledger import OK, OK_UNREPLICATED, LedgerWriter, Op, ensure_table, final_ids, load_ops
 
 
 def test_checker_sets():
@@ -17,6 +17,19 @@ def test_checker_sets():
     assert not r.valid and r.checker_error
     assert check(ops, {"a", "b", "f"}).valid
     assert check(ops, {"a", "b", "e"}).failed_present == ("e",)
+
+
+def test_first_ok_after_can_ignore_answers_sent_before(tmp_path):
+    """A server killed at t=10 had answered a write sent at 9.99; the client reads that answer at
+    10.03. It counts as acknowledged after 10, but not as the server back (sent_after): the drill
+    once took it for an RTO of 33 ms after a kill."""
+    w = LedgerWriter("", tmp_path / "l.jsonl", duration=1)
+    w._ops += [Op("a", 0, 1, OK, 9.99, 10.03, "s1"), Op("b", 0, 2, OK, 12.0, 12.01, "s1"),
+               Op("c", 1, 1, "fail", 10.5, 10.6, "s1"), Op("d", 1, 2, OK, 10.2, 10.25, "s2")]
+    assert w.first_ok_after(10.0, "s1").id == "a"
+    assert w.first_ok_after(10.0, "s1", sent_after=True).id == "b"
+    assert w.first_ok_after(10.0, sent_after=True).id == "d"
+    assert w.first_ok_after(13.0, "s1", sent_after=True) is None
 
 
 def test_ledger_count_bounded_all_acknowledged_and_present(make_lab, tmp_path):

@@ -156,7 +156,8 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
         new = rec.new_primary
         t_count = t_down if new == old else t_fault
         try:
-            wait_until(lambda: writer.first_ok_after(t_count, new), timeout=20, what=f"a write acknowledged by {new}")
+            wait_until(lambda: writer.first_ok_after(t_count, new, sent_after=new == old), timeout=20,
+                       what=f"a write acknowledged by {new}")
         except WaitTimeout as e:
             problems.append(e.line())
         time.sleep(settle)
@@ -176,7 +177,7 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
     ops = writer.ops()
     final = final_ids(node_dsn(ctx.state, ctx.state.primary), writer.run)
     res = check([(o.id, o.outcome) for o in ops], final)
-    first_new = writer.first_ok_after(t_count, new)
+    first_new = writer.first_ok_after(t_count, new, sent_after=new == old)
     last_old = max((o.t1 for o in ops if o.outcome in (OK, OK_UNREPLICATED) and o.node == old and o.t1 <= t_fault),
                    default=None)
     times = DrillTimes.of(Phases.of(rec, t_fault, first_new.t1 if first_new else None),

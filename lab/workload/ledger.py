@@ -197,11 +197,14 @@ class LedgerWriter:
         with self._lock:
             return list(self._ops)
 
-    def first_ok_after(self, t: float, node: str | None = None) -> Op | None:
-        """The first write acknowledged after wall-clock time t (on `node`, if given)."""
+    def first_ok_after(self, t: float, node: str | None = None, *, sent_after: bool = False) -> Op | None:
+        """The first write acknowledged after wall-clock time t (on `node`, if given). With
+        `sent_after`, only writes also sent after t: an answer a killed server had sent just before
+        it died can still be read from the socket afterwards, and proves nothing about it coming back."""
         best = None
         for op in self.ops():
-            if op.outcome in (OK, OK_UNREPLICATED) and op.t1 >= t and (node is None or op.node == node):
+            if op.outcome in (OK, OK_UNREPLICATED) and op.t1 >= t and (node is None or op.node == node) \
+                    and (not sent_after or op.t0 >= t):
                 if best is None or op.t1 < best.t1:
                     best = op
         return best
