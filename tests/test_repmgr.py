@@ -27,6 +27,13 @@ runner = CliRunner()
 
 
 # ---- the [ha] section and repmgr.conf ------------------------------------------------------------
+
+def _promoted_at(lab, node: str) -> float:
+    """When repmgr's own event log says `node` was promoted (epoch seconds): an independent clock."""
+    with psycopg.connect(lab.dsn(node, dbname="repmgr"), autocommit=True) as c:
+        return c.execute("SELECT extract(epoch FROM max(event_timestamp))::float8 FROM repmgr.events "
+                         "WHERE event = 'standby_promote' AND successful").fetchone()[0]
+
 def test_repmgr_profiles_round_trip_and_refuse_patroni_keys():
     spec = ha_from_dict({"manager": "repmgr", "profile": "fast"})
     assert ha_from_dict(spec.to_dict()) == spec and spec.to_dict() == {"manager": "repmgr", "profile": "fast"}
@@ -147,9 +154,7 @@ def test_repmgr_lab_up_status_kill_drill_switchover_and_down():
         # (every promote_check_interval = 1 s): after the fault, and after the server's own log says
         # it accepts writes (the time pglab reports), within one check
         ph = r.times.phases
-        with psycopg.connect(lab.dsn(new, dbname="repmgr"), autocommit=True) as c:
-            t_ev = c.execute("SELECT extract(epoch FROM max(event_timestamp))::float8 FROM repmgr.events "
-                             "WHERE event = 'standby_promote' AND successful").fetchone()[0]
+        t_ev = _promoted_at(lab, new)
         assert ph.t_fault < ph.t_promoted <= t_ev < ph.t_promoted + 2.0
         assert ph.t_fault < ph.t_declared <= ph.t_promoted < ph.t_first_write
         view = lab.ha_view()
@@ -311,9 +316,7 @@ def test_repmgr_on_docker_up_pause_sync_kill_drill_and_down(repmgr15):
         new = r.new_primary
         # an independent clock: repmgr's own event log (written in the new primary's container)
         ph = r.times.phases
-        with psycopg.connect(lab.dsn(new, dbname="repmgr"), autocommit=True) as c:
-            t_ev = c.execute("SELECT extract(epoch FROM max(event_timestamp))::float8 FROM repmgr.events "
-                             "WHERE event = 'standby_promote' AND successful").fetchone()[0]
+        t_ev = _promoted_at(lab, new)
         assert ph.t_fault < ph.t_promoted <= t_ev < ph.t_promoted + 2.0
         view = lab.ha_view()
         assert view.leader == new and lab.disagreements(lab.status(), view) == {}
