@@ -76,13 +76,13 @@ class Lab(Cluster):
             manager(ctx).bootstrap(say)
         ctx = bootstrap.up(topology, name or default_name(), runtime, say,
                            init=init if bootstraps(topology.ha.manager) else None)
-        lab = cls(ctx, owned=True)
-        if not manager(ctx).bootstraps_servers:
-            try:
+        try:   # until it is returned, the lab is this call's to remove (an error, Ctrl-C)
+            lab = cls(ctx, owned=True)
+            if not manager(ctx).bootstraps_servers:
                 lab.manager.start(say)
-            except BaseException:
-                lab.down()
-                raise
+        except BaseException:
+            bootstrap.down(ctx.name)
+            raise
         return lab
 
     @property

@@ -74,14 +74,20 @@ def up(
     t0 = time.monotonic()
     lab = Lab.up(str(topology) if topology else None, name=name, runtime=runtime, standbys=standbys, sync=sync,
                  netns=netns, pg=pg, ha=ha, ha_profile=ha_profile, say=lambda m: err_console.print(m, style="dim"))
-    st = lab.status()
-    if as_json:
-        print_json(st)
-        return
-    console.print(status_table(st, f"lab {lab.name} ({lab.runtime}) up in {time.monotonic() - t0:.1f} s"))
-    if lab.topology.ha.manager in ("patroni", "pg_auto_failover", "repmgr"):
-        _print_ha(lab, st)
-    console.print(f"connect: psql \"$(pglab dsn --name {lab.name} --role primary)\"   |   pglab down --name {lab.name}")
+    try:
+        st = lab.status()
+        if as_json:
+            print_json(st)
+            return
+        console.print(status_table(st, f"lab {lab.name} ({lab.runtime}) up in {time.monotonic() - t0:.1f} s"))
+        if lab.topology.ha.manager in ("patroni", "pg_auto_failover", "repmgr"):
+            _print_ha(lab, st)
+        console.print(f"connect: psql \"$(pglab dsn --name {lab.name} --role primary)\"   |   pglab down --name {lab.name}")
+    except KeyboardInterrupt:
+        # interrupted before it had said how to reach the lab: the command did not finish, so
+        # as with any interrupted up, nothing of it is left behind
+        lab.down()
+        raise
 
 
 @app.command()
