@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from itertools import pairwise
 
 import psycopg
@@ -247,9 +248,20 @@ def _name(prefix: str) -> str:
 
 
 def _run_setup(s: Setup, opts: BenchOptions, prefix: str, say: Say,
-               stop: threading.Event | None = None) -> tuple[list[Cell], list[str], list[float]]:
+               stop: threading.Event | None = None, keep_logs: Path | None = None) -> tuple[list[Cell], list[str], list[float]]:
     """One manager-profile: its lab up, every cell's drills, its lab down. Returns the cells, the
-    labs it brought up, and the seconds each drill took. `stop`: no new drill once it is set."""
+    labs it brought up, and the seconds each drill took. `stop`: no new drill once it is set.
+    `keep_logs`: each lab's logs are copied into a directory of its name there before it goes down."""
+
+    def down(lab: Lab) -> None:
+        if keep_logs is not None:
+            try:
+                lab.save_logs(keep_logs / lab.name)
+                say(f"{s.label}: logs of lab {lab.name} kept in {keep_logs / lab.name}")
+            except OSError as e:
+                say(f"{s.label}: the logs of lab {lab.name} could not be kept: {e}")
+        lab.down()
+
     labs: list[str] = []
     secs: list[float] = []
     cells: list[Cell] = []
@@ -295,7 +307,7 @@ def _run_setup(s: Setup, opts: BenchOptions, prefix: str, say: Say,
                     f"RTO {_s(row.rto_s)}, lost {row.lost}, {row.old_primary} -> {row.new_primary}, "
                     f"{row.duration_s:.0f}s"))
                 if row.error is not None and lab is not None:   # start again from a fresh lab
-                    lab.down()
+                    down(lab)
                     name = _name(prefix)
                     labs.append(name)
                     try:
@@ -304,14 +316,15 @@ def _run_setup(s: Setup, opts: BenchOptions, prefix: str, say: Say,
                         lab, lab_error = None, f"lab up: {e.line()}"
     finally:
         if lab is not None:
-            lab.down()
+            down(lab)
     for f, md in todo:
         cells.append(make_cell(s.manager, s.profile, f, md, tuple(rows.get((f, md), ())), refused.get((f, md))))
     return cells, labs, secs
 
 
-def run(opts: BenchOptions, *, say: Say | None = None, prefix: str = "bh") -> BenchResult:
-    """Every cell of the options, each lab brought up and down again; the floor first."""
+def run(opts: BenchOptions, *, say: Say | None = None, prefix: str = "bh", keep_logs: Path | None = None) -> BenchResult:
+    """Every cell of the options, each lab brought up and down again; the floor first.
+    `keep_logs`: a directory where each manager's lab leaves its logs (Lab.save_logs) when it goes down."""
     say = say or (lambda _: None)
     t_start = time.time()
     root = os.geteuid() == 0 and opts.runtime == "local"
@@ -334,13 +347,13 @@ def run(opts: BenchOptions, *, say: Say | None = None, prefix: str = "bh") -> Be
     done: dict[str, tuple[list[Cell], list[str], list[float]]] = {}
     # the CPU-bound managers alone, one after the other; then the timer-bound ones, --jobs at a time
     for st in [x for x in plan if x.manager in SOLO]:
-        done[st.label] = _run_setup(st, opts, prefix, say)
+        done[st.label] = _run_setup(st, opts, prefix, say, None, keep_logs)
     # default profiles first: their drills wait longest, and started last they would end last, alone
     rest = sorted((x for x in plan if x.manager not in SOLO), key=lambda x: x.profile != "default")
     if opts.jobs > 1 and len(rest) > 1:
         stop = threading.Event()
         with ThreadPoolExecutor(max_workers=opts.jobs, thread_name_prefix="bench-ha") as ex:
-            futures = {st.label: ex.submit(_run_setup, st, opts, prefix, say, stop) for st in rest}
+            futures = {st.label: ex.submit(_run_setup, st, opts, prefix, say, stop, keep_logs) for st in rest}
             try:
                 for label, fut in futures.items():
                     done[label] = fut.result()
@@ -353,7 +366,7 @@ def run(opts: BenchOptions, *, say: Say | None = None, prefix: str = "bh") -> Be
                 raise
     else:
         for st in rest:
-            done[st.label] = _run_setup(st, opts, prefix, say)
+            done[st.label] = _run_setup(st, opts, prefix, say, None, keep_logs)
     cells: list[Cell] = []
     per_drill: dict[str, list[float]] = {}
     for st in plan:

@@ -56,6 +56,10 @@ def ha(
                                                      "run alone."),
     markdown: Path | None = typer.Option(None, "--markdown", help="Also write the table as Markdown to FILE."),
     chart: Path | None = typer.Option(None, "--chart", help="Also write a PNG chart of RTO to FILE.png."),
+    keep_logs: Path | None = typer.Option(None, "--keep-logs", help="Copy each lab's logs (servers, the manager's "
+                                                                   "agents, events) into DIR/<lab> before it goes "
+                                                                   "down: to find out afterwards why a drill went "
+                                                                   "wrong."),
     from_file: Path | None = typer.Option(None, "--from", help="Run nothing: show the run saved in FILE by --json "
                                                                "(its table, --markdown, --chart)."),
     as_json: bool = JsonOpt,
@@ -70,10 +74,13 @@ def ha(
                           runtime=runtime, jobs=jobs)
     _out(markdown, "--markdown")
     _out(chart, "--chart", ".png")
+    if keep_logs is not None and not keep_logs.is_dir():
+        raise InvalidInput(f"--keep-logs {keep_logs}: no such directory", "create it first")
     if from_file is not None:
         res = _saved(from_file)
     else:
-        res = bench_ha.run(opts, say=lambda s: err_console.print(s, style="dim", highlight=False, markup=False))
+        res = bench_ha.run(opts, say=lambda s: err_console.print(s, style="dim", highlight=False, markup=False),
+                           keep_logs=keep_logs)
     if markdown:
         markdown.write_text(hareport.markdown(res))
     if chart:

@@ -6,6 +6,7 @@ reaches up to the facade.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,31 @@ class Cluster:
     def logs(self, node: str, lines: int = 50) -> str:
         """The last lines of a node's server log."""
         return server.log_tail(self.ctx.rt, self.check_node(node), lines)
+
+    def save_logs(self, dest: Path | str) -> list[Path]:
+        """Copy the lab's logs into `dest` to read after the lab is gone: each node's server log,
+        each service's (a manager's agents, its consensus store, a proxy) and the lab's events.
+        A log that cannot be read (a node's container gone) is left out, not faked."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        rt, svc = self.ctx.rt, self.ctx.rt.services()
+        where: dict[str, tuple[str | None, str]] = {f"{n}.server.log": (n, rt.paths(n).log) for n in self.ctx.state.nodes}
+        for name in svc.names():
+            loc = svc.log_path(name)
+            if loc:
+                where[f"{name}.log"] = loc
+        written = []
+        for fname, (node, path) in where.items():
+            try:
+                text = rt.read_file(node or "", path)
+            except Exception:  # noqa: BLE001 - a place that is gone or frozen: its log is missing
+                text = None
+            if text is not None:
+                (dest / fname).write_text(text)
+                written.append(dest / fname)
+        events = dest / "events.json"
+        events.write_text(json.dumps(self.ctx.state.events, indent=1, default=str) + "\n")
+        return [*written, events]
 
     def wait_for(self, condition: Callable[[Any], Any], *, timeout: float = 30, what: str = "a condition",
                  interval: float = 0.1) -> Any:

@@ -93,6 +93,9 @@ class Services(Protocol):
 
     def names(self) -> list[str]: ...
 
+    def log_path(self, name: str) -> tuple[str | None, str] | None:
+        """Where a service's log is: (the node or lab host it runs on, the path there), or None."""
+
     def partition(self, where: str, on: bool) -> None:
         """Cut a lab host off the lab network (or reconnect it)."""
 

@@ -129,6 +129,10 @@ class DockerServices:
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.json")) if self.dir.exists() else []
 
+    def log_path(self, name: str) -> tuple[str | None, str] | None:
+        rec = self._record(name)
+        return (rec.get("where"), rec["log"]) if rec and rec.get("log") else None
+
     def _status(self, where: str) -> str | None:
         try:
             c = self.rt.container(where)

@@ -99,6 +99,10 @@ class LocalServices:
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("*.json") if p.name != "ports.json") if self.dir.exists() else []
 
+    def log_path(self, name: str) -> tuple[str | None, str] | None:
+        rec = self._record(name)
+        return (rec.get("where"), rec["log"]) if rec and rec.get("log") else None
+
     def start(self, name: str, argv: list[str], *, where: str | None, server_user: bool = True,
               env: dict[str, str] | None = None, log: str, cwd: str | None = None) -> int:
         if self.pid(name):
