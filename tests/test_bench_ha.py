@@ -199,10 +199,11 @@ def test_bench_ha_pglab_kill_for_real(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.root
-def test_bench_ha_runs_timer_bound_managers_side_by_side_in_async_mode():
+def test_bench_ha_runs_timer_bound_managers_side_by_side_in_async_mode(tmp_path):
     """--jobs 2: the Patroni, repmgr and pg_auto_failover labs run two at a time (the floor's lab
     first, alone). Async mode: each manager promotes a starved standby, and what is lost is
-    counted, not hidden."""
+    counted, not hidden. --keep-logs: each manager's lab leaves its logs, whose agents tell of
+    the same failover the drill measured."""
     from tests.test_patroni import _patroni_missing
     from tests.test_pgaf import _missing as _pgaf_missing
     from tests.test_repmgr import _repmgr_missing
@@ -210,7 +211,8 @@ def test_bench_ha_runs_timer_bound_managers_side_by_side_in_async_mode():
     if missing:
         pytest.skip(missing)
     r = runner.invoke(app, ["bench", "ha", "--managers", "patroni,repmgr,pg_auto_failover", "--profiles", "fast",
-                            "--faults", "kill", "--modes", "async", "--repeat", "1", "--jobs", "2", "--json"])
+                            "--faults", "kill", "--modes", "async", "--repeat", "1", "--jobs", "2", "--json",
+                            "--keep-logs", str(tmp_path)])
     labs: list[str] = []
     try:
         assert r.exit_code == 0, r.output
@@ -226,6 +228,22 @@ def test_bench_ha_runs_timer_bound_managers_side_by_side_in_async_mode():
             assert drill["error"] is None and drill["problems"] == [], (m, drill)
             assert drill["mode"] == "async" and drill["leader_moved"] is True
             assert drill["lost"] > 0 and cell["lost"] == drill["lost"] and drill["unexpected"] == 0
+        # the floor's lab is pglab's own; each manager's lab kept its logs, read back from files
+        kept = {n: tmp_path / n for n in labs[1:]}
+        assert all(d.is_dir() for d in kept.values()) and sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+        agents = {"patroni": ("patroni-", "promoted self to leader"), "repmgr": ("repmgrd-", "promot"),
+                  "pg_auto_failover": ("pgaf-", "wait_primary")}
+        for d in kept.values():
+            events = json.loads((d / "events.json").read_text())
+            fault = next(e for e in events if e["kind"].startswith("fault:"))
+            for m, (prefix, word) in agents.items():
+                logs = [p for p in d.iterdir() if p.name.startswith(prefix)]
+                if logs:   # this lab's manager: its agent on the node that took over says so
+                    assert any(word in p.read_text() for p in logs), (m, [p.name for p in logs])
+                    break
+            else:
+                raise AssertionError(f"no manager agent's log in {d}: {sorted(p.name for p in d.iterdir())}")
+            assert fault["node"] == "p1"
     finally:
         for n in labs:
             down(n)

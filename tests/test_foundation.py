@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -192,6 +193,42 @@ def test_down_releases_the_segment_of_a_killed_server_whose_directory_is_gone(ma
     lab.down()
     assert seg[1] not in sysv.segments()
     assert not [p for p in shm if os.path.exists(p)]
+
+
+def test_a_killed_postmasters_lock_files_go_but_not_its_successors(make_lab, runtime):
+    """After a kill, pglab removes the dead postmaster's lock files only while they still name it.
+    A supervisor (a pg_auto_failover keeper) may have started the next server already; removing
+    that one's postmaster.pid made it shut itself down a minute later, and the monitor then failed
+    over a primary that had come back."""
+    if runtime != "local":
+        pytest.skip("lock files of host processes")
+    import os
+    import signal
+    from lab.cluster import server
+    from lab.runtime import procs
+    lab = make_lab(standbys=1, sync="none")
+    rt, data = lab.ctx.rt, lab.ctx.rt.paths("s1").data
+
+    def kill_behind_the_labs_back() -> int:
+        pid = int(open(f"{data}/postmaster.pid").readline())
+        family = procs.descendants(pid)
+        os.kill(pid, signal.SIGKILL)
+        procs.wait_dead(family)
+        return pid
+
+    old = int(open(f"{data}/postmaster.pid").readline())
+    rt.kill("s1")
+    server.start(rt, "s1")                    # the supervisor's new server, with lock files of its own
+    new = int(open(f"{data}/postmaster.pid").readline())
+    locks = [f"{data}/postmaster.pid", *(str(p) for p in Path(rt.paths("s1").socket_dir).glob(".s.PGSQL.*.lock")
+                                         if open(p).readline().strip() == str(new))]
+    assert new != old and len(locks) == 2
+    assert rt.remove_stale_locks("s1", old) == []
+    assert all(os.path.exists(p) for p in locks)
+    lab.wait_caught_up()                      # the new server still serves
+    assert kill_behind_the_labs_back() == new
+    assert sorted(rt.remove_stale_locks("s1", new)) == sorted(locks)
+    assert not any(os.path.exists(p) for p in locks)
 
 
 def test_kill_of_a_paused_node_lets_it_start_again(make_lab):

@@ -236,13 +236,7 @@ class LocalRuntime:
 
     # ---- faults ------------------------------------------------------------
     def _postmaster_pid(self, node: str) -> int | None:
-        text = self.read_file(node, f"{self.paths(node).data}/postmaster.pid")
-        if not text:
-            return None
-        try:
-            return int(text.split("\n", 1)[0])
-        except ValueError:
-            return None
+        return _lock_pid(Path(self.paths(node).data) / "postmaster.pid")
 
     def postmaster_running(self, node: str) -> bool:
         pid = self._postmaster_pid(node)
@@ -267,12 +261,27 @@ class LocalRuntime:
         if Path(f"/proc/{pid}").exists():
             # A dead postmaster that its parent has not reaped yet (a zombie) still "exists" for
             # kill(pid, 0), and a new postmaster would refuse to start over its postmaster.pid.
-            # Every process of the old server is gone, so the lock file is stale: remove it.
-            p = self.paths(node)
+            # Every process of the old server is gone, so the lock file is stale: remove it. Only
+            # while it still names the killed postmaster: a supervisor (a pg_auto_failover keeper,
+            # which is also the zombie's parent) may have started a new one already, and a server
+            # whose lock file is gone shuts itself down at its next check (once a minute), which
+            # its keeper reports as PostgreSQL not running: the monitor then fails over.
+            self.remove_stale_locks(node, pid)
+
+    def remove_stale_locks(self, node: str, pid: int) -> list[str]:
+        """Remove the node's lock files (postmaster.pid, the sockets' .lock) that name `pid`, a
+        dead postmaster, and its segment; a newer server's are left alone. Returns what went."""
+        p = self.paths(node)
+        gone = []
+        if self._postmaster_pid(node) == pid:
             sysv.release(p.data)   # the lock file is what finds it later
             self.remove_path(node, f"{p.data}/postmaster.pid")
-            for lock in Path(p.socket_dir).glob(".s.PGSQL.*.lock"):
+            gone.append(f"{p.data}/postmaster.pid")
+        for lock in Path(p.socket_dir).glob(".s.PGSQL.*.lock"):
+            if _lock_pid(lock) == pid:
                 lock.unlink(missing_ok=True)
+                gone.append(str(lock))
+        return gone
 
     def pause(self, node: str) -> None:
         pid = self._postmaster_pid(node)
@@ -404,3 +413,12 @@ class LocalRuntime:
         subprocess.Popen(["sh", "-c", 'rm -rf -- "$1" 2>/dev/null || { sleep 1; rm -rf -- "$1"; }', "sh", str(trash)],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
+
+
+def _lock_pid(path: Path) -> int | None:
+    """The pid on the first line of a PostgreSQL lock file (postmaster.pid, a socket's .lock)."""
+    try:
+        with open(path) as f:
+            return int(f.readline().strip())
+    except (OSError, ValueError):
+        return None

@@ -33,6 +33,7 @@ import psycopg
 
 from lab.errors import InvalidInput
 from lab.model.stats import percentile
+from lab.wait import wait_until
 
 TABLE = "pglab_ledger"
 CREATE = (f"CREATE TABLE IF NOT EXISTS {TABLE} (id text PRIMARY KEY, client int NOT NULL, seq int NOT NULL, "
@@ -97,10 +98,14 @@ def ensure_table(dsn: str) -> None:
         c.execute(CREATE)
 
 
-def final_ids(dsn: str, run: str) -> set[str]:
-    """The ids of this run present on the server the DSN reaches."""
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
-        return {r[0] for r in c.execute(f"SELECT id FROM {TABLE} WHERE starts_with(id, %s)", (run + ":",))}
+def final_ids(dsn: str, run: str, wait: float = 30) -> set[str]:
+    """The ids of this run present on the server the DSN reaches. A server that does not answer
+    yet (a manager restarting or promoting it) is asked again for up to `wait` seconds; then
+    WaitTimeout, one line naming the last error."""
+    def read() -> tuple[set[str]]:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
+            return ({r[0] for r in c.execute(f"SELECT id FROM {TABLE} WHERE starts_with(id, %s)", (run + ":",))},)
+    return wait_until(read, timeout=wait, interval=0.2, what="the primary to answer the ledger's final read")[0]
 
 
 def ids_query(run: str) -> str:
