@@ -258,14 +258,16 @@ class LocalRuntime:
         # The children notice the postmaster's death by themselves; wait for them so that
         # "killed" means the port is closed when we return.
         procs.wait_dead(children)
-        if Path(f"/proc/{pid}").exists():
-            # A dead postmaster that its parent has not reaped yet (a zombie) still "exists" for
+        parent = procs.parent(pid)
+        if parent is not None and (parent <= 1 or not procs.alive(parent)):
+            # A dead postmaster that nobody has reaped yet (a zombie) still "exists" for
             # kill(pid, 0), and a new postmaster would refuse to start over its postmaster.pid.
-            # Every process of the old server is gone, so the lock file is stale: remove it. Only
-            # while it still names the killed postmaster: a supervisor (a pg_auto_failover keeper,
-            # which is also the zombie's parent) may have started a new one already, and a server
-            # whose lock file is gone shuts itself down at its next check (once a minute), which
-            # its keeper reports as PostgreSQL not running: the monitor then fails over.
+            # Every process of the old server is gone, so the lock file is stale: remove it.
+            # Not when its parent lives: that is a supervisor (a pg_auto_failover keeper) that
+            # reaps it and starts the next server at once, whose lock files these soon are. A
+            # server whose postmaster.pid is gone shuts itself down at its next check (once a
+            # minute); the keeper then reports PostgreSQL not running and the monitor fails over
+            # a primary that had come back.
             self.remove_stale_locks(node, pid)
 
     def remove_stale_locks(self, node: str, pid: int) -> list[str]:

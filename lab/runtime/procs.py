@@ -17,10 +17,23 @@ def _ppid_map() -> dict[int, int]:
             stat = (p / "stat").read_text()
         except OSError:
             continue
-        # the command name may hold spaces and parentheses: split after the last ')'
-        fields = stat[stat.rfind(")") + 2:].split()
-        out[int(p.name)] = int(fields[1])
+        out[int(p.name)] = int(_fields(stat)[1])
     return out
+
+
+def _fields(stat: str) -> list[str]:
+    """/proc/<pid>/stat after the command name (state, ppid, ...): the name may hold spaces and
+    parentheses, so split after the last ')'."""
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def parent(pid: int) -> int | None:
+    """The pid's parent, also while it is a zombie; None when the process is gone (reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(_fields(stat)[1])
 
 
 def tree(pid: int) -> list[int]:
