@@ -88,7 +88,7 @@ def _row(rto, lost=0, **kw):
     base = dict(manager="patroni", profile="fast", fault="kill", mode="sync", attempt=1, bound_s=20.0,
                 duration_s=30.0, old_primary="p1", new_primary="s1", rto_s=rto, detect_s=None if rto is None else rto / 2,
                 promote_s=0.1, lost=lost, unexpected=0, unknown=3, leader_moved=True, false_failover=False,
-                rejoin_by="manager", rejoin_s=5.0, rejoin_streaming=True)
+                rejoin_by="manager", rejoin_s=5.0, rejoin_streaming=True, outage_s=None if rto is None else rto + 0.5)
     return DrillRow(**{**base, **kw})
 
 
@@ -97,11 +97,12 @@ def test_a_cell_sums_its_drills_and_unknown_stays_unknown():
     assert (c.n, c.errors, c.rto_median_s, c.rto_max_s, c.lost, c.leader_moved, c.rejoined_by_itself) == \
         (3, 0, 5.0, 6.0, 0, 3, 3)
     r = row(c)
-    assert r[:6] == ["patroni-fast", "kill", "sync", "3", "5.00", "6.00"] and r[12] == "by itself 3/3"
+    assert r[:7] == ["patroni-fast", "kill", "sync", "3", "5.00", "6.00", "6.50"]
+    assert r[HEAD.index("old primary back")] == "by itself 3/3"
     # one drill could not read its figures: the totals are unknown, not 0
     u = make_cell("patroni", "fast", "kill", "sync", (_row(4.0), _row(None, lost=None)))
-    assert u.lost is None and u.rto_median_s == 4.0
-    assert row(u)[HEAD.index("lost")] == UNKNOWN
+    assert u.lost is None and u.rto_median_s == 4.0 and u.outage_max_s is None
+    assert row(u)[HEAD.index("lost")] == UNKNOWN == row(u)[HEAD.index("longest outage s")]
     e = make_cell("patroni", "fast", "kill", "sync",
                   (DrillRow("patroni", "fast", "kill", "sync", 1, None, 2.0, error="lab up: no etcd"),))
     er = row(e)
@@ -128,9 +129,9 @@ def test_markdown_has_every_cell_and_the_floor():
     md = markdown(_result())
     lines = md.splitlines()
     assert lines[0].startswith("| manager | fault | mode |") and len([ln for ln in lines if ln.startswith("| ")]) == 6
-    assert "| pglab | kill | sync | 1 | 0.60 | 0.60 |" in md and "by pglab 1/1" in md
+    assert "| pglab | kill | sync | 1 | 0.60 | 0.60 | 1.10 |" in md and "by pglab 1/1" in md
     assert "unsupported: not a failover drill" in md
-    assert "| patroni-fast | pause-short | sync | 1 | 0.40 | 0.40 | n/a | n/a | 0 | 0 | 0 | 0/1 | not needed |" in md
+    assert "| patroni-fast | pause-short | sync | 1 | 0.40 | 0.40 | 0.90 | n/a | n/a | 0 | 0 | 0 | 0/1 | not needed |" in md
     assert "median 0.14s over 2" in floor_line(_result()) and "unknown (could not start)" in floor_line(_result(()))
 
 
@@ -180,15 +181,22 @@ def test_bench_ha_pglab_kill_for_real(tmp_path):
         assert drill["error"] is None and drill["problems"] == []
         # RTO: positive and within the drill's bound (the monitor's 2 s timeout, plus promotion and reconnect)
         assert 0 < drill["rto_s"] < drill["bound_s"] + 15
-        # the phases lie inside the RTO they are part of
+        # the phases lie inside the RTO they are part of; the clients' gap around the fault contains
+        # the RTO (it starts at their last write before it). The longest outage holds the time from
+        # the election (the old primary was dead by then) to pg_promote() returning, when no server
+        # could acknowledge anything
         assert drill["detect_s"] is not None and drill["detect_s"] + drill["promote_s"] <= drill["rto_s"]
+        assert drill["rto_s"] <= drill["client_gap_s"]
+        assert drill["promote_s"] <= drill["outage_s"] < drill["duration_s"]
         assert drill["lost"] == 0 and drill["unexpected"] == 0 and drill["leader_moved"] is True
         assert drill["old_primary"] != drill["new_primary"] and drill["rejoin_by"] == "pglab"
         # the cell is its drills' figures, and the files print them
         assert cell["rto_median_s"] == statistics.median([drill["rto_s"]]) == cell["rto_max_s"]
         assert (cell["n"], cell["lost"], cell["false_failovers"], cell["errors"]) == (1, 0, 0, 0)
         text = md.read_text()
-        assert f"| pglab | kill | sync | 1 | {drill['rto_s']:.2f} | {drill['rto_s']:.2f} |" in text
+        assert cell["outage_max_s"] == drill["outage_s"]
+        assert (f"| pglab | kill | sync | 1 | {drill['rto_s']:.2f} | {drill['rto_s']:.2f} | {drill['outage_s']:.2f} |"
+                in text)
         assert png.read_bytes()[:4] == b"\x89PNG"
     finally:
         for n in labs:

@@ -6,7 +6,8 @@ import time
 
 from lab import Lab
 from lab.failover.checker import check
-from lab.workload.ledger import OK, OK_UNREPLICATED, LedgerWriter, Op, ensure_table, final_ids, load_ops
+from lab.workload.ledger import (OK, OK_UNREPLICATED, LedgerWriter, Op, ensure_table, final_ids, load_ops,
+                                 longest_outage)
 
 
 def test_checker_sets():
@@ -30,6 +31,23 @@ def test_first_ok_after_can_ignore_answers_sent_before(tmp_path):
     assert w.first_ok_after(10.0, "s1", sent_after=True).id == "b"
     assert w.first_ok_after(10.0, sent_after=True).id == "d"
     assert w.first_ok_after(13.0, "s1", sent_after=True) is None
+
+
+def test_longest_outage_sees_a_second_stop_that_the_rto_leaves_out():
+    """A primary killed at 10 restarts in place (first write again at 11.0), then a manager drains
+    it (no write acknowledged from 12.0 to 17.0): the RTO is 1 s, the longest outage 5 s."""
+    def ok(t: float, oc: str = OK) -> Op:
+        return Op(f"{t}", 0, 0, oc, t - 0.01, t, "p1")
+    ops = [ok(9.9), ok(9.95), ok(11.0), ok(11.5), ok(12.0), Op("f", 1, 0, "fail", 12.5, 13.0, "p1"),
+           ok(17.0, OK_UNREPLICATED), ok(17.2)]
+    assert abs(longest_outage(ops, 10.0, 18.0) - 5.0) < 1e-9
+    assert abs(longest_outage(ops, 10.0, 30.0) - 12.8) < 1e-9     # writers stopped long after the last write
+    assert abs(longest_outage(ops[:5], 10.0, 12.2) - 1.05) < 1e-9  # only the gap around the fault
+    assert longest_outage(ops[:2], 10.0, 20.0) is None             # nothing acknowledged after the fault: unknown
+    assert abs(longest_outage(ops[2:5], 10.0, 12.0) - 1.0) < 1e-9  # none before it: counted from the fault
+    # an answer read after the kill to a write sent before it does not end the outage
+    late = Op("late", 2, 0, OK, 9.99, 10.4, "p1")
+    assert abs(longest_outage([*ops[:5], late], 10.0, 12.2) - 1.05) < 1e-9
 
 
 def test_ledger_count_bounded_all_acknowledged_and_present(make_lab, tmp_path):

@@ -39,7 +39,7 @@ from lab.failover import promotion, rejoin
 from lab.failover.checker import check
 from lab.ha.pgaf_conf import PROFILES as PGAF_PROFILES
 from lab.model.haspec import REPMGR_PROFILES
-from lab.workload.ledger import OK, final_ids
+from lab.workload.ledger import OK, final_ids, longest_outage
 
 Say = Callable[[str], None]
 #: pglab's monitor in a drill: health checks every 0.5 s, a primary silent for 2 s is gone
@@ -72,6 +72,7 @@ class DrillRow:
     rejoin_streaming: bool | None = None
     problems: tuple[str, ...] = ()
     error: str | None = None
+    outage_s: float | None = None    # the longest stretch without an acknowledged write, fault -> drill end
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Cell:
     leader_moved: int | None = None
     rejoined_by_itself: int | None = None   # of n; None when no drill said
     bound_s: float | None = None
+    outage_max_s: float | None = None       # the longest stretch without an acknowledged write, any drill
 
     @property
     def label(self) -> str:
@@ -103,6 +105,11 @@ class Cell:
 
 def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
+
+
+def _max(xs: list[float | None]) -> float | None:
+    """The longest over drills; unknown when any drill could not tell (it may have been longer)."""
+    return None if not xs or any(x is None for x in xs) else max(x for x in xs if x is not None)
 
 
 def _sum(xs: list[int | None]) -> int | None:
@@ -124,7 +131,8 @@ def make_cell(manager: str, profile: str, fault: str, mode: str, rows: tuple[Dri
                 _sum([r.lost for r in done]), _sum([r.unexpected for r in done]),
                 _sum([None if r.false_failover is None else int(r.false_failover) for r in done]),
                 _sum([None if r.leader_moved is None else int(r.leader_moved) for r in done]),
-                sum(by_itself) if by_itself else None, rows[0].bound_s if rows else None)
+                sum(by_itself) if by_itself else None, rows[0].bound_s if rows else None,
+                _max([r.outage_s for r in done]))
 
 
 @dataclass(frozen=True)
@@ -191,7 +199,7 @@ def drill_row(lab: Lab, setup: Setup, fault: str, mode: str, attempt: int) -> Dr
                     r.old_primary, r.new_primary, r.times.rto_s, r.times.client_gap_s, r.times.detect_s,
                     r.times.promote_s, len(r.check.lost), len(r.check.unexpected), r.check.unknown, moved,
                     moved and no_failover, _rejoin_by(r.rejoin), r.rejoin.duration_s if r.rejoin else None,
-                    r.rejoin.streaming if r.rejoin else None, tuple(r.problems))
+                    r.rejoin.streaming if r.rejoin else None, tuple(r.problems), outage_s=r.times.outage_s)
 
 
 def pause_short(lab: Lab, setup: Setup, attempt: int) -> DrillRow:
@@ -227,6 +235,7 @@ def pause_short(lab: Lab, setup: Setup, attempt: int) -> DrillRow:
     finally:
         if armed:
             sup.disarm()
+        t_stop = time.time()
         w.stop()
         w.wait()
     ops = w.ops()
@@ -240,7 +249,7 @@ def pause_short(lab: Lab, setup: Setup, attempt: int) -> DrillRow:
     return DrillRow(m, setup.profile, "pause-short", "sync", attempt, bound, time.time() - t_start, old, new, gap,
                     None, None, None, len(res.lost), len(res.unexpected), res.unknown, moved, moved,
                     _rejoin_by(rj), rj.duration_s if rj else None, rj.streaming if rj else None,
-                    (f"hold {hold:.1f}s",))
+                    (f"hold {hold:.1f}s",), outage_s=longest_outage(ops, t0, t_stop))
 
 
 def _name(prefix: str) -> str:

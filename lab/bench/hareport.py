@@ -12,7 +12,8 @@ from lab.bench.ha import BenchResult, Cell, DrillRow
 from lab.bench.haplan import BenchOptions
 from lab.errors import InvalidInput
 
-HEAD = ["manager", "fault", "mode", "n", "RTO median s", "RTO max s", "detect s", "promote s", "lost", "unexpected",
+HEAD = ["manager", "fault", "mode", "n", "RTO median s", "RTO max s", "longest outage s", "detect s", "promote s",
+        "lost", "unexpected",
         "false failovers", "leader moved", "old primary back", "errors", "note"]
 UNKNOWN = "unknown"
 NA = "n/a"
@@ -57,7 +58,8 @@ def row(c: Cell) -> list[str]:
     moved = NA if c.n == 0 else f"{_i(c.leader_moved)}/{c.n}"
     # pause-short has no detection/promotion phases: nothing is meant to fail over
     phase = (lambda x: NA) if c.fault == "pause-short" else _f
-    return [c.label, c.fault, c.mode, str(c.n), _f(c.rto_median_s), _f(c.rto_max_s), phase(c.detect_median_s),
+    return [c.label, c.fault, c.mode, str(c.n), _f(c.rto_median_s), _f(c.rto_max_s), _f(c.outage_max_s),
+            phase(c.detect_median_s),
             phase(c.promote_median_s), _i(c.lost), _i(c.unexpected), _i(c.false_failovers), moved, _back(c),
             str(c.errors), _note(c)]
 

@@ -32,7 +32,7 @@ from lab.failover.rejoin import Rejoin, rejoin
 from lab.ha import manager
 from lab.model.syncspec import ASYNC, SyncSpec
 from lab.wait import wait_until
-from lab.workload.ledger import OK, OK_UNREPLICATED, LedgerSummary, LedgerWriter, final_ids, ids_query
+from lab.workload.ledger import OK, OK_UNREPLICATED, LedgerSummary, LedgerWriter, final_ids, ids_query, longest_outage
 
 MODES = ("sync", "async")
 DRILL_FAULTS = ("kill", "kill-postgres", "stop", "partition", "pause")
@@ -49,10 +49,11 @@ class DrillTimes:
     silence_s: float | None        # last good check -> declared (not a phase)
     client_gap_s: float | None     # last ok on the old primary -> first ok on the new one
     phases: Phases | None = None   # the time stamps they come from
+    outage_s: float | None = None  # the longest stretch without an acknowledged write, fault -> drill end
 
     @classmethod
-    def of(cls, ph: Phases, client_gap_s: float | None) -> "DrillTimes":
-        return cls(**ph.durations(), client_gap_s=client_gap_s, phases=ph)
+    def of(cls, ph: Phases, client_gap_s: float | None, outage_s: float | None = None) -> "DrillTimes":
+        return cls(**ph.durations(), client_gap_s=client_gap_s, phases=ph, outage_s=outage_s)
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
     finally:
         if armed:
             sup.disarm()
+        t_stop = time.time()
         writer.stop()
         summary = writer.wait()
     ops = writer.ops()
@@ -181,7 +183,8 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
     last_old = max((o.t1 for o in ops if o.outcome in (OK, OK_UNREPLICATED) and o.node == old and o.t1 <= t_fault),
                    default=None)
     times = DrillTimes.of(Phases.of(rec, t_fault, first_new.t1 if first_new else None),
-                          (first_new.t1 - last_old) if first_new and last_old else None)
+                          (first_new.t1 - last_old) if first_new and last_old else None,
+                          longest_outage(ops, t_fault, t_stop))
     fo = rec.failover
     ok_ids = {o.id for o in ops if o.outcome == OK}
     old_minus_new = len(old_ids - final) if old_ids is not None else None
@@ -273,7 +276,7 @@ def drill_restart(ctx: Ctx, *, restarts: int = 3, interval: float = 0.5, timeout
                         n_fo == 0 and not chk.lost and ctx.state.primary == old, tuple(monitor.lines))
 
 
-FIGURES = ("rto_s", "client_gap_s", "detect_s", "elect_s", "promote_s", "reconnect_s")
+FIGURES = ("rto_s", "client_gap_s", "outage_s", "detect_s", "elect_s", "promote_s", "reconnect_s")
 
 
 def repeat(ctx: Ctx, n: int, **kw) -> DrillReport:

@@ -93,6 +93,23 @@ def stats(latencies: list[float]) -> OutcomeStats:
     return OutcomeStats(len(xs), _pct(xs, 50), _pct(xs, 95), _pct(xs, 99), 1000 * xs[-1])
 
 
+def longest_outage(ops: list[Op], since: float, until: float) -> float | None:
+    """The longest time clients went without an acknowledged write, from the last acknowledgement
+    before `since` (a fault) to `until` (the writers stopped). The first such stretch is the
+    client's gap around the fault; a later one is a second stop that a first-write RTO leaves
+    out (a manager draining a primary that had come back, commits waiting for a standby). After
+    `since` only writes also sent after it count: an answer a killed server sent just before it
+    died says nothing about the service afterwards (as LedgerWriter.first_ok_after(sent_after)).
+    None when no write sent after `since` was acknowledged."""
+    acked = [op for op in ops if op.outcome in (OK, OK_UNREPLICATED)]
+    after = sorted(op.t1 for op in acked if op.t0 >= since and op.t1 <= until)
+    if not after:
+        return None
+    before = sorted(op.t1 for op in acked if op.t1 < since)
+    marks = [before[-1] if before else since, *after, until]
+    return max(b - a for a, b in zip(marks, marks[1:]))
+
+
 def ensure_table(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
         c.execute(CREATE)
