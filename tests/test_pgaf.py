@@ -150,6 +150,13 @@ def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_fa
             addrs = {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines()}
             assert addrs == {"127.0.0.1"}, out
 
+        # partition is the runtime's: the local one refuses it in one line, saying where it works
+        res = runner.invoke(app, ["fault", "partition", "s2", "--name", name])
+        assert res.exit_code == 2, res.output
+        assert "partition on a pg_auto_failover lab: a partition on the local runtime needs per-node network " \
+               "namespaces" in " ".join(res.output.split()) and "--runtime docker" in res.output
+        assert Lab.open(name).ctx.state.faults.get("s2", []) == []     # nothing recorded as in force
+
         # a switchover through the CLI: `pg_autoctl perform promotion --name s1`
         res = runner.invoke(app, ["switchover", "--to", "s1", "--name", name])
         assert res.exit_code == 0, res.output

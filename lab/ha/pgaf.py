@@ -1,20 +1,32 @@
 """pg_auto_failover as the lab's failover manager: a monitor (PostgreSQL with the pgautofailover
-extension) and one keeper (`pg_autoctl run`) per data node, on the local runtime, PostgreSQL 15.
+extension) and one keeper (`pg_autoctl run`) per data node, PostgreSQL 15, on either runtime.
+
+Locally: this machine's postgresql-15-auto-failover and pg_autoctl, everything on 127.0.0.1. On
+Docker: the lab's 15 image, which holds the same packages (its label pglab.managers names
+pg_auto_failover); the monitor is a container of its own on the lab network, and each keeper runs
+in its node's container. Everything goes through the runtime: pg_autoctl commands and files on the
+node (in its container), keepers as services on the node (so a kill, pause or partition of the
+node reaches its keeper too), the names and ports the runtime gives (peer_host/peer_port: what the
+other containers reach; host/port: where pglab itself connects), its listen address and
+hba_networks, and a socket directory at one path on every node (Services.node_dir: shared on the
+local runtime, each container's own on Docker).
 
 pg_auto_failover creates its own servers. The lab initialises the monitor's and the first node's
 data directories itself (scram-sha-256 everywhere, the lab's generated passwords, no trust), lets
 `pg_autoctl create monitor` / `create postgres` adopt them, and creates the standbys ONE AT A TIME
 through pg_autoctl (each is a pg_basebackup of the primary the monitor names). Each keeper runs as
-the postgres user with HOME and the XDG directories inside the lab (pg_auto_failover#1058), as a
-lab service (lab.runtime services), so `pglab down` kills it with everything it started.
+the server user with HOME and the XDG directories inside the node's home (pg_auto_failover#1058),
+as a lab service (lab.runtime services), so `pglab down` kills it with everything it started.
 
-The monitor is a node of the lab (directory <lab>/monitor, `pglab fault monitor kill`), but not a
-PostgreSQL node of the replication cluster: `pglab status` shows it in the HA stack table. It is
-pg_auto_failover's single point of failure: with the monitor down nobody promotes anyone.
+The monitor is a node of the lab (<lab>/monitor locally, container pglab-<lab>-monitor on Docker;
+`pglab fault monitor kill`), but not a PostgreSQL node of the replication cluster: `pglab status`
+shows it in the HA stack table. It is pg_auto_failover's single point of failure: with the
+monitor down nobody promotes anyone.
 
 Faults (lab.ha.pgaf_faults): kill = the keeper and the server (the node died); kill-postgres = the
 postmaster only (its keeper starts it again in place); stop = SIGTERM of the keeper (it stops the
-server cleanly); pause = the keeper and the server frozen.
+server cleanly); pause = the keeper and the server frozen; partition/isolate = the runtime's
+(Docker: the container cut off; the local runtime refuses them).
 """
 from __future__ import annotations
 
