@@ -1,7 +1,9 @@
 """pg_auto_failover as the lab's failover manager: the [ha] section and node shape (pure), bad input
 (one line, exit 2, nothing left), and one real lab (a monitor + three keepers, PostgreSQL 15):
 status, a sync-mode kill drill, and the monitor as the single point of failure; another for the
-async drill (a starved standby promoted, or refused when too far behind)."""
+async drill (a starved standby promoted, or refused when too far behind). On Docker (the lab's 15
+image holds pg_auto_failover): the monitor in a container of its own, a keeper in each node's,
+a sync kill drill timed against the monitor's event log, and nothing left after `down`."""
 from __future__ import annotations
 
 import os
@@ -16,14 +18,14 @@ from typer.testing import CliRunner
 
 from lab.api import Lab
 from lab.cli import app
-from lab.errors import InvalidInput
+from lab.errors import InvalidInput, RuntimeUnavailable
 from lab.ha import fit, pgaf_monitor
-from lab.ha.pgaf_conf import PROFILES, pg_autoctl, shape
+from lab.ha.pgaf_conf import MAJOR, PROFILES, pg_autoctl, shape
 from lab.model.haspec import ha_from_dict
 from lab.model.topology import default_topology
 from lab.runtime import servers
 from lab.runtime.leftovers import leftovers
-from tests.conftest import IN_CI, assert_clean
+from tests.conftest import IN_CI, assert_clean, require_runtime
 
 runner = CliRunner()
 
@@ -59,7 +61,7 @@ def _other_major() -> int | None:
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--runtime", "docker"], "runs on the local runtime only"),
+    (["--runtime", "docker", "--pg", "18"], "needs PostgreSQL 15"),
     (["--ha-profile", "slow"], "unknown [ha] profile"),
     (["--netns"], "runs on 127.0.0.1 only"),
 ])
@@ -147,6 +149,13 @@ def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_fa
             out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
             addrs = {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines()}
             assert addrs == {"127.0.0.1"}, out
+
+        # partition is the runtime's: the local one refuses it in one line, saying where it works
+        res = runner.invoke(app, ["fault", "partition", "s2", "--name", name])
+        assert res.exit_code == 2, res.output
+        assert "partition on a pg_auto_failover lab: a partition on the local runtime needs per-node network " \
+               "namespaces" in " ".join(res.output.split()) and "--runtime docker" in res.output
+        assert Lab.open(name).ctx.state.faults.get("s2", []) == []     # nothing recorded as in force
 
         # a switchover through the CLI: `pg_autoctl perform promotion --name s1`
         res = runner.invoke(app, ["switchover", "--to", "s1", "--name", name])
@@ -257,3 +266,99 @@ def test_pg_auto_failover_async_drill_promotes_a_starved_standby_or_refuses_one_
         removed = lab.down()
     assert any("pgaf-monitor" in x for x in removed)
     assert_clean(name)
+
+
+# ---- on Docker ------------------------------------------------------------------------------------
+@pytest.fixture
+def pgaf15() -> str:
+    require_runtime("docker")
+    from lab.runtime import images  # lazy: the Docker SDK only where a daemon answers
+    try:
+        return images.manager_image("pg_auto_failover", MAJOR)
+    except RuntimeUnavailable as e:
+        if IN_CI:
+            pytest.fail(f"{e}; in CI .ci/run builds {images.image_name(MAJOR)} with `pglab image build --pg 15 --if-missing`")
+        pytest.skip(str(e))
+
+
+@pytest.mark.docker
+def test_pg_auto_failover_on_docker_refuses_a_topology_image_without_it(pgaf15, tmp_path):
+    from lab.runtime import images  # lazy: as above
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    f = tmp_path / "t.toml"
+    f.write_text(f'[postgres]\nversion = 15\nimage = "{images.image_name(18)}"\n[ha]\nmanager = "pg_auto_failover"\n')
+    res = runner.invoke(app, ["up", "--name", name, "--runtime", "docker", "--topology", str(f)])
+    assert res.exit_code == 2, res.output
+    assert "needs an image with pg_auto_failover; pglab-postgres:18 has none" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 2
+    assert leftovers(name) == []
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_pg_auto_failover_on_docker_up_kill_drill_timed_by_the_monitor_and_down(pgaf15):
+    from lab.runtime import docker as drt  # lazy: as above
+    name = f"afd-{uuid.uuid4().hex[:6]}"
+    lab = Lab.up(name=name, runtime="docker", pg=15, ha="pg_auto_failover", ha_profile="fast")
+    try:
+        assert lab.ctx.state.runtime == "docker"
+        # a container per data node and one for the monitor, all from the 15 image
+        cs = {c.name: c for c in drt.client().containers.list(filters={"label": f"pglab.lab={name}"})}
+        assert set(cs) == {f"pglab-{name}-{n}" for n in ("p1", "s1", "s2", "monitor")}
+        assert {c.image.tags[0] for c in cs.values()} == {pgaf15}
+        # the monitor's view beside PostgreSQL's: p1 primary, s1 in the write quorum, s2 not
+        st, view = lab.status(), lab.ha_view()
+        assert st.primary == "p1" and view.leader == "p1" and view.error is None
+        assert {m.name: (m.role, m.state) for m in view.members} == {
+            "p1": ("leader", "primary"), "s1": ("quorum_standby", "secondary"), "s2": ("replica", "secondary")}
+        assert lab.disagreements(st, view) == {}
+        # the monitor's own node table, read here: the nodes by their names on the lab network, each
+        # server on its own container's port
+        h, p = lab.ctx.state.ha["monitor"]
+        mdsn = pgaf_monitor.dsn(h, p, str(lab.ctx.state.pgpass_path))
+        rows = {r.name: r for r in pgaf_monitor.nodes(mdsn)}
+        assert {n: (r.host, r.port) for n, r in rows.items()} == {
+            n: (f"pglab-{name}-{n}", 5432) for n in ("p1", "s1", "s2")}
+        # a keeper (pg_autoctl run) in each container, the monitor's too, as the image's server user
+        for n in ("p1", "s1", "s2", "monitor"):
+            procs = cs[f"pglab-{name}-{n}"].top(ps_args="-o pid,uid,args")["Processes"]
+            assert any(int(r[1]) == lab.ctx.rt.uid and r[-1].startswith("pg_autoctl") for r in procs), procs
+        # each container's server has its own socket directory, at the same path in every one
+        sockets = lab.ctx.state.ha["sockets"]
+        for n in ("p1", "s1", "s2", "monitor"):
+            assert lab.ctx.rt.run(n, ["test", "-S", f"{sockets}/.s.PGSQL.5432"], check=False).rc == 0
+
+        # the sync drill, the primary node killed (keeper and server): nothing acknowledged is
+        # lost, s1 promoted (s2 has candidate priority 0), p1 back as a standby by itself
+        t_start = time.time()
+        rep = lab.drill_failover(mode="sync", fault="kill")
+        r = rep.results[0]
+        assert r.passed, r.problems
+        assert (r.old_primary, r.new_primary) == ("p1", "s1") and r.check.lost == () and r.check.ok > 100
+        assert r.rejoin is not None and r.rejoin.streaming
+        # the RTO against an independent clock, the monitor's event log: the first write on s1 came
+        # after the monitor chose s1 (prepare_promotion) and within 2 s of s1 reporting itself primary
+        ph, evs = r.times.phases, pgaf_monitor.events(mdsn, t_start)
+        t_fault = ph.t_fault
+        chosen = next(e.t for e in evs if e.node == "s1" and e.goal == "prepare_promotion" and e.t > t_fault)
+        leads = next(e.t for e in evs if e.node == "s1" and e.reported == e.goal and e.t > chosen
+                     and e.reported in ("wait_primary", "primary"))
+        assert r.times.rto_s is not None and abs(r.times.rto_s - (ph.t_first_write - t_fault)) < 0.01
+        assert t_fault < chosen < ph.t_first_write < leads + 2.0
+        # and within what the profile allows: unhealthy after 3 s, then the promotion
+        assert 3.0 < r.times.rto_s < 60
+        st = lab.status()
+        assert st.node("s1").role.value == "primary" and st.node("p1").role.value == "standby"
+        lab.wait_for(lambda lb: lb.disagreements() == {}, timeout=30, what="the monitor and PostgreSQL to agree")
+
+        # the monitor's container: its keeper and server killed, pg_auto_failover cannot fail over
+        lab.fault("monitor", "kill")
+        view = lab.ha_view()
+        assert view.error and "cannot fail over" in view.error
+        lab.heal("monitor")
+        lab.wait_for(lambda lb: lb.ha_view().leader == "s1", timeout=60, what="the monitor to answer again")
+    finally:
+        removed = lab.down()
+    assert any(x.startswith("pgaf-monitor") for x in removed) and f"container pglab-{name}-monitor" in removed
+    assert leftovers(name) == []
+    assert drt.labelled(name) == []

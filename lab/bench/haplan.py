@@ -104,16 +104,15 @@ def unsupported(setup: Setup, fault: str, mode: str) -> str | None:
     The drill's own refusal (lab.errors.Unsupported) is caught at run time too: this only avoids
     starting what is known to be refused."""
     m, rt = setup.manager, setup.up.get("runtime")
-    if rt == "docker" and m == "pg_auto_failover":
-        return "pg_auto_failover runs on the local runtime only (pglab does not run its monitor and keepers in containers)"
     if fault == "isolate":
         return ("the failover drill has no isolate fault: clients still reach an isolated primary, which makes "
                 "it a split-brain test (pglab drill split-brain), not a failover")
     if mode == "async" and fault == "pause-short":
         return "pause-short counts false failovers; it runs in sync mode only"
     if fault == "partition":
-        if m == "pg_auto_failover":
-            return "partition needs per-node network namespaces, which a pg_auto_failover lab does not use"
+        if m == "pg_auto_failover" and rt == "local":
+            return ("partition needs per-node network namespaces, which a pg_auto_failover lab on the local runtime "
+                    "does not use (on Docker it cuts the node's container off)")
         if rt == "local" and not setup.up.get("netns"):
             return "partition needs per-node network namespaces: run as root (local runtime) or on Docker"
     return None

@@ -16,9 +16,8 @@ __all__ = ["MANAGERS", "Change", "Component", "HAEvent", "Manager", "ManagerView
 
 def check_available(topology: Topology, runtime: str) -> str:
     """Before anything is created: one line naming what is missing. Returns the runtime to use
-    ('auto' means local for Patroni, whose Docker stack needs an HA image built first, for repmgr,
-    whose Docker labs need the lab's 15 image with repmgr, and for pg_auto_failover, whose stack
-    runs on the local runtime only)."""
+    ('auto' means local for Patroni, whose Docker stack needs an HA image built first, and for
+    repmgr and pg_auto_failover, whose Docker labs need the lab's 15 image with the manager)."""
     if topology.ha.manager == "pg_auto_failover":
         from lab.ha.pgaf import check_available as pgaf_available  # lazy: pg_auto_failover's plumbing only when asked
         return pgaf_available(topology, runtime)

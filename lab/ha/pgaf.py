@@ -1,20 +1,32 @@
 """pg_auto_failover as the lab's failover manager: a monitor (PostgreSQL with the pgautofailover
-extension) and one keeper (`pg_autoctl run`) per data node, on the local runtime, PostgreSQL 15.
+extension) and one keeper (`pg_autoctl run`) per data node, PostgreSQL 15, on either runtime.
+
+Locally: this machine's postgresql-15-auto-failover and pg_autoctl, everything on 127.0.0.1. On
+Docker: the lab's 15 image, which holds the same packages (its label pglab.managers names
+pg_auto_failover); the monitor is a container of its own on the lab network, and each keeper runs
+in its node's container. Everything goes through the runtime: pg_autoctl commands and files on the
+node (in its container), keepers as services on the node (so a kill, pause or partition of the
+node reaches its keeper too), the names and ports the runtime gives (peer_host/peer_port: what the
+other containers reach; host/port: where pglab itself connects), its listen address and
+hba_networks, and a socket directory at one path on every node (Services.node_dir: shared on the
+local runtime, each container's own on Docker).
 
 pg_auto_failover creates its own servers. The lab initialises the monitor's and the first node's
 data directories itself (scram-sha-256 everywhere, the lab's generated passwords, no trust), lets
 `pg_autoctl create monitor` / `create postgres` adopt them, and creates the standbys ONE AT A TIME
 through pg_autoctl (each is a pg_basebackup of the primary the monitor names). Each keeper runs as
-the postgres user with HOME and the XDG directories inside the lab (pg_auto_failover#1058), as a
-lab service (lab.runtime services), so `pglab down` kills it with everything it started.
+the server user with HOME and the XDG directories inside the node's home (pg_auto_failover#1058),
+as a lab service (lab.runtime services), so `pglab down` kills it with everything it started.
 
-The monitor is a node of the lab (directory <lab>/monitor, `pglab fault monitor kill`), but not a
-PostgreSQL node of the replication cluster: `pglab status` shows it in the HA stack table. It is
-pg_auto_failover's single point of failure: with the monitor down nobody promotes anyone.
+The monitor is a node of the lab (<lab>/monitor locally, container pglab-<lab>-monitor on Docker;
+`pglab fault monitor kill`), but not a PostgreSQL node of the replication cluster: `pglab status`
+shows it in the HA stack table. It is pg_auto_failover's single point of failure: with the
+monitor down nobody promotes anyone.
 
 Faults (lab.ha.pgaf_faults): kill = the keeper and the server (the node died); kill-postgres = the
 postmaster only (its keeper starts it again in place); stop = SIGTERM of the keeper (it stops the
-server cleanly); pause = the keeper and the server frozen.
+server cleanly); pause = the keeper and the server frozen; partition/isolate = the runtime's
+(Docker: the container cut off; the local runtime refuses them).
 """
 from __future__ import annotations
 
@@ -32,8 +44,9 @@ from lab.failover.rejoin import Rejoin
 from lab.ha import pgaf_monitor as mon
 from lab.ha.base import (Change, Component, HAEvent, Manager, ManagerView, Member, Say, Takeover, refuse_pglab_options,
                          inspect_if_down, starve_by_hba, unstarve)
-from lab.ha.pgaf_conf import PROFILES, check, keeper_env, monitor_settings, passfile_text, shape
-from lab.ha.pgaf_faults import MONITOR, PgafFaults
+from lab.ha.pgaf_conf import (MAJOR, PROFILES, check, check_major, check_netns, keeper_env, monitor_settings, passfile_text,
+                               shape)
+from lab.ha.pgaf_faults import MONITOR, NETWORK, PgafFaults
 from lab.model import lsn, pgconf
 from lab.model.names import cluster_name
 from lab.model.passwords import scram_sha256
@@ -78,8 +91,8 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         return mon.dsn(h, p, str(self.ctx.state.pgpass_path), connect_timeout=connect_timeout)
 
     def monitor_uri(self) -> str:
-        """How keepers reach the monitor (no password: it is in their passfile)."""
-        h, p = self._st["monitor"]
+        """How keepers reach the monitor, on the lab's network (no password: it is in their passfile)."""
+        h, p = self._st.get("monitor_peer") or self._st["monitor"]
         return f"postgres://autoctl_node@{h}:{p}/{mon.DBNAME}?sslmode=disable"
 
     def _rows(self) -> list[mon.NodeRow] | None:
@@ -90,18 +103,20 @@ class PgAutoFailoverManager(PgafFaults, Manager):
 
     # ---- life cycle ----------------------------------------------------------------------------
     def check_available(self) -> None:
-        v = str(self.ctx.state.runtime_data.get("version") or "0")
-        check(self.ctx.topology, self.ctx.rt.kind, self._bindir(), int(v.split(".")[0] or 0))
+        check_available(self.ctx.topology, self.ctx.rt.kind)
 
     def _prepare_home(self, node: str) -> None:
         home = self.ctx.rt.paths(node).home
+        # the socket directory too: one path on every node, each node's own where nodes have their
+        # own file system (a container), so a postgresql.auto.conf copied by pg_basebackup or
+        # pg_rewind names the right one everywhere
         self.ctx.rt.run(node, ["mkdir", "-p", "-m", "700", f"{home}/xdg/config", f"{home}/xdg/share",
-                               f"{home}/xdg/run"])
+                               f"{home}/xdg/run", self._st["sockets"]])
         self.ctx.rt.write_file(node, f"{home}/.pgaf-pass", passfile_text(self.ctx.state.replication_password))
 
     def _write_auto_conf(self, node: str, keep: str = "") -> None:
         """Settings that must win over pg_autoctl's include: small memory, the lab's socket
-        directory (shared by all: a standby's copy of this file stays right) and the node's own
+        directory (one path on every node: a standby's copy of this file stays right) and the node's own
         cluster_name (which names every process of the node, for `down` and leftover checks)."""
         kept = "".join(line + "\n" for line in keep.splitlines()
                        if "=" in line and line.split("=", 1)[0].strip() in ("synchronous_standby_names",))
@@ -114,8 +129,11 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         self.check_available()
         svc = self._svc()
         addr = rt.add_node(NodeSpec(MONITOR))
-        ctx.state.ha = {"sockets": svc.workdir("sockets"), "monitor": [addr.host, addr.port], "walsenders": {},
-                        "node_ids": {}, "profile": topo.ha.profile}
+        # "monitor": where pglab reaches it; "monitor_peer": where keepers and pg_autoctl do (the
+        # same on the local runtime; the container's name and port on the lab network on Docker)
+        ctx.state.ha = {"sockets": svc.node_dir("sockets"), "monitor": [addr.host, addr.port],
+                        "monitor_peer": [addr.peer_host, addr.peer_port], "walsenders": {}, "node_ids": {},
+                        "profile": topo.ha.profile}
         ctx.save()
         self._create_monitor()
         settings = mon.apply_settings(self._monitor_dsn(), monitor_settings(topo.ha.profile))
@@ -143,18 +161,22 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         finally:
             rt.remove_path(MONITOR, pwfile)
         user = rt.run(MONITOR, ["id", "-un"]).out.strip()
-        # keepers on this machine reach the monitor as autoctl_node over its socket: peer, mapped
+        # the monitor's own pg_autoctl (same machine or container, same server user) reaches it as
+        # autoctl_node over its socket: peer, mapped; keepers come over TCP with the password
         rt.write_file(MONITOR, f"{p.data}/pg_hba.conf",
                       "local pg_auto_failover autoctl_node peer map=pgaf\n" + pgconf.hba(rt.hba_networks()))
         ident = rt.read_file(MONITOR, f"{p.data}/pg_ident.conf") or ""
         rt.write_file(MONITOR, f"{p.data}/pg_ident.conf", ident + f"pgaf {user} autoctl_node\n")
         rt.write_file(MONITOR, f"{p.data}/pglab.conf", "# the monitor's settings are pg_autoctl's (see postgresql.auto.conf)\n")
         self._write_auto_conf(MONITOR)
-        h, port = self._st["monitor"]
+        # its port and name where the keepers reach it (a container listens on its own port)
+        h, port = self._st.get("monitor_peer") or self._st["monitor"]
         self._autoctl(MONITOR, "create", "monitor", "--pgdata", p.data, "--pgport", str(port), "--hostname", h,
                       "--auth", "scram-sha-256", "--no-ssl", "--pgctl", f"{self._bindir()}/pg_ctl")
-        # pg_autoctl runs its servers with `-h <listen_addresses>`: '*' unless told otherwise
-        self._autoctl(MONITOR, "config", "set", "--pgdata", p.data, "postgresql.listen_addresses", h)
+        # pg_autoctl runs its servers with `-h <listen_addresses>`: '*' unless told otherwise; the
+        # runtime's own (127.0.0.1 here, every address of its own container on Docker)
+        self._autoctl(MONITOR, "config", "set", "--pgdata", p.data, "postgresql.listen_addresses",
+                      rt.listen_address(MONITOR))
         self._start_keeper(MONITOR)
         wait_until(lambda: mon.answers(self._monitor_dsn()), timeout=60, what="the pg_auto_failover monitor",
                    interval=0.1, logs=lambda: self._log_tail(MONITOR))
@@ -171,8 +193,11 @@ class PgAutoFailoverManager(PgafFaults, Manager):
             # health checks is never reached. Standbys copy all of it with pg_basebackup.
             cluster.init_primary(ctx, node)
             self._write_auto_conf(node)
-        args = ["create", "postgres", "--pgdata", p.data, "--pgport", str(a.port), "--pghost", self._st["sockets"],
-                "--listen", a.host, "--hostname", a.peer_host, "--name", node, "--monitor", self.monitor_uri(),
+        # the port the server listens on where it runs, the address it binds there, the name its
+        # peers and the monitor reach it by (all one on the local runtime; a container's own on Docker)
+        args = ["create", "postgres", "--pgdata", p.data, "--pgport", str(a.peer_port), "--pghost", self._st["sockets"],
+                "--listen", rt.listen_address(node), "--hostname", a.peer_host, "--name", node,
+                "--monitor", self.monitor_uri(),
                 "--auth", "scram-sha-256", "--no-ssl", "--pgctl", f"{self._bindir()}/pg_ctl", "--username", "postgres",
                 "--dbname", "postgres", "--replication-quorum", str(quorum).lower(), "--candidate-priority", str(priority)]
         res = self._autoctl(node, *args, timeout=300, check=False)
@@ -201,7 +226,9 @@ class PgAutoFailoverManager(PgafFaults, Manager):
 
     def _start_keeper(self, node: str) -> None:
         p = self.ctx.rt.paths(node)
-        self._svc().start(self._service(node), ["pg_autoctl", "run", "--pgdata", p.data], where=None,
+        # on the node itself (in its container on Docker), so a kill, pause or partition of the node
+        # reaches its keeper too
+        self._svc().start(self._service(node), ["pg_autoctl", "run", "--pgdata", p.data], where=node,
                           env=self._env(node), log=f"{p.home}/keeper.log", cwd=p.home)
 
     @staticmethod
@@ -539,6 +566,9 @@ class PgAutoFailoverManager(PgafFaults, Manager):
         pg_rewind changes them."""
         t0 = time.time()
         inspected = inspect_if_down(self.ctx, node, inspect)
+        if fault in NETWORK:
+            # back on the network first: pglab reaches the node (and its keeper the monitor) again
+            self.heal(node, fault)
         # an async drill's reject lines, out before the keeper restarts the server (it may lead
         # again: restarted in place, or the monitor promoted nobody)
         unstarve(self.ctx, node)
@@ -567,8 +597,16 @@ class PgAutoFailoverManager(PgafFaults, Manager):
                       None, None, inspected, time.time() - t0, streaming)
 
 def check_available(topology: Topology, runtime: str) -> str:
-    """Before anything is created; returns the runtime to use ('auto' means local here)."""
+    """Before anything is created: PostgreSQL 15 with pg_auto_failover on this machine (local
+    runtime, also what 'auto' means here) or in the lab's 15 image (Docker: its label
+    pglab.managers names pg_auto_failover). Returns the runtime to use."""
+    check_netns(topology)
+    if runtime == "docker":
+        from lab.runtime import images  # lazy: the Docker SDK is slow to import
+        check_major(topology.pg_version or images.DEFAULT_MAJOR)
+        images.manager_image("pg_auto_failover", MAJOR, topology.image)
+        return "docker"
     from lab.runtime import servers  # lazy: finds the server the local runtime would run, only when asked
     server = servers.find(topology.pg_version, topology.bindir)
-    check(topology, runtime, server.bindir, server.major)
+    check(topology, server.bindir, server.major)
     return "local"

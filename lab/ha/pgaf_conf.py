@@ -2,7 +2,8 @@
 environment its keeper runs in (pure values, plus the one look at the installation).
 
 Debian packages pg_auto_failover 2.0 for PostgreSQL 15 only (postgresql-15-auto-failover: the
-monitor's extension; pg-auto-failover-cli: pg_autoctl), so a pg_auto_failover lab runs PostgreSQL 15.
+monitor's extension; pg-auto-failover-cli: pg_autoctl), so a pg_auto_failover lab runs PostgreSQL 15:
+this machine's packages (local runtime) or the same packages in the lab's 15 image (Docker).
 """
 from __future__ import annotations
 
@@ -86,18 +87,23 @@ def sharedir(bindir: str) -> Path:
     return Path(out) if out else Path(bindir).parent.parent.parent.parent / "share" / "postgresql" / str(MAJOR)
 
 
-def check(topology: Topology, runtime: str, server_bindir: str, server_major: int) -> None:
-    """Everything a pg_auto_failover lab needs, before anything is created (one line each)."""
-    if runtime == "docker":
-        # the lab's 15 image holds its packages, but pglab does not run a monitor and keepers in containers
-        raise Unsupported("--ha pg_auto_failover runs on the local runtime only (pglab does not run its "
-                          "monitor and keepers in containers)", "use --runtime local --pg 15")
+def check_major(major: int) -> None:
+    if major != MAJOR:
+        raise RuntimeUnavailable(f"--ha pg_auto_failover needs PostgreSQL {MAJOR} (the only version Debian packages "
+                                 f"it for); this lab would run {major}", f"add --pg {MAJOR}")
+
+
+def check_netns(topology: Topology) -> None:
     if topology.netns:
         raise Unsupported("--ha pg_auto_failover runs on 127.0.0.1 only, not in per-node network namespaces",
                           "drop --netns")
-    if server_major != MAJOR:
-        raise RuntimeUnavailable(f"--ha pg_auto_failover needs PostgreSQL {MAJOR} (the only version Debian packages "
-                                 f"it for); this lab would run {server_major}", f"add --pg {MAJOR}")
+
+
+def check(topology: Topology, server_bindir: str, server_major: int) -> None:
+    """Everything a pg_auto_failover lab on this machine needs, before anything is created (one
+    line each). On Docker the image is checked instead (lab.ha.pgaf.check_available)."""
+    check_netns(topology)
+    check_major(server_major)
     pg_autoctl()
     if not (sharedir(server_bindir) / "extension" / "pgautofailover.control").exists():
         raise RuntimeUnavailable(f"PostgreSQL {MAJOR} has no pgautofailover extension (the monitor needs it)",

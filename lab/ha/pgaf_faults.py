@@ -1,12 +1,17 @@
 """Faults on a pg_auto_failover lab, as they mean with a keeper on every node (see lab.ha.pgaf):
-a data node's keeper and server together, the server alone, or the monitor."""
+a data node's keeper and server together, the server alone, or the monitor.
+
+partition and isolate are the runtime's (lab.runtime): on Docker a node's container is cut off
+the lab network (partition: its keeper and server with it) or from the other nodes only (isolate);
+the local runtime, whose pg_auto_failover labs listen on 127.0.0.1, refuses them in one line."""
 from __future__ import annotations
 
 from lab.errors import InvalidInput, Unsupported
 from lab.wait import wait_until
 
 MONITOR = "monitor"
-FAULTS = ("kill", "kill-postgres", "stop", "pause")
+FAULTS = ("kill", "kill-postgres", "stop", "pause", "partition", "isolate")
+NETWORK = ("partition", "isolate")
 
 
 class PgafFaults:
@@ -17,9 +22,9 @@ class PgafFaults:
         if node not in self.ctx.state.nodes and node != MONITOR:
             raise InvalidInput(f"no node {node!r} in lab {self.ctx.name}",
                                f"nodes are: {', '.join([*self.ctx.state.nodes, MONITOR])}")
-        if kind in ("partition", "isolate", "throttle", "delay"):
-            raise Unsupported(f"{kind} needs per-node network namespaces, which a pg_auto_failover lab does not use",
-                              "use kill, kill-postgres, stop or pause")
+        if kind in ("throttle", "delay"):
+            raise Unsupported(f"{kind} is not a fault pglab injects on a pg_auto_failover lab",
+                              "use kill, kill-postgres, stop, pause (or partition, isolate on Docker)")
         if kind not in FAULTS:
             raise InvalidInput(f"unknown fault {kind!r}", f"use one of: {', '.join(FAULTS)}")
         keeper = self._service(node)
@@ -40,6 +45,17 @@ class PgafFaults:
             svc.signal(keeper, "stop", group=True)
             if rt.postmaster_running(node):
                 rt.pause(node)
+        elif kind in NETWORK:
+            try:
+                if kind == "partition":
+                    rt.partition(node)
+                else:
+                    rt.isolate(node)
+            except Unsupported as e:
+                # the runtime's own reason (the local one: no per-node network namespaces, which
+                # a pg_auto_failover lab never has, so its hint to add --netns does not apply)
+                raise Unsupported(f"{kind} on a pg_auto_failover lab: {e.message}",
+                                  "use --runtime docker, or kill, kill-postgres, stop or pause") from None
         self._note_fault(node, kind)
 
     def heal(self, node: str, kind: str | None = None) -> list[str]:
@@ -53,6 +69,10 @@ class PgafFaults:
             if f == "pause":
                 self.ctx.rt.resume(node)
                 svc.signal(self._service(node), "cont", group=True)
+            elif f == "partition":
+                self.ctx.rt.heal_partition(node)
+            elif f == "isolate":
+                self.ctx.rt.unisolate(node)
             healed.append(f)
         if svc.pid(self._service(node)) is None:
             self._start_keeper(node)

@@ -84,6 +84,14 @@ class Services(Protocol):
     def workdir(self, name: str) -> str:
         """A directory (made once) that a service run as the server user may write: data, sockets, logs."""
 
+    def node_dir(self, name: str) -> str:
+        """A directory at one path on every node, each node's own as far as its server can tell: what
+        a setting copied from node to node may name (pg_basebackup and pg_rewind copy
+        postgresql.auto.conf), e.g. the socket directory. Where the nodes share this machine's file
+        system it is one shared directory (their ports keep their sockets apart); where each node
+        has its own (a container) it is a directory in each. The caller makes it on each node
+        (`mkdir -p` as the server user; a no-op where it is shared)."""
+
     def pid(self, name: str) -> int | None:
         """The service's pid if it runs (a frozen one counts), else None."""
 

@@ -133,9 +133,9 @@ def choose_image(topology: Topology | None) -> str:
     c = client()
     if topology and topology.ha.manager == "patroni":
         return images.ha_image(topology.pg_version)
-    if topology and topology.ha.manager == "repmgr":
-        # the lab's own image (or the topology's), which must hold repmgr: never the official one
-        return images.manager_image("repmgr", major, topology.image)
+    if topology and topology.ha.manager in ("repmgr", "pg_auto_failover"):
+        # the lab's own image (or the topology's), which must hold the manager: never the official one
+        return images.manager_image(topology.ha.manager, major, topology.image)
     if topology and topology.image:
         try:
             c.images.get(topology.image)
@@ -493,11 +493,17 @@ class DockerRuntime:
         except OSError:
             return False, None
         data = f" -D {HOME}/data "
-        for pid in procs.descendants(init):
-            cmd = procs.cmdline(pid)
-            if cmd.split(" ", 1)[0].endswith("postgres") and data in f"{cmd} ":
-                return True, pid
-        return True, None
+
+        def postmaster(pids: list[int]) -> int | None:
+            for pid in pids:
+                cmd = procs.cmdline(pid)
+                if cmd.split(" ", 1)[0].endswith("postgres") and data in f"{cmd} ":
+                    return pid
+            return None
+        # pg_ctl's postmaster is reparented to the first process; one a supervisor started through
+        # `docker exec` (pg_autoctl) is that supervisor's child, outside the first process's tree
+        pid = postmaster(procs.descendants(init))
+        return True, pid if pid is not None else postmaster(procs.in_pid_namespace_of(init))
 
     def kill(self, node: str) -> None:
         if self._status(node) == "paused":

@@ -113,6 +113,11 @@ class DockerServices:
         os.chown(d, self.rt.uid or 0, self.rt.gid or 0)
         return str(d)
 
+    def node_dir(self, name: str) -> str:
+        # every container has the same home (the node's volume), none sees another's: the same
+        # path names each node's own directory
+        return f"{self.rt.paths(name).home}/{name}"
+
     def put(self, path: str, text: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -200,7 +205,7 @@ class DockerServices:
             return None
         return rec["pid"]
 
-    def signal(self, name: str, sig: str) -> bool:
+    def signal(self, name: str, sig: str, *, group: bool = False) -> bool:
         rec = self._record(name)
         if not rec or self.pid(name) is None:
             return False
@@ -212,13 +217,20 @@ class DockerServices:
             host = self._host_pid(rec["where"], rec["pid"]) if sig in ("kill", "term") else None
             if host is not None:
                 try:
-                    os.kill(host, getattr(signal, f"SIG{NUMBERS[sig]}"))
+                    # a service leads its process group (see `kill -SIG -pid` below): its host pid is
+                    # that group's id here too
+                    (os.killpg if group else os.kill)(host, getattr(signal, f"SIG{NUMBERS[sig]}"))
                 except ProcessLookupError:
                     host = None
             self.rt.container(rec["where"]).unpause()
             if host is not None:
                 return True
-        rc, _ = self._sh(rec["where"], f'kill -{NUMBERS[sig]} "$1"', str(rec["pid"]))
+        # an exec'd process leads a session and process group of its own (the Engine makes it so),
+        # and the service is that process (the shell exec's it): -pid reaches everything it started
+        # that did not leave the group (a keeper's workers and the postmaster it runs)
+        target = f"-{rec['pid']}" if group else str(rec["pid"])
+        # (dash's kill takes no `--`: a negative number after the signal is a process group)
+        rc, _ = self._sh(rec["where"], f'kill -{NUMBERS[sig]} "$1"', target)
         return rc == 0
 
     def _host_pid(self, where: str, pid: int) -> int | None:

@@ -66,6 +66,25 @@ def descendants(pid: int) -> list[int]:
     return result
 
 
+def in_pid_namespace_of(pid: int) -> list[int]:
+    """Every process in the pid namespace of `pid` (a container's first process): also those that
+    are not its descendants, such as what `docker exec` started. A pass over /proc: only when
+    `descendants` did not find what was looked for."""
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return []
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.readlink(d / "ns" / "pid") == ns:
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

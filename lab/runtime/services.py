@@ -89,6 +89,10 @@ class LocalServices:
             os.chown(d, self.rt.user.pw_uid, self.rt.user.pw_gid)
         return str(d)
 
+    def node_dir(self, name: str) -> str:
+        # the nodes share this machine's file system: one directory serves them all
+        return self.workdir(name)
+
     # ---- processes ------------------------------------------------------------------------
     def _record(self, name: str) -> dict | None:
         try:
