@@ -72,6 +72,22 @@ def assert_clean(name: str) -> None:
     assert left == [], f"lab {name} left {left}"
 
 
+def refuses_an_image_without(manager: str, tmp_path) -> None:
+    """`up --runtime docker` with a topology whose image lacks the manager (the lab's 18 image):
+    one line saying so, how to fix it, exit 2 and nothing made."""
+    from typer.testing import CliRunner  # lazy: only the Docker tests of the managers use it
+    from lab.cli import app  # lazy: as above
+    from lab.runtime import images  # lazy: the Docker SDK is slow to import
+    name = unique("bad")
+    f = tmp_path / "t.toml"
+    f.write_text(f'[postgres]\nversion = 15\nimage = "{images.image_name(18)}"\n[ha]\nmanager = "{manager}"\n')
+    res = CliRunner().invoke(app, ["up", "--name", name, "--runtime", "docker", "--topology", str(f)])
+    assert res.exit_code == 2, res.output
+    assert f"needs an image with {manager}; {images.image_name(18)} has none" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 2   # the line, the fix
+    assert leftovers(name) == []
+
+
 @pytest.fixture
 def make_lab(runtime: str) -> Iterator[Callable[..., Lab]]:
     """Make labs on the test's runtime; after the test, `down` each and check nothing is left."""

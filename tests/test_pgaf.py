@@ -25,7 +25,7 @@ from lab.model.haspec import ha_from_dict
 from lab.model.topology import default_topology
 from lab.runtime import servers
 from lab.runtime.leftovers import leftovers
-from tests.conftest import IN_CI, assert_clean, require_runtime
+from tests.conftest import IN_CI, assert_clean, refuses_an_image_without, require_runtime
 
 runner = CliRunner()
 
@@ -283,15 +283,7 @@ def pgaf15() -> str:
 
 @pytest.mark.docker
 def test_pg_auto_failover_on_docker_refuses_a_topology_image_without_it(pgaf15, tmp_path):
-    from lab.runtime import images  # lazy: as above
-    name = f"bad-{uuid.uuid4().hex[:6]}"
-    f = tmp_path / "t.toml"
-    f.write_text(f'[postgres]\nversion = 15\nimage = "{images.image_name(18)}"\n[ha]\nmanager = "pg_auto_failover"\n')
-    res = runner.invoke(app, ["up", "--name", name, "--runtime", "docker", "--topology", str(f)])
-    assert res.exit_code == 2, res.output
-    assert "needs an image with pg_auto_failover; pglab-postgres:18 has none" in res.output
-    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 2
-    assert leftovers(name) == []
+    refuses_an_image_without("pg_auto_failover", tmp_path)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from lab.model.topology import default_topology
 from lab.runtime import images as lab_images
 from lab.runtime.leftovers import leftovers
 
-from .conftest import IN_CI, require_runtime
+from .conftest import IN_CI, refuses_an_image_without, require_runtime
 
 runner = CliRunner()
 
@@ -255,14 +255,7 @@ def repmgr15() -> str:
 
 @pytest.mark.docker
 def test_repmgr_on_docker_refuses_a_topology_image_without_repmgr(repmgr15, tmp_path):
-    name = f"bad-{uuid.uuid4().hex[:6]}"
-    f = tmp_path / "t.toml"
-    f.write_text(f'[postgres]\nversion = 15\nimage = "{lab_images.image_name(18)}"\n[ha]\nmanager = "repmgr"\n')
-    res = runner.invoke(app, ["up", "--name", name, "--runtime", "docker", "--topology", str(f)])
-    assert res.exit_code == 2, res.output
-    assert "needs an image with repmgr; pglab-postgres:18 has none" in res.output and "Traceback" not in res.output
-    assert len(res.output.strip().splitlines()) <= 2    # the line, and how to fix it
-    assert leftovers(name) == []
+    refuses_an_image_without("repmgr", tmp_path)
 
 
 @pytest.mark.slow
