@@ -91,7 +91,8 @@ def _row(rto, lost=0, **kw):
     base = dict(manager="patroni", profile="fast", fault="kill", mode="sync", attempt=1, bound_s=20.0,
                 duration_s=30.0, old_primary="p1", new_primary="s1", rto_s=rto, detect_s=None if rto is None else rto / 2,
                 promote_s=0.1, lost=lost, unexpected=0, unknown=3, leader_moved=True, false_failover=False,
-                rejoin_by="manager", rejoin_s=5.0, rejoin_streaming=True, outage_s=None if rto is None else rto + 0.5)
+                rejoin_by="manager", rejoin_s=5.0, rejoin_streaming=True, outage_s=None if rto is None else rto + 0.5,
+                recovered=1, two_primaries_s=0.0, operator_steps=0)
     return DrillRow(**{**base, **kw})
 
 
@@ -101,8 +102,12 @@ def test_a_cell_sums_its_drills_and_unknown_stays_unknown():
         (3, 0, 5.0, 6.0, 0, 3, 3)
     r = row(c)
     assert r[:7] == ["patroni-fast", "kill", "sync", "3", "5.00", "6.00", "6.50"]
-    assert r[HEAD.index("old primary back")] == "by itself 3/3"
+    assert r[HEAD.index("old primary back")] == "by itself 3/3 in 5.0s"
     # one drill could not read its figures: the totals are unknown, not 0
+    assert (c.recovered, c.two_primaries_max_s, c.operator_steps_max) == (3, 0.0, 0)
+    s = make_cell("none", "-", "kill", "sync", (_row(1.0, manager="none", operator_steps=2, two_primaries_s=0.25,
+                                                     rejoin_by="pglab"), _row(1.0, operator_steps=1)))
+    assert (s.two_primaries_max_s, s.operator_steps_max) == (0.25, 2)
     u = make_cell("patroni", "fast", "kill", "sync", (_row(4.0), _row(None, lost=None)))
     assert u.lost is None and u.rto_median_s == 4.0 and u.outage_max_s is None
     assert row(u)[HEAD.index("lost")] == UNKNOWN == row(u)[HEAD.index("longest outage s")]
@@ -134,7 +139,8 @@ def test_markdown_has_every_cell_and_the_floor():
     assert lines[0].startswith("| manager | fault | mode |") and len([ln for ln in lines if ln.startswith("| ")]) == 6
     assert "| pglab | kill | sync | 1 | 0.60 | 0.60 | 1.10 |" in md and "by pglab 1/1" in md
     assert "unsupported: not a failover drill" in md
-    assert "| patroni-fast | pause-short | sync | 1 | 0.40 | 0.40 | 0.90 | n/a | n/a | 0 | 0 | 0 | 0/1 | not needed |" in md
+    assert ("| patroni-fast | pause-short | sync | 1 | 0.40 | 0.40 | 0.90 | n/a | n/a | 0 | 0 | 1 | 0.00 | 0 | 0/1 | "
+            "not needed | 0 | 0 |") in md
     assert "median 0.14s over 2" in floor_line(_result()) and "unknown (could not start)" in floor_line(_result(()))
 
 
@@ -193,6 +199,8 @@ def test_bench_ha_pglab_kill_for_real(tmp_path):
         assert drill["promote_s"] <= drill["outage_s"] < drill["duration_s"]
         assert drill["lost"] == 0 and drill["unexpected"] == 0 and drill["leader_moved"] is True
         assert drill["old_primary"] != drill["new_primary"] and drill["rejoin_by"] == "pglab"
+        # a killed primary never answers beside the new one; pglab's monitor promoted, the drill rejoined
+        assert drill["two_primaries_s"] == 0.0 and drill["operator_steps"] == 1 and drill["recovered"] >= 0
         # the cell is its drills' figures, and the files print them
         assert cell["rto_median_s"] == statistics.median([drill["rto_s"]]) == cell["rto_max_s"]
         assert (cell["n"], cell["lost"], cell["false_failovers"], cell["errors"]) == (1, 0, 0, 0)

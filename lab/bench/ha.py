@@ -36,6 +36,7 @@ from lab.api import Lab
 from lab.bench.haplan import DRILL_FAULT, NO_FAILOVER_EXPECTED, SOLO, BenchOptions, Setup, setups, unsupported
 from lab.errors import LabError, Unsupported
 from lab.failover import promotion, rejoin
+from lab.failover.primaries import PrimariesProbe
 from lab.failover.checker import check
 from lab.ha.pgaf_conf import PROFILES as PGAF_PROFILES
 from lab.model.haspec import REPMGR_PROFILES
@@ -73,6 +74,9 @@ class DrillRow:
     problems: tuple[str, ...] = ()
     error: str | None = None
     outage_s: float | None = None    # the longest stretch without an acknowledged write, fault -> drill end
+    recovered: int | None = None     # writes whose client saw no acknowledgement, found present at the end
+    two_primaries_s: float | None = None   # the longest window two nodes answered as primary (PrimariesProbe)
+    operator_steps: int | None = None      # what the drill did by hand that the manager did not (promote, rejoin)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ class Cell:
     rejoined_by_itself: int | None = None   # of n; None when no drill said
     bound_s: float | None = None
     outage_max_s: float | None = None       # the longest stretch without an acknowledged write, any drill
+    recovered: int | None = None
+    two_primaries_max_s: float | None = None
+    operator_steps_max: int | None = None
 
     @property
     def label(self) -> str:
@@ -132,7 +139,9 @@ def make_cell(manager: str, profile: str, fault: str, mode: str, rows: tuple[Dri
                 _sum([None if r.false_failover is None else int(r.false_failover) for r in done]),
                 _sum([None if r.leader_moved is None else int(r.leader_moved) for r in done]),
                 sum(by_itself) if by_itself else None, rows[0].bound_s if rows else None,
-                _max([r.outage_s for r in done]))
+                _max([r.outage_s for r in done]), _sum([r.recovered for r in done]),
+                _max([r.two_primaries_s for r in done]),
+                None if not done or any(r.operator_steps is None for r in done) else max(r.operator_steps for r in done))
 
 
 @dataclass(frozen=True)
@@ -189,17 +198,30 @@ def _rejoin_by(rj) -> str | None:
     return "manager" if rj.method in ("patroni", "pg_auto_failover") else "pglab"
 
 
+def operator_steps(manager: str, moved: bool, rejoin_by: str | None) -> int:
+    """What the drill did by hand that the manager did not: the promotion (`none`: the drill plays
+    the operator) and bringing the old primary back (pglab's rejoin, where the manager does not)."""
+    return int(manager == "none" and moved) + int(rejoin_by == "pglab")
+
+
 def drill_row(lab: Lab, setup: Setup, fault: str, mode: str, attempt: int) -> DrillRow:
     t0 = time.time()
-    rep = lab.drill_failover(mode=mode, fault=DRILL_FAULT[fault], interval=DRILL_INTERVAL_S, timeout=DRILL_TIMEOUT_S)
+    probe = PrimariesProbe(lab.ctx).start()
+    try:
+        rep = lab.drill_failover(mode=mode, fault=DRILL_FAULT[fault], interval=DRILL_INTERVAL_S, timeout=DRILL_TIMEOUT_S)
+    finally:
+        two = probe.stop()
     r = rep.results[0]
     moved = r.new_primary is not None and r.new_primary != r.old_primary
     no_failover = fault in NO_FAILOVER_EXPECTED.get(setup.manager, set())
+    by = _rejoin_by(r.rejoin)
     return DrillRow(setup.manager, setup.profile, fault, mode, attempt, bound_s(lab, setup.manager), time.time() - t0,
                     r.old_primary, r.new_primary, r.times.rto_s, r.times.client_gap_s, r.times.detect_s,
                     r.times.promote_s, len(r.check.lost), len(r.check.unexpected), r.check.unknown, moved,
-                    moved and no_failover, _rejoin_by(r.rejoin), r.rejoin.duration_s if r.rejoin else None,
-                    r.rejoin.streaming if r.rejoin else None, tuple(r.problems), outage_s=r.times.outage_s)
+                    moved and no_failover, by, r.rejoin.duration_s if r.rejoin else None,
+                    r.rejoin.streaming if r.rejoin else None, tuple(r.problems), outage_s=r.times.outage_s,
+                    recovered=len(r.check.recovered), two_primaries_s=two,
+                    operator_steps=operator_steps(setup.manager, moved, by))
 
 
 def pause_short(lab: Lab, setup: Setup, attempt: int) -> DrillRow:
@@ -216,6 +238,7 @@ def pause_short(lab: Lab, setup: Setup, attempt: int) -> DrillRow:
     if armed:
         sup.arm(interval=DRILL_INTERVAL_S, timeout=DRILL_TIMEOUT_S, fence="kill", allow_data_loss=False, say=lambda _: None)
     w = lab.ledger(clients=2, duration=hold + 90).start()
+    probe = PrimariesProbe(lab.ctx).start()
     try:
         lab.wait_for(lambda _: sum(1 for o in w.ops() if o.outcome == OK) > 50, timeout=15, what="writes")
         t0 = time.time()
@@ -238,6 +261,7 @@ def pause_short(lab: Lab, setup: Setup, attempt: int) -> DrillRow:
         t_stop = time.time()
         w.stop()
         w.wait()
+        two = probe.stop()
     ops = w.ops()
     oks = sorted(o.t1 for o in ops if o.outcome == OK and o.t1 >= t0 - 1)
     gap = max((b - a for a, b in pairwise(oks)), default=None)
@@ -246,10 +270,12 @@ def pause_short(lab: Lab, setup: Setup, attempt: int) -> DrillRow:
         rj = sup.recover(old, "pause")
     res = check([(o.id, o.outcome) for o in ops], final_ids(lab.dsn(role="primary"), w.run))
     moved = new is not None and new != old
+    by = _rejoin_by(rj)
     return DrillRow(m, setup.profile, "pause-short", "sync", attempt, bound, time.time() - t_start, old, new, gap,
                     None, None, None, len(res.lost), len(res.unexpected), res.unknown, moved, moved,
-                    _rejoin_by(rj), rj.duration_s if rj else None, rj.streaming if rj else None,
-                    (f"hold {hold:.1f}s",), outage_s=longest_outage(ops, t0, t_stop))
+                    by, rj.duration_s if rj else None, rj.streaming if rj else None,
+                    (f"hold {hold:.1f}s",), outage_s=longest_outage(ops, t0, t_stop), recovered=len(res.recovered),
+                    two_primaries_s=two, operator_steps=operator_steps(m, moved, by))
 
 
 def _name(prefix: str) -> str:

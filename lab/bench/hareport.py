@@ -6,6 +6,7 @@ every figure and says why in its last column; nothing is ever blank or a made-up
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from lab.bench.ha import BenchResult, Cell, DrillRow
@@ -13,8 +14,8 @@ from lab.bench.haplan import BenchOptions
 from lab.errors import InvalidInput
 
 HEAD = ["manager", "fault", "mode", "n", "RTO median s", "RTO max s", "longest outage s", "detect s", "promote s",
-        "lost", "unexpected",
-        "false failovers", "leader moved", "old primary back", "errors", "note"]
+        "lost", "unexpected", "recovered", "two primaries s", "false failovers", "leader moved", "old primary back",
+        "operator steps", "errors", "note"]
 UNKNOWN = "unknown"
 NA = "n/a"
 
@@ -36,7 +37,10 @@ def _back(c: Cell) -> str:
     if not known:
         return UNKNOWN if done else NA
     itself = sum(1 for r in known if r.rejoin_by == "manager")
-    return f"by itself {itself}/{len(known)}" if itself else f"by pglab {len(known)}/{len(known)}"
+    took = [r.rejoin_s for r in known if r.rejoin_s is not None]
+    # when: from the drill's heal of the old primary until it streamed again, the median
+    when = f" in {statistics.median(took):.1f}s" if took else ""
+    return (f"by itself {itself}/{len(known)}" if itself else f"by pglab {len(known)}/{len(known)}") + when
 
 
 def _note(c: Cell) -> str:
@@ -59,8 +63,8 @@ def row(c: Cell) -> list[str]:
     # pause-short has no detection/promotion phases: nothing is meant to fail over
     phase = (lambda x: NA) if c.fault == "pause-short" else _f
     return [c.label, c.fault, c.mode, str(c.n), _f(c.rto_median_s), _f(c.rto_max_s), _f(c.outage_max_s),
-            phase(c.detect_median_s),
-            phase(c.promote_median_s), _i(c.lost), _i(c.unexpected), _i(c.false_failovers), moved, _back(c),
+            phase(c.detect_median_s), phase(c.promote_median_s), _i(c.lost), _i(c.unexpected), _i(c.recovered),
+            _f(c.two_primaries_max_s), _i(c.false_failovers), moved, _back(c), _i(c.operator_steps_max),
             str(c.errors), _note(c)]
 
 
