@@ -30,6 +30,17 @@ def test_no_slot_standby_becomes_unrecoverable_and_reclone_fixes_it(make_lab):
     assert not n.unrecoverable and n.slot == "s2"
 
 
+def test_rejoin_of_a_standby_whose_wal_is_gone_reclones_at_once(make_lab):
+    """pg_rewind has nothing to do for a standby left behind on the same timeline; once started it
+    asks for WAL the primary has removed, forever. rejoin reads that in the node's new log lines
+    and re-clones then, instead of waiting out its whole timeout."""
+    lab = make_lab()
+    assert lab.drill_noslot("s2", reclone=False).unrecoverable
+    r = lab.rejoin("s2")
+    assert r.method == "reclone" and "the primary has removed WAL it needs" in r.reason, r
+    assert r.streaming and lab.status().node("s2").stream_state == "streaming"
+
+
 def test_sync_standby_down_blocks_commits_then_they_resume(make_lab):
     lab = make_lab()
     r = lab.drill_sync_failure(remedy="none", outage=2.0, clients=2)

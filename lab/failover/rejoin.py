@@ -19,6 +19,7 @@ from lab.model.conninfo import rewind_conninfo
 from lab.errors import InvalidInput, LabError, NodeFailed
 from lab.model.passwords import generate, pgpass_line, scram_sha256
 from lab.failover.promotion import probe
+from lab.wait import poll
 
 REWIND_USER = "pglab_rewind"
 # what pg_rewind needs on the source, per the PostgreSQL documentation: no superuser
@@ -29,6 +30,9 @@ _REWIND_GRANTS = (
     "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
 )
 _LSN_RE = re.compile(r"\b([0-9A-F]{1,8}/[0-9A-F]{1,8})\b")
+
+#: a walreceiver's error when the upstream has recycled the segment it asks for
+WAL_GONE = "has already been removed"
 
 
 @dataclass(frozen=True)
@@ -183,10 +187,21 @@ def rejoin(ctx: Ctx, node: str, *, inspect: str | None = None, allow_reclone: bo
             method = "no rewind needed"
         reconfigure.ensure_slot(ctx, primary, node)
         cluster.write_config(ctx, node, upstream=primary, extra=reconfigure.STANDBY_EXTRA)
+        log = ctx.rt.paths(node).log
+        seen = len(ctx.rt.read_file(node, log) or "")
         server.start(ctx.rt, node)
-        ok = reconfigure.wait_streaming(ctx, primary, [node], timeout)
-        if not ok:
-            raise NodeFailed(f"{node} does not stream from {primary} after the rewind",
+
+        def settled() -> str | None:
+            if node in reconfigure.streaming(ctx, primary):
+                return "streaming"
+            # the primary no longer has WAL the rewound node needs: it asks again forever, so
+            # re-clone now rather than after the whole timeout (seen when many timelines were
+            # born within one WAL segment: the new primary counts that segment number removed)
+            return "gone" if WAL_GONE in (ctx.rt.read_file(node, log) or "")[seen:] else None
+        outcome = poll(settled, timeout=timeout, interval=0.2)
+        if outcome != "streaming":
+            why = "the primary has removed WAL it needs" if outcome == "gone" else "it did not"
+            raise NodeFailed(f"{node} does not stream from {primary} after the rewind: {why}",
                              details=server.log_tail(ctx.rt, node))
     except LabError as e:
         if not allow_reclone:
