@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lab.api import list_labs
-from lab.bench.ha import BenchResult, DrillRow, make_cell
+from lab.bench.ha import BenchResult, DrillRow, keep_ledger, make_cell
 from lab.bench.haplan import FAULTS, BenchOptions, options, parse_list, setups, unsupported
 from lab.bench.hareport import HEAD, NA, UNKNOWN, floor_line, from_json, markdown, row, write_chart
 from lab.cli import app
@@ -120,6 +120,20 @@ def test_a_cell_sums_its_drills_and_unknown_stays_unknown():
     assert nr[HEAD.index("lost")] == NA and nr[-1] == "unsupported: the async drill is not built for patroni"
     for x in (r, row(u), er, nr):      # never blank
         assert len(x) == len(HEAD) and all(v.strip() for v in x)
+
+
+def test_a_drill_with_a_problem_keeps_its_ledger(tmp_path):
+    """--keep-logs: the ledger of a drill that found a problem is copied beside the lab's logs
+    before the lab (and the ledger with it) goes; a ledger that cannot be read is said, not faked."""
+    src = tmp_path / "l.jsonl"
+    src.write_text('{"id": "r:0:1", "outcome": "ok"}\n')
+    said: list[str] = []
+    row = _row(1.0, problems=("161 acknowledged writes lost in sync mode",), ledger=str(src), fault="pause-long")
+    kept = keep_ledger(row, tmp_path / "bhx", said.append)
+    assert kept == tmp_path / "bhx" / "ledger-pause-long-sync-1.jsonl" and kept.read_text() == src.read_text()
+    assert "161 acknowledged writes lost" in said[-1]
+    assert keep_ledger(_row(1.0, problems=("x",), ledger=str(tmp_path / "gone")), tmp_path / "bhx", said.append) is None
+    assert "could not be kept" in said[-1]
 
 
 def _result(floors=(0.12, 0.15)) -> BenchResult:

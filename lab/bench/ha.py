@@ -20,6 +20,7 @@ manager cannot do says why (lab.bench.haplan); an unreadable figure is None (unk
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import threading
 import time
@@ -77,6 +78,7 @@ class DrillRow:
     recovered: int | None = None     # writes whose client saw no acknowledgement, found present at the end
     two_primaries_s: float | None = None   # the longest window two nodes answered as primary (PrimariesProbe)
     operator_steps: int | None = None      # what the drill did by hand that the manager did not (promote, rejoin)
+    ledger: str | None = None        # the drill's ledger file (in the lab's directory: gone with the lab)
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,21 @@ def _rejoin_by(rj) -> str | None:
     return "manager" if rj.method in ("patroni", "pg_auto_failover") else "pglab"
 
 
+def keep_ledger(row: DrillRow, dest: Path, say: Say) -> Path | None:
+    """A drill that found a problem (acknowledged writes lost in sync mode, a rejoin that timed
+    out): its ledger, every write with its id, outcome, times and node, beside the lab's logs. The
+    proof a lost write needs; only for such drills, since a ledger holds every write."""
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        to = dest / f"ledger-{row.fault}-{row.mode}-{row.attempt}.jsonl"
+        shutil.copyfile(row.ledger or "", to)
+    except OSError as e:
+        say(f"the ledger of {row.fault} {row.mode} #{row.attempt} could not be kept: {e}")
+        return None
+    say(f"{row.fault} {row.mode} #{row.attempt}: its ledger is kept in {to} ({'; '.join(row.problems)})")
+    return to
+
+
 def operator_steps(manager: str, moved: bool, rejoin_by: str | None) -> int:
     """What the drill did by hand that the manager did not: the promotion (`none`: the drill plays
     the operator) and bringing the old primary back (pglab's rejoin, where the manager does not)."""
@@ -221,7 +238,7 @@ def drill_row(lab: Lab, setup: Setup, fault: str, mode: str, attempt: int) -> Dr
                     moved and no_failover, by, r.rejoin.duration_s if r.rejoin else None,
                     r.rejoin.streaming if r.rejoin else None, tuple(r.problems), outage_s=r.times.outage_s,
                     recovered=len(r.check.recovered), two_primaries_s=two,
-                    operator_steps=operator_steps(setup.manager, moved, by))
+                    operator_steps=operator_steps(setup.manager, moved, by), ledger=r.ledger.path)
 
 
 def pause_short(lab: Lab, setup: Setup, attempt: int) -> DrillRow:
@@ -338,6 +355,8 @@ def _run_setup(s: Setup, opts: BenchOptions, prefix: str, say: Say,
                     row = DrillRow(s.manager, s.profile, f, md, i, None, time.time() - t0, error=e.line())
                 rows[k].append(row)
                 secs.append(row.duration_s)
+                if keep_logs is not None and row.problems and row.ledger:
+                    keep_ledger(row, keep_logs / lab.name, say)
                 say(f"{s.label} {f} {md} #{i}: " + (f"error: {row.error}" if row.error else
                     f"RTO {_s(row.rto_s)}, lost {row.lost}, {row.old_primary} -> {row.new_primary}, "
                     f"{row.duration_s:.0f}s"))
