@@ -29,7 +29,7 @@ MAX_REPEAT = 20
 @dataclass(frozen=True)
 class BenchOptions:
     """Unset, every manager, profile, fault and mode: the whole table, which is what the bench is
-    for (about 50 minutes at --repeat 3 here); narrow it with the options for a quicker look."""
+    for (57 minutes at --repeat 3 here); narrow it with the options for a quicker look."""
     managers: tuple[str, ...] = MANAGERS
     profiles: tuple[str, ...] = PROFILES
     faults: tuple[str, ...] = FAULTS

@@ -64,7 +64,7 @@ def ha(
                                                                "(its table, --markdown, --chart)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Failover managers side by side (unset options: all of them, about 50 minutes): for each
+    """Failover managers side by side (unset options: all of them, about an hour): for each
     manager x profile x fault x mode, the same failover drill on a lab of its own; client-observed
     RTO (median, max), lost and unexpected acknowledged writes, false failovers, and a floor
     measured in the same run. Labs are brought down at the end."""
