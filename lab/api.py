@@ -15,6 +15,7 @@ import dataclasses
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from lab.cluster import bootstrap, nodes as cluster
@@ -89,6 +90,10 @@ class Lab(Cluster):
     def manager(self) -> Manager:
         """The lab's failover manager (lab.ha): none, pglab, patroni, pg_auto_failover or repmgr."""
         return manager(self.ctx)
+
+    def save_logs(self, dest: Path | str, extra: dict[str, tuple[str, str]] | None = None) -> list[Path]:
+        """As Cluster.save_logs, with the logs the manager's agents write themselves (repmgr.log)."""
+        return super().save_logs(dest, {**self.manager.log_files(), **(extra or {})})
 
     def ha_view(self) -> ManagerView:
         """The manager's own view (Patroni: members, roles, lag, timelines, etcd, HAProxy)."""

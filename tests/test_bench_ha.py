@@ -264,7 +264,9 @@ def test_bench_ha_runs_timer_bound_managers_side_by_side_in_async_mode(tmp_path)
         # the floor's lab is pglab's own; each manager's lab kept its logs, read back from files
         kept = {n: tmp_path / n for n in labs[1:]}
         assert all(d.is_dir() for d in kept.values()) and sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
-        agents = {"patroni": ("patroni-", "promoted self to leader"), "repmgr": ("repmgrd-", "promot"),
+        # the words each agent logs on the node that took over (repmgrd writes to its own
+        # log_file, which the lab's logs include as repmgr-<node>.log)
+        agents = {"patroni": ("patroni-", "promoted self to leader"), "repmgr": ("repmgr-", "promot"),
                   "pg_auto_failover": ("pgaf-", "wait_primary")}
         for d in kept.values():
             events = json.loads((d / "events.json").read_text())

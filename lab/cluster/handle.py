@@ -192,14 +192,16 @@ class Cluster:
         """The last lines of a node's server log."""
         return server.log_tail(self.ctx.rt, self.check_node(node), lines)
 
-    def save_logs(self, dest: Path | str) -> list[Path]:
+    def save_logs(self, dest: Path | str, extra: dict[str, tuple[str, str]] | None = None) -> list[Path]:
         """Copy the lab's logs into `dest` to read after the lab is gone: each node's server log,
-        each service's (a manager's agents, its consensus store, a proxy) and the lab's events.
-        A log that cannot be read (a node's container gone) is left out, not faked."""
+        each service's (a manager's agents, its consensus store, a proxy), `extra` (file name ->
+        (node, path)) and the lab's events. A log that cannot be read (a node's container gone)
+        is left out, not faked."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         rt, svc = self.ctx.rt, self.ctx.rt.services()
         where: dict[str, tuple[str | None, str]] = {f"{n}.server.log": (n, rt.paths(n).log) for n in self.ctx.state.nodes}
+        where.update(extra or {})
         for name in svc.names():
             loc = svc.log_path(name)
             if loc:

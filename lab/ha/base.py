@@ -197,6 +197,11 @@ class Manager(ABC):
         """Client routes the manager provides (e.g. HAProxy's read-write and read-only ports)."""
         return {}
 
+    def log_files(self) -> dict[str, tuple[str, str]]:
+        """Logs an agent writes itself, beyond its service's output (Lab.save_logs keeps them):
+        file name -> (node, path there)."""
+        return {}
+
     # ---- acting ------------------------------------------------------------------------
     @abstractmethod
     def switchover(self, to: str | None) -> Any: ...

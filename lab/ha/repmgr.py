@@ -195,6 +195,10 @@ class RepmgrManager(RepmgrView, Manager):
     def _log(self, node: str) -> str:
         return self.ctx.rt.read_file(node, f"{self._home(node)}/repmgr.log") or ""
 
+    def log_files(self) -> dict[str, tuple[str, str]]:
+        # repmgrd writes to its log_file; its service's output holds only the line saying so
+        return {f"repmgr-{n}.log": (n, f"{self._home(n)}/repmgr.log") for n in self.ctx.state.nodes}
+
     def _log_tail(self, node: str, lines: int = 12) -> str:
         return "\n".join(self._log(node).splitlines()[-lines:])
 
