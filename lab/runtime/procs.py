@@ -94,7 +94,7 @@ def alive(pid: int) -> bool:
         return True
     # a zombie is dead for our purposes
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = _fields(Path(f"/proc/{pid}/stat").read_text())[0]
         return state != "Z"
     except (OSError, IndexError):
         return False
