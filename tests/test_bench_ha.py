@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from lab.api import list_labs
 from lab.bench.ha import BenchResult, DrillRow, keep_ledger, make_cell
 from lab.bench.haplan import FAULTS, BenchOptions, options, parse_list, setups, unsupported
-from lab.bench.hareport import HEAD, NA, UNKNOWN, floor_line, from_json, markdown, row, write_chart
+from lab.bench.hareport import (BAR, HEAD, NA, UNKNOWN, bar_cells, floor_line, from_json, markdown, row, text_chart,
+                                write_chart)
 from lab.cli import app
 from lab.cluster.bootstrap import down
 from lab.errors import InvalidInput
@@ -170,6 +171,7 @@ def test_a_saved_run_renders_as_it_did(tmp_path):
     r = runner.invoke(app, ["bench", "ha", "--from", str(saved), "--markdown", str(md), "--chart", str(tmp_path / "c.png")])
     assert r.exit_code == 0, r.output
     assert md.read_text() == markdown(res) and floor_line(res) in r.output.replace("\n", "")
+    assert all(ln in r.output for ln in text_chart(res))
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for bad, says in (("{}", "not the JSON of `pglab bench ha --json`"), ("nothing", "no JSON in it")):
         saved.write_text(bad)
@@ -177,6 +179,25 @@ def test_a_saved_run_renders_as_it_did(tmp_path):
         assert r.exit_code == 2 and r.output.count("\n") == 1 and says in r.output, r.output
     r = runner.invoke(app, ["bench", "ha", "--from", str(tmp_path / "missing.json")])
     assert r.exit_code == 2 and "--from" in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_the_terminal_chart_draws_each_cell_on_the_log_axis():
+    """The bare command's chart: a longer RTO never gets a shorter bar, the axis' ends give 1 and
+    BAR characters, and a cell with no RTO says unknown or n/a instead of a bar."""
+    assert bar_cells(0.1, 0.1, 100) == 1 and bar_cells(100, 0.1, 100) == BAR and bar_cells(1e6, 0.1, 100) == BAR
+    lengths = [bar_cells(x, 0.05, 90) for x in (0.1, 0.5, 2, 10, 60)]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+    lines = text_chart(_result())
+    bars = {ln.split()[0]: ln.split()[1] for ln in lines[lines.index("sync kill") + 1:lines.index("sync pause-short")]}
+    assert len(bars["patroni-fast"]) > len(bars["pglab"]) and set(bars["pglab"]) == {"#"}
+    assert "5.00s (max 6.00s)" in "\n".join(lines)          # patroni-fast kill: median of 4 and 6
+    after = lines[lines.index("sync pause-short") + 1:lines.index("sync isolate")]
+    [short, unknown] = [ln.split() for ln in after]
+    assert short[0] == "patroni-fast" and short[2:] == ["0.40s", "(max", "0.40s)"] and unknown == ["pglab", UNKNOWN]
+    assert len(short[1]) < len(bars["pglab"]) < len(bars["patroni-fast"])     # 0.4 s pause, 0.6 s kill, 5 s kill
+    assert lines[lines.index("sync isolate") + 1].split() == ["patroni-fast", NA]
+    assert lines[-1].split()[0] == "floor" and text_chart(_result(()))[-1].split()[0] != "floor"
+    assert "```" in markdown(_result()) and lines[1] in markdown(_result())
 
 
 def test_chart_is_written_from_synthetic_rows(tmp_path):

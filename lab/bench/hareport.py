@@ -1,11 +1,13 @@
 """`pglab bench ha`'s output: one table row per cell (Markdown for files, rows for the terminal) and
-one chart (PNG): client-observed RTO per manager-profile and fault.
+one chart of client-observed RTO per manager-profile and fault: as text for the terminal (what
+the bare command prints) and as a PNG (--chart).
 
 Pure formatting: an unknown figure prints as "unknown", a cell a manager cannot do prints "n/a" in
 every figure and says why in its last column; nothing is ever blank or a made-up 0.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -84,8 +86,57 @@ def markdown(res: BenchResult) -> str:
     out = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     out += ["| " + " | ".join(x.replace("|", "\\|") for x in r) + " |" for r in table(res)]
     out += ["", floor_line(res),
-            f"{o.repeat} repeat(s), runtime {o.runtime}, per-node namespaces: {res.root}, {res.duration_s:.0f}s in all"]
+            f"{o.repeat} repeat(s), runtime {o.runtime}, per-node namespaces: {res.root}, {res.duration_s:.0f}s in all",
+            "", "```", *text_chart(res), "```"]
     return "\n".join(out) + "\n"
+
+
+BAR = 32   # characters of the terminal chart's longest bar
+
+
+def _scale(res: BenchResult) -> tuple[float, float]:
+    """The RTO axis both charts share: logarithmic, from half the smallest median (or 1 s) to 1.5x
+    the largest max, so the floor's 0.1 s and a minute-long failover both stay readable."""
+    rtos = [c.rto_max_s for c in res.cells if c.rto_max_s is not None]
+    top = max(rtos + [res.floor_median_s or 0, 1.0]) * 1.5
+    bottom = min([c.rto_median_s for c in res.cells if c.rto_median_s] + [res.floor_median_s or 1.0, 1.0]) / 2
+    return bottom, top
+
+
+def bar_cells(x: float, bottom: float, top: float, width: int = BAR) -> int:
+    """How many characters a value gets on the log axis: at least 1 for any RTO above the axis'
+    foot, `width` at its top."""
+    if x <= bottom:
+        return 1
+    return max(1, min(width, round(width * math.log(x / bottom) / math.log(top / bottom))))
+
+
+def text_chart(res: BenchResult) -> list[str]:
+    """The chart for a terminal: per mode and fault, one bar per manager-profile at its median RTO
+    (log scale, as the PNG), the max beside it; "unknown" or "n/a" where there is no bar to draw."""
+    bottom, top = _scale(res)
+    labels = list(dict.fromkeys(c.label for c in res.cells))
+    w = max((len(x) for x in labels), default=0)
+    by = {(c.label, c.fault, c.mode): c for c in res.cells}
+    out = [f"RTO per manager and fault: bar = median, log scale {bottom:.2f}s to {top:.1f}s; max in brackets"]
+    for md in dict.fromkeys(c.mode for c in res.cells):
+        for f in dict.fromkeys(c.fault for c in res.cells):
+            out.append(f"{md} {f}")
+            for lab in labels:
+                c = by.get((lab, f, md))
+                if c is None:
+                    continue
+                if c.unsupported is not None:
+                    out.append(f"  {lab:<{w}}  {NA}")
+                elif c.rto_median_s is None:
+                    out.append(f"  {lab:<{w}}  {UNKNOWN}")
+                else:
+                    bar = "#" * bar_cells(c.rto_median_s, bottom, top)
+                    out.append(f"  {lab:<{w}}  {bar:<{BAR}} {c.rto_median_s:.2f}s (max {_f(c.rto_max_s)}s)")
+    if res.floor_median_s is not None:
+        out.append(f"  {'floor':<{w}}  {'#' * bar_cells(res.floor_median_s, bottom, top):<{BAR}} "
+                   f"{res.floor_median_s:.2f}s")
+    return out
 
 
 def write_chart(res: BenchResult, path: Path) -> Path:
@@ -102,9 +153,7 @@ def write_chart(res: BenchResult, path: Path) -> Path:
     labels = list(dict.fromkeys(c.label for c in res.cells))
     by = {(c.label, c.fault, c.mode): c for c in res.cells}
     width = 0.8 / max(1, len(labels))
-    rtos = [c.rto_max_s for c in res.cells if c.rto_max_s is not None]
-    top = max(rtos + [res.floor_median_s or 0, 1.0]) * 1.5
-    bottom = min([c.rto_median_s for c in res.cells if c.rto_median_s] + [res.floor_median_s or 1.0, 1.0]) / 2
+    bottom, top = _scale(res)
     # wide enough for the bars of one fault to stay apart, never wider than a page can show
     fig_w = min(16.0, max(6.0, 0.9 * len(faults) * max(1, len(labels)) ** 0.5))
     fig, axes = plt.subplots(len(modes), 1, figsize=(fig_w, 3.6 * len(modes) + 0.6), squeeze=False)

@@ -90,3 +90,4 @@ def ha(
         return
     console.print(table("failover managers side by side", hareport.HEAD, hareport.table(res)))
     console.print(hareport.floor_line(res), highlight=False)
+    console.print("\n".join(hareport.text_chart(res)), highlight=False, markup=False)
