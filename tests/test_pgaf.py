@@ -118,7 +118,7 @@ def _in_recovery(lab: Lab, node: str) -> bool | None:
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.skipif(_missing() is not None and not IN_CI, reason=str(_missing()))
-def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_failure():
+def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_failure(tmp_path):
     name = f"af-{uuid.uuid4().hex[:6]}"
     lab = Lab.up(name=name, runtime="local", ha="pg_auto_failover", ha_profile="fast", pg=15)
     try:
@@ -165,6 +165,12 @@ def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_fa
         st = lab.status()
         assert st.node("s1").role.value == "primary" and st.node("p1").role.value == "standby"
         assert st.node("p1").sync_state == "quorum" and st.node("s1").timeline == 2
+        # the servers' own logs (pg_autoctl turns on their logging collector) are kept beside the
+        # agents': the promotion is there in PostgreSQL's words, with the timeline status read
+        kept = lab.save_logs(tmp_path / "logs")
+        s1_server = "".join(p.read_text() for p in kept if p.name.startswith("postgres-s1-"))
+        assert "selected new timeline ID: 2" in s1_server
+        assert any(p.name.startswith("postgres-monitor-") for p in kept)
 
         # the failover drill in sync mode, the primary node killed: nothing acknowledged is lost,
         # p1 is promoted (s2 has candidate priority 0) and s1 comes back as a standby by itself

@@ -235,6 +235,19 @@ class PgAutoFailoverManager(PgafFaults, Manager):
     def _service(node: str) -> str:
         return f"pgaf-{node}"
 
+    def log_files(self) -> dict[str, tuple[str, str]]:
+        # pg_autoctl turns on each server's logging collector (<pgdata>/log): the promotions,
+        # timelines and pg_rewind runs a drill went through are there, not in the keeper's output
+        out: dict[str, tuple[str, str]] = {}
+        for n in [*self.ctx.state.nodes, MONITOR]:
+            logdir = f"{self.ctx.rt.paths(n).data}/log"
+            try:
+                res = self.ctx.rt.run(n, ["ls", "-1", logdir], check=False, timeout=10)
+            except LabError:
+                continue    # a node that is gone has no logs to keep
+            out.update({f"postgres-{n}-{f}": (n, f"{logdir}/{f}") for f in res.out.split() if f.endswith(".log")})
+        return out
+
     def _log_tail(self, node: str, lines: int = 20) -> str:
         text = self.ctx.rt.read_file(node, f"{self.ctx.rt.paths(node).home}/keeper.log") or ""
         return "\n".join(text.splitlines()[-lines:])
