@@ -8,7 +8,9 @@ import psycopg
 from typer.testing import CliRunner
 
 from lab import Lab, Role
+from lab.cluster import server
 from lab.failover.checker import check
+from lab.failover.drill import same_timeline, timeline
 from lab.cli import app
 from lab.failover.monitor import log_tail
 from lab.failover.rejoin import REWIND_USER
@@ -195,6 +197,29 @@ def test_async_drill_loses_exactly_what_only_the_old_primary_has(make_lab):
     assert abs(r.rejoin.discarded_commits - r.loss_true_commits) <= 1, (r.rejoin, r.loss_line)
     # every lost acknowledged write is a commit in that WAL
     assert r.loss_true_commits >= len(r.check.lost)
+
+
+def test_a_standby_made_primary_without_a_promotion_keeps_the_old_timeline_and_the_drill_says_so(make_lab):
+    """What pg_auto_failover 2.0's fast-forward path can do (docs/ha-managers.md): a standby
+    restarted without standby.signal finishes crash recovery as a primary on its old timeline,
+    where a promotion starts a new one. The drill reads each primary's timeline from its WAL and
+    names the first case as a problem; the second passes."""
+    lab: Lab = make_lab()
+    rt = lab.ctx.rt
+    assert timeline(lab.ctx, "p1") == 1
+    server.stop(rt, "s1")
+    rt.remove_path("s1", f"{rt.paths('s1').data}/standby.signal")
+    server.start(rt, "s1")
+    lab.wait_for(lambda lb: lb.connect("s1").execute("SELECT NOT pg_is_in_recovery()").fetchone()[0], timeout=30,
+                 what="s1 to answer as a primary")
+    lab.connect("s2").execute("SELECT pg_promote(true, 60)")
+    assert (timeline(lab.ctx, "s1"), timeline(lab.ctx, "s2")) == (1, 2)
+    said = same_timeline("p1", 1, "s1", timeline(lab.ctx, "s1"))
+    assert said is not None and "s1 took over on timeline 1, not above p1's 1" in said
+    assert same_timeline("p1", 1, "s2", timeline(lab.ctx, "s2")) is None
+    # a server that does not answer has no timeline to read: unknown, and no verdict
+    lab.fault("s2", "kill")
+    assert timeline(lab.ctx, "s2") is None and same_timeline("p1", 1, "s2", None) is None
 
 
 def test_pause_shorter_than_timeout_causes_no_failover(make_lab):

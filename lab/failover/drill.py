@@ -18,7 +18,9 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from lab.cluster import server
+import psycopg
+
+from lab.cluster import server, sql
 from lab.failover import reconfigure
 from lab.failover.checker import SetCheck, check
 from lab.cluster.context import Ctx
@@ -110,6 +112,30 @@ def set_mode(ctx: Ctx, mode: str) -> SyncSpec:
     return reconfigure.restore_sync(ctx, ctx.state.primary, wait=15.0)
 
 
+TIMELINE_SQL = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+
+
+def timeline(ctx: Ctx, node: str) -> int | None:
+    """The timeline a primary writes on now (its WAL file's name: the control file's copy waits
+    for the next checkpoint); None if it does not answer as a primary."""
+    try:
+        return sql.scalar(ctx.state, node, TIMELINE_SQL)
+    except (psycopg.Error, LabError):    # a server that does not answer: not known, never a guess
+        return None
+
+
+def same_timeline(old: str, old_tli: int | None, new: str, new_tli: int | None) -> str | None:
+    """A primary that took over must write on a timeline above the old one's: a promotion always
+    starts a new one. One that did not became primary some other way (a standby restarted without
+    standby.signal finishes crash recovery as a primary on its old timeline), so its WAL and the
+    old primary's diverge under one timeline number: pg_rewind then answers "no rewind required"
+    and the old primary rejoins on WAL that is not the new primary's."""
+    if old_tli is None or new_tli is None or new_tli > old_tli:
+        return None
+    return (f"{new} took over on timeline {new_tli}, not above {old}'s {old_tli}: it became primary without a "
+            f"promotion, and a standby of it can skip the rewind it needs")
+
+
 def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_standby: str | None = None,
                    clients: int = 4, interval: float = 0.5, timeout: float = 2.0, fence: str = "kill",
                    settle: float = 1.0, fast_path: bool = True, confirm: float = 0.3, say=None) -> DrillResult:
@@ -147,6 +173,7 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
         sup.arm(interval=interval, timeout=timeout, fence=fence, allow_data_loss=(mode == "async"), say=say,
                 fast_path=fast_path, confirm=confirm)
         armed = True
+        tli_before = timeline(ctx, old)
         t_fault = time.time()
         sup.fault(old, fault)
         # a server restarted in place (kill-postgres under a supervisor) must be counted from when it
@@ -161,6 +188,10 @@ def drill_failover(ctx: Ctx, *, mode: str = "sync", fault: str = "kill", lag_sta
                        what=f"a write acknowledged by {new}")
         except WaitTimeout as e:
             problems.append(e.line())
+        if new != old:
+            same = same_timeline(old, tli_before, new, timeline(ctx, new))
+            if same:
+                problems.append(same)
         time.sleep(settle)
         sup.disarm()
         rj = None
