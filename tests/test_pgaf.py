@@ -7,6 +7,7 @@ a sync kill drill timed against the monitor's event log, and nothing left after 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -18,9 +19,11 @@ from typer.testing import CliRunner
 
 from lab.api import Lab
 from lab.cli import app
-from lab.errors import InvalidInput, RuntimeUnavailable
+from lab.errors import InvalidInput, LabError, RuntimeUnavailable
+from lab.failover.drill import same_timeline, timeline
 from lab.ha import fit, pgaf_monitor
 from lab.ha.pgaf_conf import MAJOR, PROFILES, pg_autoctl, shape
+from lab.model import lsn
 from lab.model.haspec import ha_from_dict
 from lab.model.topology import default_topology
 from lab.runtime import servers
@@ -203,6 +206,56 @@ def test_pg_auto_failover_lab_status_drill_and_the_monitor_as_single_point_of_fa
     finally:
         removed = lab.down()
     assert any("pgaf-monitor" in r for r in removed)
+    assert_clean(name)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(_missing() is not None and not IN_CI, reason=str(_missing()))
+def test_a_candidate_behind_the_async_standby_is_fast_forwarded_and_the_drill_reads_its_timeline(tmp_path):
+    """The monitor fast-forwards a candidate that is behind another standby (WAL fetched from it
+    first) before promoting it: the path behind the 161 writes lost in the whole-matrix run
+    (docs/ha-managers.md). Made here on purpose: s1's WAL receiver frozen while p1 writes 80 MB
+    that do not wait for it, then p1 frozen. Whatever pg_auto_failover makes of it, the timeline
+    pglab reads on the new primary must be what PostgreSQL's own log says: a new one after
+    "selected new timeline ID", else the old one, and the drill's rule flags exactly that case."""
+    name = f"af-{uuid.uuid4().hex[:6]}"
+    lab = Lab.up(name=name, runtime="local", ha="pg_auto_failover", ha_profile="fast", pg=15)
+    receiver = None
+    try:
+        assert timeline(lab.ctx, "p1") == 1
+        receiver = lab.connect("s1").execute("SELECT pid FROM pg_stat_wal_receiver").fetchone()[0]
+        os.kill(receiver, signal.SIGSTOP)
+        with lab.connect("p1") as c:       # WAL that does not wait for s1, more than its socket holds
+            c.execute("SET synchronous_commit = local")
+            c.execute("CREATE TABLE bulk AS SELECT g, repeat('x', 2000) AS pad FROM generate_series(1, 40000) g")
+        got = {n: lsn.parse(lab.connect(n).execute("SELECT pg_last_wal_receive_lsn()::text").fetchone()[0])
+               for n in ("s1", "s2")}
+        assert got["s2"] - got["s1"] > 50_000_000, got
+        t0 = time.time()
+        lab.fault("p1", "pause")
+        os.kill(receiver, signal.SIGCONT)
+        receiver = None
+        rec = lab.manager.wait_for_takeover("p1", t0, 120)
+        assert rec.new_primary == "s1"     # s2 has candidate priority 0
+        tli = lab.wait_for(lambda lb: timeline(lb.ctx, "s1"), timeout=30, what="s1 to answer as a primary")
+        kept = lab.save_logs(tmp_path / "logs")
+        server_log = "".join(p.read_text() for p in sorted(kept) if p.name.startswith("postgres-s1-"))
+        keeper_log = next(p for p in kept if p.name == "pgaf-s1.log").read_text()
+        assert "Fetching WAL from upstream node 3" in keeper_log and "Fast-forward is done" in keeper_log
+        promoted = "selected new timeline ID: 2" in server_log
+        assert tli == (2 if promoted else 1), (tli, server_log[-2000:])
+        said = same_timeline("p1", 1, "s1", tli)
+        assert (said is None) == promoted, said
+    finally:
+        if receiver is not None:
+            os.kill(receiver, signal.SIGCONT)
+        try:
+            lab.heal("p1")
+        except LabError:
+            pass        # down removes it whatever state it is in
+        removed = lab.down()
+    assert removed
     assert_clean(name)
 
 
