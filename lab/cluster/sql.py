@@ -31,3 +31,12 @@ def query(state: LabState, node: str, sql: str, params: Any = None, *, connect_t
 def scalar(state: LabState, node: str, sql: str, params: Any = None) -> Any:
     rows = query(state, node, sql, params)
     return rows[0][0] if rows else None
+
+
+# The timeline a primary writes on now, from its current WAL file's name: the control file's copy
+# of it waits for the next checkpoint after a promotion. An error on a standby (in recovery).
+TIMELINE = "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+
+
+def timeline(state: LabState, node: str) -> int | None:
+    return scalar(state, node, f"SELECT {TIMELINE}")

@@ -112,14 +112,10 @@ def set_mode(ctx: Ctx, mode: str) -> SyncSpec:
     return reconfigure.restore_sync(ctx, ctx.state.primary, wait=15.0)
 
 
-TIMELINE_SQL = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
-
-
 def timeline(ctx: Ctx, node: str) -> int | None:
-    """The timeline a primary writes on now (its WAL file's name: the control file's copy waits
-    for the next checkpoint); None if it does not answer as a primary."""
+    """The timeline a primary writes on now (sql.timeline); None if it does not answer as one."""
     try:
-        return sql.scalar(ctx.state, node, TIMELINE_SQL)
+        return sql.timeline(ctx.state, node)
     except (psycopg.Error, LabError):    # a server that does not answer: not known, never a guess
         return None
 

@@ -143,8 +143,7 @@ class Monitor:
                          options="-c statement_timeout=1000") as c:
             asked = time.time()
             rec, pos, tli = c.execute(
-                "SELECT pg_is_in_recovery(), pg_current_wal_lsn()::text, "
-                "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int").fetchone()
+                "SELECT pg_is_in_recovery(), pg_current_wal_lsn()::text, " + sql.TIMELINE).fetchone()
         if rec:
             raise psycopg.OperationalError(f"{node} is in recovery")
         lab_state.record_primary_seen(self.ctx.name, lab_state.PrimarySeen(node, pos, tli, asked, "the monitor"))

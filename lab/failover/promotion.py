@@ -160,8 +160,7 @@ def _reconfigure(ctx: Ctx, new: str, old: str, t0: float, t_promoted: float, dea
     # now (nobody streams from it yet, and a name there would make commits hang), then re-point.
     cluster.write_config(ctx, new, sync=None)
     sql.query(ctx.state, new, "SELECT pg_reload_conf()")
-    timeline = sql.scalar(ctx.state, new, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
-                                           "::bit(32)::int")
+    timeline = sql.timeline(ctx.state, new)
     others = [n for n in ctx.state.nodes if n != new and n not in dead]
     problems: list[str] = []
     movable = []

@@ -83,8 +83,7 @@ def wal_end(ctx: Ctx, node: str) -> WalEnd:
 
 def fork_point(ctx: Ctx, primary: str, old_tli: int) -> str | None:
     """The LSN at which the primary's history left timeline old_tli (from its .history file)."""
-    tli = sql.scalar(ctx.state, primary,
-                     "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
+    tli = sql.timeline(ctx.state, primary)
     if not tli or tli <= old_tli:
         return None
     text = sql.scalar(ctx.state, primary, "SELECT pg_read_file(%s)", (f"pg_wal/{tli:08X}.history",))
